@@ -1,0 +1,27 @@
+"""Interaction-aware group influence for scikit-learn and PyTorch models.
+
+Every score is the estimated change of the target, in the target's own units,
+when the example or group is removed (positive: removal raises the target).
+"""
+
+from ._group_influence import GroupInfluence
+from ._hessian import (
+    IllConditionedHessianWarning,
+    IndefiniteHessianError,
+    NotStationaryWarning,
+)
+from ._results import GroupScores, Selection
+from .backends import UnsupportedEstimatorError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GroupInfluence",
+    "GroupScores",
+    "Selection",
+    "IllConditionedHessianWarning",
+    "IndefiniteHessianError",
+    "NotStationaryWarning",
+    "UnsupportedEstimatorError",
+    "__version__",
+]

@@ -1,0 +1,522 @@
+"""``GroupInfluence``: validation and orchestration (no calculus here)."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._estimators import (
+    PAIRWISE_METHODS,
+    _FitState,
+    check_method,
+    newton_estimates,
+    pairwise_form,
+    quadratic_rows,
+)
+from ._groups import GroupMembership
+from ._hessian import polish_parameters
+from ._interaction import DEFAULT_MAX_DENSE_BYTES, make_interaction
+from ._results import GroupScores
+from ._rounds import run_selection
+from .backends import get_backend, unwrap_estimator
+
+
+def _estimator_has(attr):
+    def check(self):
+        if hasattr(self, "estimator_"):
+            return hasattr(self.estimator_, attr)
+        return hasattr(self.estimator, attr)
+
+    return check
+
+
+class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
+    """Interaction-aware influence of groups of training examples.
+
+    Estimates, without retraining, how a target quantity (by default the
+    estimator's usual metric on a target set) changes when a group of training
+    examples is removed, and greedily selects examples or groups to remove or
+    add.
+
+    **Sign and units.** Every score is the estimated change of the target, in
+    the target's own units, when the example or group is removed:
+    ``f(theta_without_S) - f(theta_hat)``. Positive means removal raises the
+    target (for a loss target: the data was helping).
+
+    Parameters
+    ----------
+    estimator : estimator object
+        A supported scikit-learn linear model (``LogisticRegression`` with L2 or
+        no penalty, ``Ridge``, ``RidgeClassifier``, ``LinearRegression``,
+        ``PoissonRegressor``, ``GammaRegressor``, ``TweedieRegressor``), a
+        ``Pipeline`` ending in one (earlier steps are a fixed feature map), a
+        :class:`sklearn_groupinf.torch.TorchModel`, or any of these wrapped in
+        ``sklearn.frozen.FrozenEstimator`` to use an already-fitted model as is.
+    method : {"interaction", "first_order", "second_order", "newton"}, \
+            default="interaction"
+        Group estimator used by ``score_groups`` and ``select``:
+        ``first_order`` sums the members' influences; ``interaction`` adds the
+        pairwise term of the target's second-order expansion (arXiv
+        2605.15675); ``second_order`` adds the parameter response to second
+        order in the removal weights; ``newton`` takes one Newton step with the
+        group-removed Hessian and evaluates the target exactly.
+    target : "default" or callable, default="default"
+        ``"default"`` is the scikit-learn metric of the estimator on the target
+        set: ``log_loss`` for ``LogisticRegression``, ``mean_squared_error`` for
+        least squares (``RidgeClassifier``: on the ``{-1, +1}`` encoding), the
+        mean Poisson / Gamma / Tweedie deviance for the GLMs. A callable
+        ``phi(y, z)`` written with torch operations returns one value per target
+        example from labels ``y`` and raw predictions ``z``; the target is the
+        ``target_weight``-weighted mean of ``phi``.
+    damping : float, default=0.0
+        ``lambda`` added to the Hessian as ``lambda * W * I`` where ``W`` is the
+        total data weight of the objective (per-example units).
+    polish : {"auto", True, False}, default="auto"
+        Newton-polish the fitted parameters on the analytic objective when
+        ``||grad J||`` exceeds ``stationarity_tol`` times a typical
+        per-example gradient (the user's estimator is not modified). ``False``
+        only warns.
+    stationarity_tol : float, default=1e-6
+        Relative gradient norm regarded as stationary.
+    interaction : {"auto", "dense", "implicit"}, default="auto"
+        Form of interaction matrices: dense ``n_units x n_units`` (built in
+        tiles on ``device``) or an implicit low-rank operator; ``"auto"`` picks
+        dense when it fits in ``max_dense_bytes``.
+    max_dense_bytes : int, default=2 GiB
+        Memory budget for a dense interaction matrix.
+    device : str, default="auto"
+        Compute device of the interaction matrix: ``"auto"`` (CUDA when
+        available, else CPU), ``"cpu"`` or ``"cuda"``.
+    dtype : {None, "float32", "float64"}, default=None
+        Precision of dense interaction matrices (``None``: float64).
+    tile_size : int, default=4096
+        Rows per tile when building a dense interaction matrix.
+    verbose : int, default=0
+        Verbosity.
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The fitted estimator (the given one itself when it is a
+        ``FrozenEstimator``).
+    influence_ : ndarray of shape (n_samples,)
+        First-order estimated change of the target when each training example
+        is removed.
+    target_value_ : float
+        Target value at the fitted parameters.
+    target_name_ : str
+        Name of the target (e.g. ``"log_loss"``).
+    theta_ : ndarray of shape (n_params,)
+        Parameters the estimates expand around (after polishing).
+    n_params_ : int
+    stationarity_ : tuple of float
+        Relative gradient norm before and after polishing.
+    hessian_rcond_ : float
+        Reciprocal condition number estimate of the damped Hessian.
+    n_features_in_ : int
+    classes_ : ndarray
+        Class labels (classifiers only).
+
+    See Also
+    --------
+    sklearn_groupinf.evaluation.leave_group_out : actual refits, for checking.
+
+    Notes
+    -----
+    With removal gradients :math:`q_i` (``s_i`` times the example's gradient;
+    mean-form GLM objectives include the penalty, see the user guide),
+    :math:`H = \\nabla^2 J + \\lambda W I`, :math:`u_i = H^{-1} q_i`,
+    :math:`g_f = \\nabla f`, :math:`H_f = \\nabla^2 f`:
+
+    .. math::
+
+        a_i = g_f^\\top u_i, \\qquad
+        \\kappa_{ij} = u_i^\\top H_f u_j, \\qquad
+        \\widehat{\\Delta f}(S) = \\sum_{i \\in S} a_i
+            + \\tfrac12 U_S^\\top H_f U_S,\\; U_S = \\sum_{i\\in S} u_i .
+
+    The second term equals :math:`\\sum_i \\tfrac12\\kappa_{ii} +
+    \\sum_{i<j}\\kappa_{ij}`; group scores use only :math:`U_S`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn_groupinf import GroupInfluence
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = make_pipeline(StandardScaler(), LogisticRegression())
+    >>> gi = GroupInfluence(model).fit(X[:400], y[:400],
+    ...                                X_target=X[400:], y_target=y[400:])
+    >>> gi.influence_.shape
+    (400,)
+    >>> res = gi.score_groups(y[:400])   # the two classes as groups
+    >>> res.groups
+    array([0, 1])
+    >>> bool(res.estimate[0] > 0)       # removing all malignant rows raises log-loss
+    True
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit"])],
+        "method": [StrOptions({"interaction", "first_order", "second_order", "newton"})],
+        "target": [StrOptions({"default"}), callable],
+        "damping": [Interval(numbers.Real, 0, None, closed="left")],
+        "polish": [StrOptions({"auto"}), "boolean"],
+        "stationarity_tol": [Interval(numbers.Real, 0, None, closed="neither")],
+        "interaction": [StrOptions({"auto", "dense", "implicit"})],
+        "max_dense_bytes": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str, object],
+        "dtype": [StrOptions({"float32", "float64"}), None, type],
+        "tile_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        *,
+        method="interaction",
+        target="default",
+        damping=0.0,
+        polish="auto",
+        stationarity_tol=1e-6,
+        interaction="auto",
+        max_dense_bytes=DEFAULT_MAX_DENSE_BYTES,
+        device="auto",
+        dtype=None,
+        tile_size=4096,
+        verbose=0,
+    ):
+        self.estimator = estimator
+        self.method = method
+        self.target = target
+        self.damping = damping
+        self.polish = polish
+        self.stationarity_tol = stationarity_tol
+        self.interaction = interaction
+        self.max_dense_bytes = max_dense_bytes
+        self.device = device
+        self.dtype = dtype
+        self.tile_size = tile_size
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = get_tags(self.estimator)
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = inner.target_tags.multi_output
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # ------------------------------------------------------------------ fit
+    def _validate_training_data(self, X, y, sample_weight):
+        final, _ = unwrap_estimator(self.estimator)
+        if isinstance(_plain(self.estimator), Pipeline):
+            # a pipeline validates its own inputs (it may take DataFrames)
+            check_consistent_length(X, y)
+            y = np.asarray(y)
+        else:
+            X, y = validate_data(
+                self, X, y, dtype=np.float64, multi_output=True,
+                y_numeric=get_tags(final).estimator_type == "regressor",
+            )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, np.empty((len(y), 0)),
+                                                 ensure_non_negative=True)
+        return X, y, sample_weight
+
+    def _validate_target_data(self, X, y, X_target, y_target, target_weight,
+                              sample_weight):
+        if X_target is None:
+            if y_target is not None:
+                raise ValueError("y_target was given without X_target; pass both.")
+            return X, y, sample_weight if target_weight is None else target_weight
+        if not isinstance(_plain(self.estimator), Pipeline):
+            X_target = check_array(X_target, dtype=np.float64, input_name="X_target")
+            if X_target.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X_target has {X_target.shape[1]} features, but the training "
+                    f"data has {self.n_features_in_}; pass target data with the "
+                    "same columns."
+                )
+        if y_target is None and not callable(self.target):
+            raise ValueError(
+                "y_target is required with the default target (a metric needs the "
+                "true labels); pass y_target, or a callable target."
+            )
+        n_t = len(X_target)
+        if y_target is not None:
+            y_target = np.asarray(y_target)
+            if len(y_target) != n_t:
+                raise ValueError(
+                    f"X_target has {n_t} rows but y_target has {len(y_target)}."
+                )
+            if y_target.dtype.kind == "f" and not np.all(np.isfinite(y_target)):
+                raise ValueError("y_target contains NaN or infinity.")
+        if target_weight is not None:
+            target_weight = _check_sample_weight(
+                target_weight, np.empty((n_t, 0)), ensure_non_negative=True
+            )
+            if target_weight.sum() <= 0:
+                raise ValueError("target_weight sums to zero; give some weight.")
+        return X_target, y_target, target_weight
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, sample_weight=None, *, X_target=None, y_target=None,
+            target_weight=None):
+        """Fit the estimator (unless frozen) and compute the influence state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data (what the estimator is fitted on).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Training targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Training sample weights (passed to the estimator's ``fit``). With a
+            ``FrozenEstimator``, pass the weights it was trained with.
+        X_target, y_target : array-like, default=None
+            Target set on which the target metric is evaluated (e.g. validation
+            data). Without it the target is the metric on the training data,
+            weighted by ``sample_weight``.
+        target_weight : array-like of shape (n_target,), default=None
+            Weights of the target examples (the metric's ``sample_weight``).
+
+        Returns
+        -------
+        self : GroupInfluence
+        """
+        X, y, sample_weight = self._validate_training_data(X, y, sample_weight)
+        X_t, y_t, w_t = self._validate_target_data(
+            X, y, X_target, y_target, target_weight, sample_weight
+        )
+        self.estimator_ = self._fit_estimator(X, y, sample_weight)
+        backend = get_backend(
+            self.estimator_, X, y, sample_weight=sample_weight, X_target=X_t,
+            y_target=y_t, target_weight=w_t, target=self.target,
+        )
+        Q = backend.removal_gradients()
+        self.stationarity_ = polish_parameters(
+            backend, Q, tol=self.stationarity_tol, polish=self.polish
+        )
+        if self.stationarity_[1] != self.stationarity_[0]:
+            Q = backend.removal_gradients()
+        solver = backend.hessian_solver(float(self.damping))
+        U = solver.solve(Q.T).T
+        grad_f = backend.target_gradient()
+        w = solver.solve(grad_f)
+        f0 = backend.target_value()
+        influence = U @ grad_f
+        if not (np.all(np.isfinite(U)) and np.all(np.isfinite(influence))):
+            raise FloatingPointError(
+                "Influence computation produced non-finite values; the Hessian is "
+                "numerically singular. Increase damping."
+            )
+        self._state = _FitState(backend, solver, U, grad_f,
+                                backend.target_hessian_factor(), w, f0)
+        self._train = (X, y, sample_weight)
+        self._target_data = (X_target, y_target, target_weight)
+        self.influence_ = influence
+        self.target_value_ = f0
+        self.target_name_ = backend.target_name
+        self.theta_ = backend.get_theta()
+        self.n_params_ = backend.n_params
+        self.hessian_rcond_ = getattr(solver, "rcond", np.nan)
+        final, _ = unwrap_estimator(self.estimator_)
+        if hasattr(final, "classes_"):
+            self.classes_ = final.classes_
+        if not hasattr(self, "n_features_in_") and hasattr(self.estimator_,
+                                                           "n_features_in_"):
+            self.n_features_in_ = self.estimator_.n_features_in_
+        return self
+
+    def _fit_estimator(self, X, y, sample_weight):
+        if isinstance(self.estimator, FrozenEstimator):
+            check_is_fitted(self.estimator.estimator)
+            return self.estimator
+        est = clone(self.estimator)
+        if sample_weight is None:
+            return est.fit(X, y)
+        if isinstance(est, Pipeline):
+            return est.fit(X, y, **{f"{est.steps[-1][0]}__sample_weight": sample_weight})
+        return est.fit(X, y, sample_weight=sample_weight)
+
+    # ------------------------------------------------------------- scoring
+    def _resolve_method(self, method, *, pairwise=False, name="method"):
+        return check_method(self.method if method is None else method,
+                            pairwise=pairwise, name=name)
+
+    def score_groups(self, groups, *, method=None):
+        """Estimated change of the target when each group is removed.
+
+        Parameters
+        ----------
+        groups : array-like of shape (n_samples,)
+            Group label of each training example (like ``GroupKFold``'s).
+        method : str, default=None
+            Overrides the ``method`` parameter for this call.
+
+        Returns
+        -------
+        result : GroupScores
+            Aligned arrays ``groups`` (sorted labels), ``size``, ``first_order``
+            and ``estimate``, in the target's units (positive: removing the
+            group raises the target). ``result.to_frame()`` gives a DataFrame.
+        """
+        check_is_fitted(self, "influence_")
+        method = self._resolve_method(method)
+        st = self._state
+        membership = GroupMembership(groups, len(self.influence_))
+        first = membership.aggregate(self.influence_[:, None])[:, 0]
+        if method == "newton":
+            estimate = newton_estimates(st, membership)
+        else:
+            estimate = first.copy()
+            A, M = pairwise_form(method, st)
+            if A is not None:
+                estimate += 0.5 * quadratic_rows(membership.aggregate(A), M)
+        return GroupScores(groups=membership.labels, size=membership.sizes,
+                           first_order=first, estimate=estimate, method=method)
+
+    def _operator(self, method, groups=None, form=None):
+        st = self._state
+        A, M = pairwise_form(method, st)
+        n = len(self.influence_)
+        if groups is not None:
+            membership = GroupMembership(groups, n)
+            A = None if A is None else membership.aggregate(A)
+            n = membership.n_groups
+        if A is None:
+            A, M = np.zeros((n, 0)), np.zeros((0, 0))
+        return make_interaction(
+            A, M, form=self.interaction if form is None else form,
+            max_dense_bytes=self.max_dense_bytes, device=self.device,
+            dtype=self.dtype, tile_size=self.tile_size,
+        )
+
+    def interaction_matrix(self, groups=None, *, method=None, form=None):
+        """Pairwise interactions ``K`` among examples or groups.
+
+        ``est(S) = b' 1_S + 1/2 1_S' K 1_S`` for the pairwise ``method``; for
+        ``interaction`` ``K_ij = u_i' H_f u_j`` (target units).
+
+        Parameters
+        ----------
+        groups : array-like of shape (n_samples,), default=None
+            When given, interactions among groups (sorted labels).
+        method : {"interaction", "second_order", "first_order"}, default=None
+            Defaults to the estimator's ``method`` ("interaction" when that is
+            ``newton``, which has no pairwise form).
+        form : {"auto", "dense", "implicit"}, default=None
+            Overrides the ``interaction`` parameter.
+
+        Returns
+        -------
+        K : ndarray of shape (n_units, n_units) or scipy LinearOperator
+            Dense when it fits in ``max_dense_bytes`` (or ``form="dense"``),
+            otherwise a symmetric ``LinearOperator`` that never forms ``K``.
+        """
+        check_is_fitted(self, "influence_")
+        if method is None and self.method == "newton":
+            method = "interaction"
+        method = self._resolve_method(method, pairwise=True)
+        op = self._operator(method, groups, form)
+        return op.K if op.form == "dense" else op.as_linear_operator()
+
+    def select(self, budget, *, groups=None, goal="decrease", action="remove",
+               method=None, X_candidates=None, y_candidates=None,
+               candidate_weight=None, n_rounds=1, stop_early=False):
+        """Greedily choose examples or groups to remove or add.
+
+        Parameters
+        ----------
+        budget : int or float
+            Number of units to select, or a fraction of the pool in (0, 1].
+        groups : array-like of shape (n_samples,), default=None
+            Select whole groups of training examples (``action="remove"``).
+        goal : {"decrease", "increase"}, default="decrease"
+            Whether the selection should decrease or increase the target.
+        action : {"remove", "add"}, default="remove"
+            ``remove`` training units; ``add`` candidates ``X_candidates`` (or,
+            without candidates, up-weight training examples).
+        method : {"interaction", "first_order", "second_order"}, default=None
+            Pairwise estimator; ``first_order`` is top-k.
+        X_candidates, y_candidates : array-like, default=None
+            Candidate examples for ``action="add"``.
+        candidate_weight : array-like, default=None
+            Sample weights the candidates would get when added.
+        n_rounds : int, default=1
+            Adaptive rounds: select ``budget / n_rounds`` units, refit, recompute
+            and repeat. Keeps the local expansion honest when the selection
+            moves the model far.
+        stop_early : bool, default=False
+            Stop when no unit moves the estimate in the direction of ``goal``.
+
+        Returns
+        -------
+        selection : Selection
+            ``indices`` (rows, greedy order), ``groups`` (group selection),
+            ``estimates`` (estimated target change after each step, in the
+            target's units), ``round``, ``measured`` (target after each round's
+            refit; ``measured[0]`` is the current value).
+        """
+        check_is_fitted(self, "influence_")
+        if method is None and self.method == "newton":
+            raise ValueError(
+                "method='newton' has no pairwise form, so select cannot use it; "
+                "pass method='second_order' or 'interaction' to select."
+            )
+        method = self._resolve_method(method, pairwise=True)
+        return run_selection(
+            self, budget, groups=groups, goal=goal, action=action, method=method,
+            X_candidates=X_candidates, y_candidates=y_candidates,
+            candidate_weight=candidate_weight, n_rounds=n_rounds,
+            stop_early=stop_early,
+        )
+
+    # ---------------------------------------------------------- delegation
+    @available_if(_estimator_has("predict"))
+    def predict(self, X):
+        """Predict with the fitted estimator."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities from the fitted estimator."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """Decision function of the fitted estimator."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.decision_function(X)
+
+    @available_if(_estimator_has("score"))
+    def score(self, X, y, sample_weight=None):
+        """Score of the fitted estimator (its own ``score`` method)."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.score(X, y, sample_weight=sample_weight)
+
+
+def _plain(est):
+    return est.estimator if isinstance(est, FrozenEstimator) else est

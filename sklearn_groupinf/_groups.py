@@ -1,0 +1,92 @@
+"""Group labels <-> membership matrix, and segment sums over groups.
+
+No other module handles raw group labels: everything downstream sees the
+sparse ``(n_groups, n_samples)`` membership matrix ``M`` and per-group rows
+``M @ A`` of per-example rows ``A``.
+"""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class GroupMembership:
+    """Encode group labels of ``n_samples`` examples.
+
+    Parameters
+    ----------
+    groups : array-like of shape (n_samples,)
+        One label per training example, like the ``groups`` of ``GroupKFold``.
+    n_samples : int
+        Expected length.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (n_groups,)
+        Sorted unique labels (the order of every per-group output).
+    inverse : ndarray of shape (n_samples,)
+        Group index of each example.
+    sizes : ndarray of shape (n_groups,)
+    matrix : scipy.sparse.csr_matrix of shape (n_groups, n_samples)
+    """
+
+    def __init__(self, groups, n_samples):
+        groups = check_groups(groups, n_samples)
+        self.labels, self.inverse = np.unique(groups, return_inverse=True)
+        self.inverse = self.inverse.reshape(-1)
+        self.sizes = np.bincount(self.inverse, minlength=len(self.labels))
+        self.matrix = sp.csr_matrix(
+            (np.ones(n_samples), (self.inverse, np.arange(n_samples))),
+            shape=(len(self.labels), n_samples),
+        )
+
+    @property
+    def n_groups(self):
+        return len(self.labels)
+
+    def aggregate(self, A):
+        """Per-group sums ``M @ A`` of per-example rows ``A`` ``(n_samples, k)``."""
+        return np.asarray(self.matrix @ A)
+
+    def members(self, g):
+        """Row indices of group number ``g``."""
+        return np.flatnonzero(self.inverse == g)
+
+    def rows_of(self, group_indices):
+        """Row indices of the union of the groups numbered ``group_indices``."""
+        return np.flatnonzero(np.isin(self.inverse, np.asarray(group_indices)))
+
+
+def check_groups(groups, n_samples):
+    """Validate group labels: 1-D, right length, no missing values."""
+    if groups is None:
+        raise ValueError(
+            "groups is None; pass one label per training example (shape "
+            f"({n_samples},)), e.g. a data source or annotator id."
+        )
+    groups = np.asarray(groups)
+    if groups.ndim != 1:
+        groups = groups.reshape(-1) if groups.ndim == 2 and 1 in groups.shape else groups
+    if groups.ndim != 1 or groups.shape[0] != n_samples:
+        raise ValueError(
+            f"groups must have shape ({n_samples},), one label per training "
+            f"example; got shape {groups.shape}."
+        )
+    if groups.dtype.kind == "f" and np.any(~np.isfinite(groups)):
+        raise ValueError(
+            "groups contains NaN or infinite labels; give every example a group "
+            "(e.g. fill missing values with a label of its own)."
+        )
+    if groups.dtype.kind == "O":
+        missing = [g is None or (isinstance(g, numbers.Real) and g != g) for g in groups]
+        if any(missing):
+            raise ValueError(
+                f"groups contains {sum(missing)} missing labels (None/NaN); give "
+                "every example a group."
+            )
+        try:
+            np.unique(groups)
+        except TypeError:
+            groups = groups.astype(str)
+    return groups

@@ -1,0 +1,217 @@
+"""Pairwise interaction operators ``K = A M A'``: dense (tiled) or implicit.
+
+Every pairwise estimator is ``est(S) = b' 1_S + 1/2 1_S' K 1_S`` with
+``K = A M A'`` for per-unit rows ``A`` (``n_units x r0``, ``r0 <= 2 P``) and a
+small symmetric ``M`` (the target Hessian for ``interaction``). ``M`` is
+factored once, ``M = V diag(lam) V'``, so that
+
+    K = W diag(sigma) W',   W = A V |lam|^{1/2},   sigma = sign(lam),
+
+with ``W`` of width ``r <= r0`` (signed ``sigma`` for an indefinite target
+Hessian). The implicit form keeps ``W`` (``O(n r)`` memory); the dense form
+builds ``K`` in row tiles on the compute device with torch.
+
+This is the only module that chooses a device.
+"""
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator
+
+DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
+
+
+def resolve_device(device="auto"):
+    """``"auto"``: CUDA when torch sees one, else CPU. Returns a torch device or None.
+
+    ``None`` means numpy on the CPU (torch not installed).
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"device={device!r} needs torch, which is not installed.")
+        return None
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but torch sees no CUDA device; use "
+            "device='auto' or 'cpu'."
+        )
+    return dev
+
+
+def resolve_dtype(dtype, device):
+    """float64 by default; float32 allowed (documented precision loss)."""
+    if dtype is None:
+        return np.float64
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64; got {dtype}.")
+    return dtype.type
+
+
+def factor_middle(M, rtol=1e-12):
+    """Eigen-factor the symmetric middle matrix: ``M = V diag(lam) V'``.
+
+    Returns ``(V |lam|^{1/2}, sign(lam))`` keeping ``|lam| > rtol * max|lam|``.
+    """
+    r0 = M.shape[0]
+    if r0 == 0 or not np.any(M):
+        return np.zeros((r0, 0)), np.zeros(0)
+    lam, V = np.linalg.eigh(0.5 * (M + M.T))
+    keep = np.abs(lam) > rtol * np.abs(lam).max()
+    lam, V = lam[keep], V[:, keep]
+    return V * np.sqrt(np.abs(lam)), np.sign(lam)
+
+
+class InteractionOperator:
+    """Interaction matrix ``K = W diag(sigma) W'`` among ``n_units`` units.
+
+    Parameters
+    ----------
+    W : ndarray of shape (n_units, r)
+    sigma : ndarray of shape (r,)
+        +1 / -1 signs.
+
+    Use :func:`make_interaction` to build one.
+    """
+
+    form = "implicit"
+
+    def __init__(self, W, sigma):
+        self.W = W
+        self.sigma = sigma
+        self.shape = (W.shape[0], W.shape[0])
+
+    @property
+    def rank(self):
+        return self.W.shape[1]
+
+    def diag(self):
+        return (self.W**2) @ self.sigma
+
+    def column(self, j):
+        """``K[:, j]`` in ``O(n r)``."""
+        return self.W @ (self.sigma * self.W[j])
+
+    def matvec(self, v):
+        return self.W @ (self.sigma * (self.W.T @ v))
+
+    def quadratic_sum(self, idx):
+        """``1_S' K 1_S`` for ``S = idx``."""
+        s = self.W[np.asarray(idx, dtype=int)].sum(axis=0)
+        return float(np.dot(self.sigma * s, s))
+
+    def as_linear_operator(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` (symmetric, never dense)."""
+        dtype = self.W.dtype
+        return LinearOperator(
+            self.shape, matvec=self.matvec, rmatvec=self.matvec,
+            matmat=self.matvec, dtype=dtype,
+        )
+
+    def to_dense(self, *, device="auto", dtype=None, tile_size=4096):
+        """Materialise ``K`` (``n_units^2`` entries) in row tiles on ``device``."""
+        return dense_from_factors(
+            self.W, self.sigma, device=device, dtype=dtype, tile_size=tile_size
+        )
+
+
+class DenseInteractionOperator(InteractionOperator):
+    """``K`` materialised (built in tiles on the compute device)."""
+
+    form = "dense"
+
+    def __init__(self, W, sigma, *, device="auto", dtype=None, tile_size=4096):
+        super().__init__(W, sigma)
+        self.K = dense_from_factors(W, sigma, device=device, dtype=dtype,
+                                    tile_size=tile_size)
+
+    def diag(self):
+        return np.diag(self.K).copy()
+
+    def column(self, j):
+        return self.K[:, j]
+
+    def matvec(self, v):
+        return self.K @ v
+
+
+def dense_from_factors(W, sigma, *, device="auto", dtype=None, tile_size=4096):
+    """``W diag(sigma) W'`` built tile by tile on ``device``; returns numpy.
+
+    Parameters
+    ----------
+    W : ndarray of shape (n, r)
+    sigma : ndarray of shape (r,)
+    device : "auto", "cpu", "cuda" or a torch device
+    dtype : None (float64), float32 or float64
+    tile_size : int
+        Rows per tile; results do not depend on it.
+    """
+    if tile_size < 1:
+        raise ValueError(f"tile_size must be a positive integer; got {tile_size!r}.")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    n = W.shape[0]
+    out = np.empty((n, n), dtype=dt)
+    if W.shape[1] == 0:
+        out[:] = 0.0
+        return out
+    if dev is None:  # pragma: no cover - numpy fallback without torch
+        Ws = (W * sigma).astype(dt)
+        for i0 in range(0, n, tile_size):
+            out[i0 : i0 + tile_size] = Ws[i0 : i0 + tile_size] @ W.T.astype(dt)
+        return out
+    import torch
+
+    tdt = torch.float64 if dt == np.float64 else torch.float32
+    Wt = torch.as_tensor(np.ascontiguousarray(W), dtype=tdt, device=dev)
+    Ws = Wt * torch.as_tensor(sigma, dtype=tdt, device=dev)
+    WtT = Wt.T.contiguous()
+    out_t = torch.from_numpy(out)
+    for i0 in range(0, n, tile_size):
+        if dev.type == "cpu":
+            torch.matmul(Ws[i0 : i0 + tile_size], WtT, out=out_t[i0 : i0 + tile_size])
+        else:
+            out_t[i0 : i0 + tile_size].copy_((Ws[i0 : i0 + tile_size] @ WtT).cpu())
+    return out
+
+
+def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYTES,
+                     device="auto", dtype=None, tile_size=4096):
+    """Build the interaction operator ``K = A M A'`` in the requested form.
+
+    Parameters
+    ----------
+    A : ndarray of shape (n_units, r0)
+    M : ndarray of shape (r0, r0), symmetric
+    form : {"auto", "dense", "implicit"}
+        ``"auto"`` is dense when ``n_units**2`` entries fit in
+        ``max_dense_bytes``, implicit otherwise.
+    max_dense_bytes : int
+        Memory budget of a dense ``K``. Asking for ``form="dense"`` above it raises.
+    device, dtype, tile_size : see :func:`dense_from_factors`.
+    """
+    if form not in ("auto", "dense", "implicit"):
+        raise ValueError(
+            f"form must be 'auto', 'dense' or 'implicit'; got {form!r}."
+        )
+    n = A.shape[0]
+    itemsize = np.dtype(resolve_dtype(dtype, None)).itemsize
+    need = n * n * itemsize
+    C, sigma = factor_middle(M)
+    W = A @ C
+    if form == "dense" and need > max_dense_bytes:
+        raise MemoryError(
+            f"A dense interaction matrix among {n} units needs {need / 1e9:.2f} GB, "
+            f"over max_dense_bytes={max_dense_bytes} ({max_dense_bytes / 1e9:.2f} "
+            "GB). Use form='implicit' (a LinearOperator, O(n * n_params) memory) "
+            "or raise max_dense_bytes."
+        )
+    if form == "dense" or (form == "auto" and need <= max_dense_bytes):
+        return DenseInteractionOperator(W, sigma, device=device, dtype=dtype,
+                                        tile_size=tile_size)
+    return InteractionOperator(W, sigma)

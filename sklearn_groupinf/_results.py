@@ -1,0 +1,77 @@
+"""Result containers returned by ``score_groups`` and ``select``."""
+
+import numpy as np
+from sklearn.utils import Bunch
+
+
+class _FrameBunch(Bunch):
+    """A ``Bunch`` of aligned 1-D arrays that converts to a pandas DataFrame."""
+
+    _columns = ()
+
+    def to_frame(self):
+        """Return the aligned arrays as a ``pandas.DataFrame`` (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame({c: self[c] for c in self._columns if c in self})
+
+    def __repr__(self):
+        cols = ", ".join(c for c in self._columns if c in self)
+        n = len(self[self._columns[0]]) if self._columns and self._columns[0] in self \
+            else 0
+        return f"{type(self).__name__}(n={n}, columns=[{cols}], method={self.method!r})"
+
+
+class GroupScores(_FrameBunch):
+    """Estimated change of the target when each group is removed.
+
+    Keys (aligned arrays of length ``n_groups``, sorted by group label):
+
+    - ``groups``: the group labels;
+    - ``size``: number of training examples in each group;
+    - ``first_order``: sum of the members' first-order influences;
+    - ``estimate``: the estimate of ``method`` (equal to ``first_order`` for
+      ``method="first_order"``);
+    - ``method``: the estimator used (a string).
+
+    Every score is the estimated change of the target, in the target's units,
+    when the group is removed (positive: removal raises the target).
+    ``to_frame()`` returns a pandas DataFrame.
+    """
+
+    _columns = ("groups", "size", "first_order", "interaction", "second_order",
+                "newton", "estimate")
+
+
+class Selection(_FrameBunch):
+    """Greedy selection result.
+
+    Keys:
+
+    - ``indices``: selected training rows (or candidate rows for
+      ``action="add"``) in greedy order; for group selection the rows of the
+      selected groups;
+    - ``groups``: selected group labels in greedy order (group selection only);
+    - ``estimates``: estimated change of the target after each step (the
+      estimate of the prefix set), in the target's units;
+    - ``round``: the adaptive round in which each unit was selected;
+    - ``measured``: target value measured after refitting at the end of each
+      round (``n_rounds > 1``), with ``measured[0]`` the initial target value;
+    - ``method``, ``action``, ``goal``.
+    """
+
+    _columns = ("unit", "estimates", "round")
+
+    def to_frame(self):
+        import pandas as pd
+
+        unit = self["groups"] if "groups" in self else self["indices"]
+        return pd.DataFrame(
+            {"step": np.arange(1, len(self["estimates"]) + 1), "unit": unit,
+             "estimate": self["estimates"], "round": self["round"]}
+        )
+
+    def __repr__(self):
+        n = len(self["estimates"])
+        return (f"Selection(n_selected={n}, action={self.action!r}, "
+                f"goal={self.goal!r}, method={self.method!r})")

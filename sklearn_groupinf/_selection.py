@@ -1,0 +1,102 @@
+"""Greedy selection on a quadratic estimate: pure functions, no estimator state.
+
+The estimate of a set ``S`` of units (examples or groups) is
+
+    est(S) = b' 1_S + 1/2 1_S' K 1_S,
+
+with ``b = a`` (first-order influences) for removal and ``b = -a`` for adding
+(the quadratic term keeps its sign: ``eps_i eps_j = +1``). Greedy adds, at each
+step, the unit with the best marginal change
+
+    delta_j = b_j + 1/2 K_jj + sum_{i in S} K_ij,
+
+keeping the running sum ``c = K 1_S`` up to date with one column per step
+(``O(n)`` dense, ``O(n r)`` implicit). With ``K = 0`` it is top-k on ``b``.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def resolve_budget(budget, n_pool, name="budget"):
+    """An int in ``[1, n_pool]`` or a fraction in ``(0, 1]`` -> number of units."""
+    if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, numbers.Real):
+        raise TypeError(f"{name} must be an int or a float; got {budget!r}.")
+    if isinstance(budget, numbers.Integral):
+        k = int(budget)
+        if k < 1:
+            raise ValueError(f"{name} must be >= 1; got {budget!r}.")
+        if k > n_pool:
+            raise ValueError(
+                f"{name}={budget!r} is larger than the pool of {n_pool} units; "
+                f"pass at most {n_pool} (or a fraction in (0, 1])."
+            )
+        return k
+    if not (0.0 < budget <= 1.0):
+        raise ValueError(
+            f"A fractional {name} must be in (0, 1]; got {budget!r}. Pass an int "
+            "for a number of units."
+        )
+    return max(1, int(np.floor(budget * n_pool)))
+
+
+def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=None):
+    """Greedy minimisation (or maximisation) of ``b' 1_S + 1/2 1_S' K 1_S``.
+
+    Parameters
+    ----------
+    b : ndarray of shape (n,)
+        Linear term, already signed for the action.
+    operator : InteractionOperator or None
+        Provides ``diag()`` and ``column(j)``; ``None`` means ``K = 0`` (top-k).
+    k : int
+        Number of units to select.
+    goal : {"decrease", "increase"}
+        Direction in which the estimate should move.
+    stop_early : bool
+        Stop when no remaining unit moves the estimate in ``goal``'s direction.
+    exclude : array-like of int, optional
+        Units that may not be selected.
+
+    Returns
+    -------
+    order : ndarray of int
+        Selected units in greedy order.
+    estimates : ndarray
+        ``est(S_t)`` after each step ``t``.
+    """
+    if goal not in ("decrease", "increase"):
+        raise ValueError(f"goal must be 'decrease' or 'increase'; got {goal!r}.")
+    b = np.asarray(b, dtype=np.float64)
+    n = b.shape[0]
+    direction = 1.0 if goal == "decrease" else -1.0
+    half_diag = np.zeros(n) if operator is None else 0.5 * np.asarray(operator.diag())
+    c = np.zeros(n)
+    available = np.ones(n, dtype=bool)
+    if exclude is not None:
+        available[np.asarray(exclude, dtype=int)] = False
+    order, estimates = [], []
+    total = 0.0
+    for _ in range(min(k, int(available.sum()))):
+        delta = b + half_diag + c
+        score = np.where(available, direction * delta, np.inf)
+        j = int(np.argmin(score))
+        if stop_early and score[j] >= 0:
+            break
+        order.append(j)
+        total += delta[j]
+        estimates.append(total)
+        available[j] = False
+        if operator is not None:
+            c += np.asarray(operator.column(j), dtype=np.float64)
+    return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
+
+
+def quadratic_estimate(b, operator, idx):
+    """``est(S) = b' 1_S + 1/2 1_S' K 1_S`` computed directly (for checks)."""
+    idx = np.asarray(idx, dtype=int)
+    lin = float(np.sum(np.asarray(b)[idx]))
+    if operator is None or len(idx) == 0:
+        return lin
+    return lin + 0.5 * operator.quadratic_sum(idx)

@@ -1,0 +1,118 @@
+"""Backends: the model-specific calculus behind :class:`GroupInfluence`.
+
+``get_backend`` unwraps ``FrozenEstimator`` and ``Pipeline`` and dispatches on
+the final estimator. Backends register themselves with
+:func:`register_backend`; the torch backend is imported lazily.
+"""
+
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+
+from ._base import ModelBackend
+from ._linear_specs import SUPPORTED, UnsupportedEstimatorError
+
+_REGISTRY = []
+
+
+def register_backend(predicate, factory):
+    """Register ``factory(estimator, X, y, **kw)`` for estimators matching ``predicate``.
+
+    Later registrations take precedence.
+    """
+    _REGISTRY.insert(0, (predicate, factory))
+
+
+def unwrap_estimator(estimator):
+    """Return ``(final_estimator, feature_map)`` of a fitted (frozen/pipelined) model.
+
+    ``feature_map`` is ``None`` or the ``transform`` of the pipeline prefix,
+    treated as a fixed feature map.
+    """
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    feature_map = None
+    if isinstance(estimator, Pipeline):
+        prefix = estimator[:-1]
+        feature_map = prefix.transform if len(estimator.steps) > 1 else None
+        estimator = estimator.steps[-1][1]
+        if isinstance(estimator, FrozenEstimator):
+            estimator = estimator.estimator
+    return estimator, feature_map
+
+
+def _is_sklearn_linear(est):
+    from sklearn.linear_model import (
+        GammaRegressor,
+        LinearRegression,
+        LogisticRegression,
+        PoissonRegressor,
+        Ridge,
+        RidgeClassifier,
+        TweedieRegressor,
+    )
+
+    return isinstance(
+        est,
+        (
+            LogisticRegression,
+            Ridge,
+            RidgeClassifier,
+            LinearRegression,
+            PoissonRegressor,
+            GammaRegressor,
+            TweedieRegressor,
+        ),
+    )
+
+
+def _sklearn_linear_factory(est, X, y, *, feature_map=None, **kw):
+    from ._sklearn_linear import SklearnLinearBackend
+
+    return SklearnLinearBackend(est, X, y, feature_map=feature_map, **kw)
+
+
+def _is_torch_model(est):
+    return type(est).__module__.startswith(("sklearn_groupinf.torch", "skorch"))
+
+
+def _torch_factory(est, X, y, *, feature_map=None, **kw):
+    from ..torch._backend import make_torch_backend  # lazy: imports torch
+
+    return make_torch_backend(est, X, y, feature_map=feature_map, **kw)
+
+
+register_backend(_is_torch_model, _torch_factory)
+register_backend(_is_sklearn_linear, _sklearn_linear_factory)
+
+
+def get_backend(estimator, X, y, **kwargs):
+    """Build the backend of a fitted estimator on its training data and target.
+
+    Parameters
+    ----------
+    estimator : fitted estimator, ``FrozenEstimator`` or ``Pipeline``
+    X, y : training data as passed to the estimator's ``fit``.
+    **kwargs : ``sample_weight``, ``X_target``, ``y_target``, ``target_weight``,
+        ``target``, and backend options.
+
+    Returns
+    -------
+    backend : ModelBackend
+    """
+    final, feature_map = unwrap_estimator(estimator)
+    for predicate, factory in _REGISTRY:
+        if predicate(final):
+            return factory(final, X, y, feature_map=feature_map, **kwargs)
+    raise UnsupportedEstimatorError(
+        f"GroupInfluence does not support {type(final).__name__}. Supported: "
+        f"{SUPPORTED}; torch modules through sklearn_groupinf.torch.TorchModel."
+    )
+
+
+__all__ = [
+    "ModelBackend",
+    "UnsupportedEstimatorError",
+    "get_backend",
+    "register_backend",
+    "unwrap_estimator",
+]

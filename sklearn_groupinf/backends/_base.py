@@ -1,0 +1,131 @@
+"""The ``ModelBackend`` protocol: all model-specific calculus lives behind it.
+
+Conventions
+-----------
+Every backend represents the training objective in **sum form**
+
+.. math::
+
+    J(\\theta) = \\sum_i s_i \\tilde\\ell_i(\\theta) + R_0(\\theta),
+
+where removing example ``i`` sets ``s_i = 0``. Mean-form objectives
+``(1/S) sum_i s_i l_i + R`` (GLMs) have the same minimiser as
+``sum_i s_i (l_i + R)`` for every subset of the data, so backends fold the
+penalty into each example (``l~_i = l_i + R``, ``R_0 = 0``). This makes every
+estimator (first order, interaction, second order, Newton) exact in the
+re-normalisation that a refit without the group performs.
+
+* ``theta`` : flat float64 vector of the ``n_params`` parameters.
+* removal gradient ``q_i = s_i grad l~_i(theta)``: to first order, removing a
+  set ``S`` moves the parameters by ``H^{-1} sum_{i in S} q_i``.
+* ``hessian()`` is ``grad^2 J`` (no damping; the estimator adds it).
+* the target ``f(theta)`` is a weighted mean over target examples.
+
+Capabilities are class attributes: ``supports_second_order`` (per-example
+Hessian-vector products and third derivatives are available) and
+``supports_newton`` (group Hessians are available).
+"""
+
+from abc import ABC, abstractmethod
+
+
+class ModelBackend(ABC):
+    """Calculus of one fitted model, its training data and its target."""
+
+    supports_second_order = False
+    supports_newton = False
+
+    #: orthonormal directions (n_params, r) along which the objective is
+    #: invariant (multinomial intercepts); ``None`` when there are none.
+    null_space = None
+
+    @property
+    @abstractmethod
+    def n_params(self):
+        """Number of parameters ``P``."""
+
+    @property
+    @abstractmethod
+    def n_samples(self):
+        """Number of training examples ``n``."""
+
+    @property
+    @abstractmethod
+    def data_weight(self):
+        """Total data weight of the objective; damping is in these units."""
+
+    @abstractmethod
+    def get_theta(self):
+        """Current parameter vector ``(P,)``."""
+
+    @abstractmethod
+    def set_theta(self, theta):
+        """Move the backend to parameters ``theta`` (used by polishing)."""
+
+    @abstractmethod
+    def objective(self, theta=None):
+        """``J(theta)``."""
+
+    @abstractmethod
+    def gradient(self):
+        """``grad J(theta)`` ``(P,)``."""
+
+    @abstractmethod
+    def hessian(self):
+        """``grad^2 J(theta)`` ``(P, P)``, without damping."""
+
+    @abstractmethod
+    def removal_gradients(self, rows=None):
+        """Removal gradients ``q_i`` of training rows ``rows``: ``(len(rows), P)``."""
+
+    @abstractmethod
+    def candidate_gradients(self, X, y, sample_weight=None):
+        """Removal gradients of examples not in the training set ``(m, P)``.
+
+        Adding such an example with weight ``s`` moves the parameters by
+        ``-H^{-1} q`` to first order.
+        """
+
+    @abstractmethod
+    def target_value(self, theta=None):
+        """``f(theta)`` (at the current parameters by default)."""
+
+    @abstractmethod
+    def target_gradient(self):
+        """``grad f(theta)`` ``(P,)``."""
+
+    @abstractmethod
+    def target_hessian(self):
+        """``grad^2 f(theta)`` ``(P, P)``."""
+
+    def target_hessian_factor(self):
+        """``(B, M)`` with ``grad^2 f = B M B'``; ``B=None`` means the identity.
+
+        Backends with many parameters return a thin ``B`` (``P x r``, e.g. a
+        Gauss-Newton factor) so that no ``P x P`` matrix is formed.
+        """
+        return None, self.target_hessian()
+
+    def hessian_solver(self, damping):
+        """A solver for ``grad^2 J + damping * data_weight * I`` (``.solve(V)``)."""
+        from .._hessian import DenseHessianSolver
+
+        return DenseHessianSolver(
+            self.hessian(),
+            damping=damping,
+            data_weight=self.data_weight,
+            null_space=self.null_space,
+        )
+
+    # -- optional capabilities (second_order / newton) ---------------------
+    def example_hessian_vector(self, v, rows=None):
+        """``r_i = H_i v`` for training rows: ``(len(rows), P)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-example HVPs.")
+
+    def third_derivative_matrix(self, v):
+        """``T_v = grad^3 J[v, ., .]`` ``(P, P)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no third derivatives.")
+
+    def group_hessian(self, rows):
+        """``H_S = sum_{i in S} grad^2 (s_i l~_i)`` ``(P, P)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no group Hessians.")

@@ -1,0 +1,271 @@
+"""Analytic backend for scikit-learn linear models (and pipelines ending in one).
+
+Conventions
+-----------
+* Parameters ``theta = Theta.ravel()`` with ``Theta`` of shape ``(K, d~)``:
+  one row per output (class for multinomial, target column for multi-output
+  Ridge), coefficients then the intercept (when fitted).
+* Features ``x~_i = [phi(x_i), 1]`` where ``phi`` is the fixed feature map of the
+  pipeline steps before the final estimator (identity without a pipeline).
+  Earlier steps are treated as fixed: their own fitted state does not move when
+  a group is removed (documented in the user guide).
+* Per-example objective ``l~_i = c * loss(y_i, z_i) [+ 1/2 theta' D theta`` for
+  mean-form GLMs``]``, ``z_i = Theta x~_i``; see :mod:`._base`.
+* Gradients of a linear model factor as ``g_i (x) x~_i`` and Hessians as
+  ``h_i (x) x~_i x~_i'`` with ``g_i = dloss/dz``, ``h_i = d^2loss/dz^2``.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._targets import TorchCallableTarget, weighted_mean
+from ._base import ModelBackend
+from ._linear_specs import linear_spec
+from ._losses import HalfTweedieLoss
+
+
+def _dense(X):
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    return np.asarray(X, dtype=np.float64)
+
+
+def _sandwich(Xt, W):
+    """``sum_i W_i (x) x~_i x~_i'`` for ``W`` of shape ``(n, K, K)`` -> ``(P, P)``."""
+    n, k, _ = W.shape
+    dt = Xt.shape[1]
+    out = np.zeros((k, dt, k, dt))
+    for a in range(k):
+        for b in range(a, k):
+            block = Xt.T @ (W[:, a, b, None] * Xt)
+            out[a, :, b, :] = block
+            if b != a:
+                out[b, :, a, :] = block.T
+    return out.reshape(k * dt, k * dt)
+
+
+class SklearnLinearBackend(ModelBackend):
+    """Backend for a fitted supported scikit-learn linear estimator.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        A supported linear estimator (see :data:`._linear_specs.SUPPORTED`).
+    X, y : training data (already passed through ``feature_map``).
+    sample_weight : ndarray of shape (n_samples,) or None
+    X_target, y_target, target_weight : the target set (features mapped).
+    target : "default" or callable
+    feature_map : callable or None
+        Maps raw inputs to the final estimator's features (pipeline prefix).
+    """
+
+    supports_second_order = True
+    supports_newton = True
+
+    def __init__(
+        self,
+        estimator,
+        X,
+        y,
+        *,
+        sample_weight=None,
+        X_target=None,
+        y_target=None,
+        target_weight=None,
+        target="default",
+        feature_map=None,
+    ):
+        self.estimator = estimator
+        self.feature_map = feature_map
+        self.spec = spec = linear_spec(estimator, y, sample_weight)
+        self._Xt = self._design(X)
+        self._y = spec.encode_y(y)
+        sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
+        self._s = sw.astype(np.float64) * spec.class_weights_of(y)
+        self._k = spec.n_outputs
+        self._dt = self._Xt.shape[1]
+        d = spec.coef.shape[1]
+        D = np.zeros((self._k, self._dt))
+        D[:, :d] = spec.alpha[:, None]
+        if spec.fit_intercept:
+            D[:, d] = spec.intercept_penalty
+        self._D = D.ravel()
+        self._pen_mult = self._s.sum() if spec.mean_form else 1.0
+        theta = np.hstack([spec.coef, spec.intercept[:, None]]) if spec.fit_intercept \
+            else spec.coef.copy()
+        if spec.gauge:
+            self.null_space = self._gauge_directions()
+        self._set_target(X_target, y_target, target_weight, target)
+        self.set_theta(theta.ravel())
+
+    # -- data -------------------------------------------------------------
+    def _design(self, X):
+        if self.feature_map is not None:
+            X = self.feature_map(X)
+        X = _dense(X)
+        if self.spec.fit_intercept:
+            X = np.hstack([X, np.ones((X.shape[0], 1))])
+        return X
+
+    def _set_target(self, X_target, y_target, target_weight, target):
+        self._Xf = self._design(X_target)
+        m = self._Xf.shape[0]
+        self._wt = np.ones(m) if target_weight is None else np.asarray(
+            target_weight, dtype=np.float64
+        )
+        if callable(target):
+            self._phi = TorchCallableTarget(target, self._k)
+            if y_target is None:
+                self._yf = np.zeros(m)
+            elif self.spec.classes is not None:
+                self._yf = np.searchsorted(self.spec.classes, y_target).astype(float)
+            else:
+                self._yf = np.asarray(y_target, dtype=np.float64)
+        else:
+            self._phi = self.spec.target
+            self._yf = self.spec.encode_y(y_target)
+        self.target_name = self._phi.name
+
+    def _gauge_directions(self):
+        """Multinomial: the data term is invariant along ``1_K (x) e_j``."""
+        cols = np.flatnonzero(self._D.reshape(self._k, self._dt)[0] == 0)
+        V = np.zeros((self.n_params, len(cols)))
+        for j, col in enumerate(cols):
+            V[col :: self._dt, j] = 1.0 / np.sqrt(self._k)
+        return V if len(cols) else None
+
+    def _loss_y(self, y):
+        # the Tweedie losses take y of shape (n,); the others as encoded
+        return y[:, 0] if isinstance(self.spec.loss, HalfTweedieLoss) else y
+
+    # -- protocol -----------------------------------------------------------
+    @property
+    def n_params(self):
+        return self._k * self._dt
+
+    @property
+    def n_samples(self):
+        return self._Xt.shape[0]
+
+    @property
+    def data_weight(self):
+        return float(self.spec.c * self._s.sum())
+
+    @property
+    def theta_shape(self):
+        return (self._k, self._dt)
+
+    def get_theta(self):
+        return self._theta.copy()
+
+    def set_theta(self, theta):
+        self._theta = np.asarray(theta, dtype=np.float64).copy()
+        self._z = self._raw(self._Xt)
+        self._g, self._h = self.spec.loss.gradient_hessian(
+            self._loss_y(self._y), self._z
+        )
+
+    def _raw(self, Xt, theta=None):
+        theta = self._theta if theta is None else theta
+        return Xt @ theta.reshape(self._k, self._dt).T
+
+    def objective(self, theta=None):
+        theta = self._theta if theta is None else np.asarray(theta)
+        loss = self.spec.loss.value(self._loss_y(self._y), self._raw(self._Xt, theta))
+        pen = 0.5 * np.dot(self._D * theta, theta)
+        return float(self.spec.c * np.dot(self._s, loss) + self._pen_mult * pen)
+
+    def _outer(self, G, Xt):
+        """Rows ``g_i (x) x~_i`` -> ``(n, P)``."""
+        return (G[:, :, None] * Xt[:, None, :]).reshape(len(Xt), -1)
+
+    def gradient(self):
+        grad = (self.spec.c * (self._g * self._s[:, None])).T @ self._Xt
+        return grad.ravel() + self._pen_mult * self._D * self._theta
+
+    def hessian(self):
+        H = _sandwich(self._Xt, self.spec.c * self._s[:, None, None] * self._h)
+        H[np.diag_indices_from(H)] += self._pen_mult * self._D
+        return H
+
+    def _rows(self, rows):
+        return slice(None) if rows is None else np.asarray(rows)
+
+    def removal_gradients(self, rows=None):
+        r = self._rows(rows)
+        s = self._s[r]
+        Q = self._outer(self.spec.c * self._g[r] * s[:, None], self._Xt[r])
+        if self.spec.mean_form:
+            Q += s[:, None] * (self._D * self._theta)[None, :]
+        return Q
+
+    def candidate_gradients(self, X, y, sample_weight=None):
+        Xt = self._design(X)
+        yy = self.spec.encode_y(y)
+        sw = np.ones(len(Xt)) if sample_weight is None else np.asarray(sample_weight)
+        s = sw * self.spec.class_weights_of(y)
+        g, _ = self.spec.loss.gradient_hessian(self._loss_y(yy), self._raw(Xt))
+        Q = self._outer(self.spec.c * g * s[:, None], Xt)
+        if self.spec.mean_form:
+            Q += s[:, None] * (self._D * self._theta)[None, :]
+        return Q
+
+    def target_value(self, theta=None):
+        z = self._raw(self._Xf, theta)
+        return weighted_mean(self._phi.value(self._target_y(), z), self._wt)
+
+    def _target_y(self):
+        if isinstance(self._phi, TorchCallableTarget):
+            return self._yf
+        return self._loss_y(self._yf)
+
+    def _target_derivatives(self):
+        z = self._raw(self._Xf)
+        g, h = self._phi.gradient_hessian(self._target_y(), z)
+        w = self._wt / self._wt.sum()
+        return g * w[:, None], h * w[:, None, None]
+
+    def target_gradient(self):
+        g, _ = self._target_derivatives()
+        return (g.T @ self._Xf).ravel()
+
+    def target_hessian(self):
+        _, h = self._target_derivatives()
+        return _sandwich(self._Xf, h)
+
+    # -- second order / newton ------------------------------------------------
+    def example_hessian_vector(self, v, rows=None):
+        r = self._rows(rows)
+        s = self._s[r]
+        zv = self._raw(self._Xt[r], v)
+        t = np.einsum("nkl,nl->nk", self._h[r], zv)
+        R = self._outer(self.spec.c * t * s[:, None], self._Xt[r])
+        if self.spec.mean_form:
+            R += s[:, None] * (self._D * v)[None, :]
+        return R
+
+    def third_derivative_matrix(self, v):
+        zv = self._raw(self._Xt, v)
+        k = self._k
+        y = self._loss_y(self._y)
+        M = np.empty((self.n_samples, k, k))
+        eye = np.eye(k)
+        for a in range(k):
+            for b in range(a, k):
+                ea = np.broadcast_to(eye[a], zv.shape)
+                eb = np.broadcast_to(eye[b], zv.shape)
+                M[:, a, b] = M[:, b, a] = self.spec.loss.third(y, self._z, zv, ea, eb)
+        return _sandwich(self._Xt, self.spec.c * self._s[:, None, None] * M)
+
+    def group_hessian(self, rows):
+        r = np.asarray(rows)
+        s = self._s[r]
+        H = _sandwich(self._Xt[r], self.spec.c * s[:, None, None] * self._h[r])
+        if self.spec.mean_form:
+            H[np.diag_indices_from(H)] += s.sum() * self._D
+        return H
+
+    # -- helpers for callers ---------------------------------------------------
+    @property
+    def sample_weight(self):
+        """Effective per-example weights ``s_i`` (sample x class weight)."""
+        return self._s.copy()
