@@ -309,6 +309,11 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             X, y, X_target, y_target, target_weight, sample_weight
         )
         self.estimator_ = self._fit_estimator(X, y, sample_weight)
+        if np.ndim(y) == 2 and np.shape(y)[1] == 1 and get_tags(
+                self.estimator_).estimator_type == "classifier":
+            # the estimator warned (DataConversionWarning) and used y.ravel()
+            y = np.asarray(y).ravel()
+            y_t = y if X_target is None else y_t
         backend = get_backend(
             self.estimator_, X, y, sample_weight=sample_weight, X_target=X_t,
             y_target=y_t, target_weight=w_t, target=self.target,
