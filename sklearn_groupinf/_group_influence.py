@@ -1,6 +1,7 @@
 """``GroupInfluence``: validation and orchestration (no calculus here)."""
 
 import numbers
+import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
@@ -28,6 +29,7 @@ from ._estimators import (
 from ._groups import GroupMembership
 from ._hessian import polish_parameters
 from ._interaction import DEFAULT_MAX_DENSE_BYTES, make_interaction
+from ._progress import log
 from ._results import GroupScores
 from ._rounds import run_selection
 from .backends import get_backend, unwrap_estimator
@@ -308,6 +310,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         X_t, y_t, w_t = self._validate_target_data(
             X, y, X_target, y_target, target_weight, sample_weight
         )
+        t0 = time.perf_counter()
+        log(f"GroupInfluence: fitting {type(_plain(self.estimator)).__name__} on "
+            f"{len(y)} examples", verbose=self.verbose)
         self.estimator_ = self._fit_estimator(X, y, sample_weight)
         if np.ndim(y) == 2 and np.shape(y)[1] == 1 and get_tags(
                 self.estimator_).estimator_type == "classifier":
@@ -318,12 +323,19 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             self.estimator_, X, y, sample_weight=sample_weight, X_target=X_t,
             y_target=y_t, target_weight=w_t, target=self.target,
         )
+        log(f"GroupInfluence: per-example removal gradients ({len(y)} x "
+            f"{backend.n_params}) [{time.perf_counter() - t0:.1f} s]",
+            verbose=self.verbose)
         Q = backend.removal_gradients()
         self.stationarity_ = polish_parameters(
             backend, Q, tol=self.stationarity_tol, polish=self.polish
         )
         if self.stationarity_[1] != self.stationarity_[0]:
             Q = backend.removal_gradients()
+        log(f"GroupInfluence: stationarity {self.stationarity_[0]:.2g} -> "
+            f"{self.stationarity_[1]:.2g}; solving the Hessian system for "
+            f"{len(Q)} examples [{time.perf_counter() - t0:.1f} s]",
+            verbose=self.verbose)
         solver = backend.hessian_solver(float(self.damping))
         U = solver.solve(Q.T).T
         grad_f = backend.target_gradient()
@@ -351,6 +363,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         if not hasattr(self, "n_features_in_") and hasattr(self.estimator_,
                                                            "n_features_in_"):
             self.n_features_in_ = self.estimator_.n_features_in_
+        log(f"GroupInfluence: done, target {self.target_name_} = {f0:.6g} "
+            f"[{time.perf_counter() - t0:.1f} s]", verbose=self.verbose)
         return self
 
     def _fit_estimator(self, X, y, sample_weight):

@@ -180,10 +180,11 @@ def check_label(y, model, *, column, path, classes=None):
         if classes is None and len(found) < 2:
             raise InputError(
                 f"label column {column!r} of {path!r} has a single class "
-                f"({found[0]!r}); a classifier needs at least two"
+                f"({found[0].item()!r}); a classifier needs at least two"
             )
         if classes is not None:
-            unseen = sorted(set(found.tolist()) - set(np.asarray(classes).tolist()))
+            unseen = sorted(map(str, set(found.tolist())
+                                    - set(np.asarray(classes).tolist())))
             if unseen:
                 raise InputError(
                     f"label column {column!r} of {path!r} has class(es) "
