@@ -60,8 +60,6 @@ def prepare(args):
     verbose = 0 if args.quiet else 1
     path = args.data
     df, raw = read_csv(path)
-    log(f"groupinf: read {path} ({len(df)} rows, {df.shape[1]} columns)",
-        verbose=verbose)
     check_column(df, args.label, path=path, option="--label")
     if df[args.label].isna().all():
         raise InputError(f"label column {args.label!r} of {path!r} is entirely "
@@ -109,6 +107,9 @@ def prepare(args):
             raise InputError(f"validation labels {unseen[:5]} never occur in the "
                              "training rows; use a larger --validation-fraction "
                              "or another --validation file")
+    # progress starts once the data are checked: bad input gives one line only
+    log(f"groupinf: read {path} ({len(df)} rows, {df.shape[1]} columns)",
+        verbose=verbose)
     X, y = X_all.iloc[train], y_all[train]
     groups = None if groups_all is None else groups_all[train]
     pipe = make_pipeline(X, model, C=args.C, alpha=args.alpha)

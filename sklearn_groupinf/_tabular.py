@@ -119,7 +119,8 @@ def read_csv(path, *, what="data file"):
 def _missing_rows(mask, limit=5):
     rows = np.flatnonzero(mask)
     shown = ", ".join(str(r) for r in rows[:limit])
-    return f"{len(rows)} row(s) (data rows {shown}{', ...' if len(rows) > limit else ''})"
+    more = ", ..." if len(rows) > limit else ""
+    return f"{len(rows)} row(s) (data rows {shown}{more})"
 
 
 def check_column(df, column, *, path, option):
