@@ -380,7 +380,8 @@ class SelectionPathDisplay:
                 color=self.line_.get_color(), alpha=0.7,
                 label=f"{self.label or 'estimated'}: actual")
         ax.set_xlabel("number of units selected")
-        ax.set_ylabel(f"change of {self.target_name or 'target'}")
+        if self.target_name or not ax.get_ylabel():
+            ax.set_ylabel(f"change of {self.target_name or 'target'}")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.legend()
         self.ax_, self.figure_ = ax, fig
