@@ -11,6 +11,7 @@ from ._hessian import (
     NotStationaryWarning,
 )
 from ._results import GroupScores, Selection
+from ._selector import GroupSelector
 from .backends import UnsupportedEstimatorError
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GroupInfluence",
     "GroupScores",
+    "GroupSelector",
     "Selection",
     "IllConditionedHessianWarning",
     "IndefiniteHessianError",
