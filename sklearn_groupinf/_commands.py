@@ -123,11 +123,25 @@ def prepare(args):
                dict(C=args.C, alpha=args.alpha, verbose=verbose))
 
 
-def _refit_metric(job, keep):
-    """Metric on the validation rows after a tight refit on ``keep`` rows."""
+def _refit_metric(job, keep, *, fixed_features=False):
+    """Metric on the validation rows after a tight refit on ``keep`` rows.
+
+    ``fixed_features=True`` refits only the final model on the feature map
+    fitted on all training rows (what the estimates assume); otherwise the
+    whole pipeline (imputers, scaler, encoder, model) is refitted, as a user
+    would on the cleaned file.
+    """
+    from sklearn.pipeline import Pipeline
+
     pipe = make_pipeline(job.X, job.model, tight=True, C=job.options["C"],
                          alpha=job.options["alpha"])
-    pipe.fit(job.X.iloc[keep], job.y[keep])
+    if fixed_features:
+        features = job.gi.estimator_[:-1]
+        Z = features.transform(job.X.iloc[keep])
+        pipe = Pipeline([("features", features), ("model", pipe[-1].fit(
+            Z, job.y[keep]))])
+    else:
+        pipe.fit(job.X.iloc[keep], job.y[keep])
     return target_metric(job.model)(job.y_val, pipe, job.X_val)
 
 
@@ -159,13 +173,13 @@ def audit(args):
         order = np.argsort(-np.abs(report[method].to_numpy()), kind="stable")
         todo = order[:args.refit]
         actual = np.full(len(report), np.nan)
-        ref = _refit_metric(job, np.arange(len(job.y)))
+        ref = _refit_metric(job, np.arange(len(job.y)), fixed_features=True)
         for r in progress(todo, verbose=job.options["verbose"],
                           desc="groupinf: refits"):
             keep = np.flatnonzero(job.groups != report["group"].iloc[r])
             if len(keep) == 0:
                 continue
-            actual[r] = _refit_metric(job, keep) - ref
+            actual[r] = _refit_metric(job, keep, fixed_features=True) - ref
         report["actual"] = actual
     return job, report
 

@@ -43,6 +43,8 @@ cleaned.csv holds the header and the kept rows copied byte for byte from the
 input (same columns, order and formatting); the report lists each removed row
 (0-based data row and 1-based file line), its step and the estimated change of
 the validation metric that made it be chosen. Validation rows are never removed.
+The measured change printed at the end refits the whole pipeline on the kept
+rows, as you would on cleaned.csv.
 """
 
 _DEMO_EXAMPLE = """\
@@ -123,8 +125,9 @@ def build_parser():
                        help="column whose values define the groups (example: "
                        "--groups source); no missing values")
     audit.add_argument("--refit", type=int, default=0, metavar="N",
-                       help="also refit without each of the N groups with the "
-                       "largest |estimate| and report the actual change "
+                       help="also refit the model without each of the N groups "
+                       "with the largest |estimate| (features kept as fitted, "
+                       "as the estimates assume) and report the actual change "
                        "(default 0)")
     audit.add_argument("--out", metavar="FILE.csv",
                        help="write the full report as CSV")

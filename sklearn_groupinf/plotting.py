@@ -280,7 +280,8 @@ class SelectionPathDisplay:
         Estimated change of the target after each step (the selected prefix),
         in target units.
     actual : array-like of shape (n_steps,), default=None
-        Measured change after refitting without each prefix.
+        Measured change after refitting without each prefix (``NaN`` where
+        not measured); drawn as markers.
     label : str, default=None
         Legend label of the estimated path.
     target_name : str, default=None
@@ -376,7 +377,7 @@ class SelectionPathDisplay:
         self.actual_line_ = None
         if self.actual is not None:
             (self.actual_line_,) = ax.plot(
-                self.steps, np.concatenate([[0.0], self.actual]), "o--",
+                self.steps, np.concatenate([[0.0], self.actual]), "o",
                 color=self.line_.get_color(), alpha=0.7,
                 label=f"{self.label or 'estimated'}: actual")
         ax.set_xlabel("number of units selected")
