@@ -8,7 +8,7 @@ Pages written by other contributors (user guide, evaluation, torch, selector,
 benchmark ``results_*`` pages) are listed in ``index.rst``; an optional page
 that does not exist yet is left out of the table of contents with an info
 message instead of a warning (see ``_prune_missing_pages``). The API page lists
-each module's ``__all__`` (``.. api-module::`` lines, expanded below), so new
+each module's ``__all__`` (generated/api_sections.rst, written below), so new
 public names appear without editing ``api.rst``.
 """
 
@@ -43,7 +43,6 @@ exclude_patterns = ["_build", "README*", "generated/*.examples", "**.ipynb_check
 root_doc = "index"
 default_role = "literal"
 
-autosummary_generate = True
 autodoc_default_options = {"members": True, "inherited-members": False}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
@@ -75,7 +74,71 @@ warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
 
 # Optional pages: left out of the toctree while they do not exist (no stubs).
 OPTIONAL_PAGES = ("user_guide", "selector", "evaluation", "torch")
-_API_MODULE = re.compile(r"^\.\. api-module:: (\S+)(?: (.*))?$", re.M)
+
+# API page sections: (module, title); each lists the module's ``__all__``.
+API_MODULES = [
+    ("sklearn_groupinf", "Estimators, results, warnings and errors"),
+    ("sklearn_groupinf.torch", "PyTorch models (``sklearn_groupinf.torch``, "
+     "needs torch)"),
+    ("sklearn_groupinf.evaluation", "Evaluation against refits "
+     "(``sklearn_groupinf.evaluation``)"),
+    ("sklearn_groupinf.plotting", "Plotting (``sklearn_groupinf.plotting``, "
+     "needs matplotlib)"),
+    ("sklearn_groupinf.datasets", "Datasets (``sklearn_groupinf.datasets``)"),
+]
+_SKIPPED = []
+
+
+def _public_names(module_name):
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n, obj in vars(module).items() if not n.startswith("_")
+                 and callable(obj) and getattr(obj, "__module__", "") == module_name]
+    return [n for n in names if not n.startswith("__")]
+
+
+def _write_api_sections():
+    """Write generated/api_sections.rst (included by api.rst, scanned by
+    autosummary so that every listed object gets its page)."""
+    out = []
+    for module_name, title in API_MODULES:
+        try:
+            names = _public_names(module_name)
+        except ImportError as exc:
+            _SKIPPED.append(f"{module_name} ({exc})")
+            continue
+        if not names:
+            continue
+        out += [title, "-" * len(title), "",
+                f".. automodule:: {module_name}", "   :no-members:",
+                "   :no-index:", "", f".. currentmodule:: {module_name}", "",
+                ".. autosummary::", "   :toctree: generated",
+                "   :template: object.rst",
+                ""]
+        out += [f"   {name}" for name in names] + [""]
+    os.makedirs(os.path.join(HERE, "generated"), exist_ok=True)
+    path = os.path.join(HERE, "generated", "api_sections.rst")
+    text = "\n".join(out)
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as fh:
+            fh.write(text)
+
+
+_write_api_sections()
+autosummary_generate = True
+exclude_patterns.append("generated/api_sections.rst")
+
+
+def _generate_api_stubs(app):
+    """Object pages for the entries of the included generated/api_sections.rst
+    (autosummary only scans documents, and the include is not one)."""
+    from sphinx.ext.autosummary.generate import generate_autosummary_docs
+
+    generate_autosummary_docs(
+        [os.path.join(HERE, "generated", "api_sections.rst")],
+        output_dir=os.path.join(HERE, "generated"), base_path=HERE, app=app,
+    )
 
 
 def _prune_missing_pages(app, docname, source):
@@ -84,6 +147,8 @@ def _prune_missing_pages(app, docname, source):
     from sphinx.util import logging
 
     logger = logging.getLogger(__name__)
+    for skipped in _SKIPPED:
+        logger.info(f"[sklearn_groupinf] API page: {skipped} left out")
     text = source[0]
     for page in OPTIONAL_PAGES:
         if not os.path.exists(os.path.join(HERE, f"{page}.rst")):
@@ -97,44 +162,15 @@ def _prune_missing_pages(app, docname, source):
     source[0] = text
 
 
-def _public_names(module_name):
-    module = importlib.import_module(module_name)
-    names = getattr(module, "__all__", None)
-    if names is None:
-        names = [n for n, obj in vars(module).items() if not n.startswith("_")
-                 and callable(obj) and getattr(obj, "__module__", "") == module_name]
-    return [n for n in names if not n.startswith("__")]
-
-
-def _expand_api_modules(app, docname, source):
-    """``.. api-module:: mod [Title]`` -> an autosummary of ``mod.__all__``."""
-    if docname != "api":
-        return
-    from sphinx.util import logging
-
-    logger = logging.getLogger(__name__)
-
-    def expand(match):
-        module_name, title = match.group(1), match.group(2) or match.group(1)
-        try:
-            names = _public_names(module_name)
-        except ImportError as exc:
-            logger.info(f"[sklearn_groupinf] {module_name} not importable ({exc}); "
-                        "left out of the API page")
-            return ""
-        if not names:
-            return ""
-        lines = [title, "-" * len(title), "", f".. automodule:: {module_name}",
-                 "   :no-members:", "   :no-index:", "",
-                 f".. currentmodule:: {module_name}", "",
-                 ".. autosummary::", "   :toctree: generated/",
-                 "   :template: object.rst", ""]
-        lines += [f"   {name}" for name in names]
-        return "\n".join(lines) + "\n"
-
-    source[0] = _API_MODULE.sub(expand, source[0])
+def _skip_foreign_members(app, what, name, obj, skip, options):
+    """Skip members scikit-learn adds to our classes (``set_fit_request``, ...)."""
+    module = getattr(obj, "__module__", None) or ""
+    if what == "class" and callable(obj) and not module.startswith("sklearn_groupinf"):
+        return True
+    return None
 
 
 def setup(app):
+    app.connect("autodoc-skip-member", _skip_foreign_members)
+    app.connect("builder-inited", _generate_api_stubs)
     app.connect("source-read", _prune_missing_pages)
-    app.connect("source-read", _expand_api_modules)

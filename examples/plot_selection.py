@@ -1,7 +1,7 @@
 """
-====================================================
+======================================================
 Cleaning flipped labels: greedy selection and its path
-====================================================
+======================================================
 
 A fifth of the training labels are flipped. We ask
 :meth:`~sklearn_groupinf.GroupInfluence.select` for the 40 rows whose joint
