@@ -16,7 +16,10 @@ second_order  [U, R]                  [[H_f - T_w, I], [I, 0]]
 so group scores need only the per-group sums ``M_groups @ A`` (never an
 ``n x n`` matrix), and selection uses the same ``(b, A, M)``.
 ``newton`` evaluates the target exactly after one group-Newton step
-``(H - H_S)^{-1} sum_{i in S} q_i``.
+``(H - H_S)^{-1} sum_{i in S} q_i``, solved either directly (a Cholesky
+factorisation of ``H - H_S``) or, when the backend gives a low-rank factor of
+``H_S`` and that is cheaper, by a Woodbury solve with the already factored
+``H``.
 """
 
 import warnings
@@ -98,12 +101,25 @@ class _FitState:
         return self._second
 
 
-def newton_estimates(state, membership, group_ids=None):
+def newton_estimates(state, membership, group_ids=None, *, strategy="auto"):
     """``f(theta + (H - H_S)^{-1} sum_S q_i) - f(theta)`` for each group.
 
-    Uses a direct Cholesky solve of the group-removed Hessian when
-    ``n_params <= 2000`` and conjugate gradients preconditioned by the full
-    Hessian's factor otherwise.
+    Parameters
+    ----------
+    state : _FitState
+        The fitted :class:`GroupInfluence`'s cache.
+    membership : object with ``n_groups`` and ``members(g)``
+        Usually a :class:`~sklearn_groupinf._groups.GroupMembership`.
+    group_ids : sequence of int, default=None
+        Group numbers to estimate (all by default).
+    strategy : {"auto", "woodbury", "direct"}, default="auto"
+        How to solve with ``H - H_S`` (see :func:`group_newton_step`).
+
+    Returns
+    -------
+    estimate : ndarray of shape (len(group_ids),)
+        Estimated change of the target, in its units, when each group is
+        removed (positive: removal raises the target).
     """
     backend = state.backend
     if not backend.supports_newton:
@@ -117,9 +133,7 @@ def newton_estimates(state, membership, group_ids=None):
     for t, g in enumerate(ids):
         rows = membership.members(g)
         q = backend.removal_gradients(rows).sum(axis=0)
-        H_S = backend.group_hessian(rows)
-        A = state.solver.H - H_S
-        step = _solve_group(A, q, state.solver, H_S)
+        step = group_newton_step(backend, state.solver, rows, q, strategy=strategy)
         out[t] = backend.target_value(theta + step) - state.f0
     if not np.all(np.isfinite(out)):
         raise FloatingPointError(
@@ -129,36 +143,124 @@ def newton_estimates(state, membership, group_ids=None):
     return out
 
 
-def _solve_group(A, q, solver, H_S):
-    P = A.shape[0]
-    if P <= 2000:
+def _woodbury_cost(P, m):
+    # H^{-1} V (two triangular solves), V' H^{-1} V, factor of the m x m system
+    return 2.0 * P * P * m + P * m * m + m**3 / 1.5
+
+
+def _direct_cost(P, n_rows):
+    # forming H_S (about P^2 per row for the linear backend) and a Cholesky
+    return P**3 / 3.0 + float(P) * P * n_rows
+
+
+def max_woodbury_rank(P, n_rows):
+    """Largest rank ``m`` of ``H_S`` for which the Woodbury solve is cheaper."""
+    budget = _direct_cost(P, n_rows)
+    lo, hi = 0, 4 * P
+    while lo < hi:  # largest m with _woodbury_cost(P, m) <= budget
+        mid = (lo + hi + 1) // 2
+        if _woodbury_cost(P, mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def group_newton_step(backend, solver, rows, q, *, strategy="auto"):
+    """The group-Newton step ``(H - H_S)^{-1} q`` (``H`` damped, as ``solver``'s).
+
+    ``strategy="auto"`` picks the cheaper of a Woodbury (capacitance) solve
+    with the already factored ``H`` (when the backend gives a low-rank factor
+    of ``H_S``, see :meth:`ModelBackend.group_hessian_factor`; cost about
+    ``2 P^2 m`` for a rank-``m`` group Hessian) and a direct Cholesky
+    factorisation of ``H - H_S`` (about ``P^3 / 3``). Both are exact; they
+    agree to round-off.
+    """
+    if strategy not in ("auto", "woodbury", "direct"):
+        raise ValueError(
+            f"strategy must be 'auto', 'woodbury' or 'direct'; got {strategy!r}."
+        )
+    P = len(q)
+    H = getattr(solver, "H", None)
+    factor = None
+    if strategy != "direct":
+        max_rank = max_woodbury_rank(P, len(rows)) if (
+            strategy == "auto" and H is not None) else None
         try:
-            return sla.cho_solve(sla.cho_factor(A, lower=True, check_finite=False), q)
-        except np.linalg.LinAlgError:
-            warnings.warn(
-                "The Hessian without this group is not positive definite (the "
-                "group carries curvature the rest of the data lacks, e.g. a whole "
-                "class); the Newton step uses a least-squares solve. Add damping.",
-                UserWarning,
-                stacklevel=4,
+            factor = backend.group_hessian_factor(rows, max_rank=max_rank)
+        except NotImplementedError:
+            factor = None
+        if factor is not None:
+            V, signs, diag = factor
+            if diag is not None and np.any(diag):
+                nz = np.flatnonzero(diag)
+                D = np.zeros((P, len(nz)))
+                D[nz, np.arange(len(nz))] = np.sqrt(np.abs(diag[nz]))
+                V = np.hstack([V, D])
+                signs = np.concatenate([signs, np.sign(diag[nz])])
+            factor = None if (max_rank is not None and V.shape[1] > max_rank) \
+                else (V, signs)
+        if factor is None and strategy == "woodbury":
+            raise ValueError(
+                f"strategy='woodbury' needs group_hessian_factor, which "
+                f"{type(backend).__name__} does not provide; use strategy='auto'."
             )
-            return np.linalg.lstsq(A, q, rcond=None)[0]
-    # preconditioned CG on (H - H_S) x = q with preconditioner H^{-1}
-    x = solver.solve(q)
-    r = q - A @ x
-    z = solver.solve(r)
-    p = z.copy()
-    rz = r @ z
-    qn = np.linalg.norm(q)
-    for _ in range(500):
-        if np.linalg.norm(r) <= 1e-12 * qn:
-            break
-        Ap = A @ p
-        alpha = rz / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        z = solver.solve(r)
-        rz_new = r @ z
-        p = z + (rz_new / rz) * p
-        rz = rz_new
-    return x
+    if factor is not None:
+        return _woodbury_step(solver, *factor, q, H=H, backend=backend, rows=rows)
+    if H is None:
+        raise ValueError(
+            f"method='newton' needs the dense Hessian or low-rank group Hessians; "
+            f"{type(backend).__name__}'s solver provides neither. Use "
+            "method='second_order'."
+        )
+    return _direct_step(H, backend.group_hessian(rows), q)
+
+
+_NOT_PD = (
+    "The Hessian without this group is not positive definite (the group carries "
+    "curvature the rest of the data lacks, e.g. a whole class); the Newton step "
+    "uses a least-squares solve and may be far off. Add damping to GroupInfluence "
+    "or use smaller groups."
+)
+
+
+def _direct_step(H, H_S, q):
+    A = H - H_S
+    try:
+        return sla.cho_solve(
+            sla.cho_factor(A, lower=True, overwrite_a=True, check_finite=False), q
+        )
+    except np.linalg.LinAlgError:
+        warnings.warn(_NOT_PD, UserWarning, stacklevel=4)
+        return np.linalg.lstsq(H - H_S, q, rcond=None)[0]
+
+
+def _woodbury_step(solver, V, signs, q, *, H, backend, rows):
+    """``(H - V diag(signs) V')^{-1} q = x0 + Y (C - G)^{-1} Y' q``.
+
+    ``x0 = H^{-1} q``, ``Y = H^{-1} V``, ``G = V' Y``, ``C = diag(signs)``.
+    ``H - V C V'`` is positive definite exactly when ``C - G`` has as many
+    negative eigenvalues as ``C`` (Haynsworth inertia additivity).
+    """
+    x0 = solver.solve(q)
+    if V.shape[1] == 0:
+        return x0
+    Y = solver.solve(V)
+    G = V.T @ Y
+    cap = np.diag(signs.astype(np.float64)) - 0.5 * (G + G.T)
+    rhs = Y.T @ q
+    if np.all(signs > 0):
+        try:
+            z = sla.cho_solve(sla.cho_factor(cap, lower=True, check_finite=False),
+                              rhs)
+            return x0 + Y @ z
+        except np.linalg.LinAlgError:
+            pd = False
+    else:
+        pd = np.sum(np.linalg.eigvalsh(cap) < 0) == np.sum(signs < 0)
+        if pd:
+            return x0 + Y @ sla.solve(cap, rhs, assume_a="sym")
+    if H is not None:
+        return _direct_step(H, backend.group_hessian(rows), q)
+    warnings.warn(_NOT_PD, UserWarning, stacklevel=4)
+    return x0 + Y @ np.linalg.lstsq(cap, rhs, rcond=None)[0]

@@ -129,3 +129,20 @@ class ModelBackend(ABC):
     def group_hessian(self, rows):
         """``H_S = sum_{i in S} grad^2 (s_i l~_i)`` ``(P, P)``."""
         raise NotImplementedError(f"{type(self).__name__} has no group Hessians.")
+
+    def group_hessian_factor(self, rows, max_rank=None):
+        """Signed low-rank factor of the group Hessian (optional, for ``newton``).
+
+        Returns ``(V, signs, diag)`` with
+        ``H_S = V @ np.diag(signs) @ V.T + np.diag(diag)``: ``V`` of shape
+        ``(P, m)``, ``signs`` of shape ``(m,)`` in ``{-1, +1}`` and ``diag`` of
+        shape ``(P,)`` or ``None`` (e.g. the penalty share of a mean-form
+        objective). Returns ``None`` when ``m`` would exceed ``max_rank``
+        (checked before ``V`` is formed), so callers can fall back to
+        :meth:`group_hessian`. With it, the group-Newton step is a Woodbury
+        solve with the already factored Hessian instead of a new ``P x P``
+        factorisation.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no group Hessian factors."
+        )

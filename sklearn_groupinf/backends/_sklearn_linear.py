@@ -264,6 +264,22 @@ class SklearnLinearBackend(ModelBackend):
             H[np.diag_indices_from(H)] += s.sum() * self._D
         return H
 
+    def group_hessian_factor(self, rows, max_rank=None):
+        # H_S = sum_i (c s_i h_i) (x) x~_i x~_i' with c s_i h_i = E diag(lam) E':
+        # one column sqrt|lam| (e (x) x~_i) per eigenpair that is not round-off
+        # (the multinomial gauge direction 1_K has lam = 0 and is dropped).
+        r = np.asarray(rows)
+        s = self._s[r]
+        lam, E = np.linalg.eigh(self.spec.c * s[:, None, None] * self._h[r])
+        scale = np.abs(lam).max(initial=0.0)
+        ii, jj = np.nonzero(np.abs(lam) > 1e-13 * scale)
+        diag = s.sum() * self._D if self.spec.mean_form else None
+        if max_rank is not None and len(ii) > max_rank:
+            return None
+        coef = E[ii, :, jj] * np.sqrt(np.abs(lam[ii, jj]))[:, None]
+        V = self._outer(coef, self._Xt[r][ii]).T
+        return V, np.sign(lam[ii, jj]), diag
+
     # -- helpers for callers ---------------------------------------------------
     @property
     def sample_weight(self):
