@@ -12,6 +12,7 @@ one-line error on stderr and exit status 2; the input file is never modified.
 """
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -186,6 +187,10 @@ def main(argv=None):
     except InputError as exc:
         print(f"groupinf: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `groupinf audit ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("groupinf: interrupted", file=sys.stderr)
         return 130

@@ -251,3 +251,20 @@ def test_demo_plot_option_saves_the_demo_rows(monkeypatch, tmp_path):
     np.testing.assert_allclose([b.get_height() for b in disp.bars_["actual"]],
                                [0.0, 0.13, 0.0, 0.0])
     assert (tmp_path / "d.png").exists()
+
+
+def test_verbose_progress_on_stderr(breast_cancer, capsys):
+    """``verbose=1`` logs the long steps of ``fit`` on stderr, nothing on stdout."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, Xt, yt = breast_cancer
+    GroupInfluence(LogisticRegression(), verbose=1).fit(X, y, X_target=Xt,
+                                                        y_target=yt)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for step in ("fitting LogisticRegression on 400 examples",
+                 "per-example removal gradients (400 x 31)",
+                 "solving the Hessian system", "done, target log_loss"):
+        assert step in captured.err
+    GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt)
+    assert capsys.readouterr().err == ""
