@@ -221,7 +221,8 @@ class InteractionHeatmapDisplay:
         self.target_name = target_name
 
     @classmethod
-    def from_estimator(cls, estimator, groups, *, method=None, ax=None):
+    def from_estimator(cls, estimator, groups, *, method=None,
+                       include_diagonal=True, ax=None):
         """Interactions among the groups of a fitted ``GroupInfluence``.
 
         Parameters
@@ -232,6 +233,8 @@ class InteractionHeatmapDisplay:
             Group label of each training example.
         method : {"interaction", "second_order"}, default=None
             Pairwise form (see ``GroupInfluence.interaction_matrix``).
+        include_diagonal : bool, default=True
+            Passed to :meth:`plot`.
         ax : matplotlib Axes, default=None
 
         Returns
@@ -240,14 +243,19 @@ class InteractionHeatmapDisplay:
         """
         K = estimator.interaction_matrix(groups, method=method, form="dense")
         labels = np.unique(np.asarray(groups))
-        return cls(K, groups=labels, target_name=estimator.target_name_).plot(ax=ax)
+        disp = cls(K, groups=labels, target_name=estimator.target_name_)
+        return disp.plot(ax=ax, include_diagonal=include_diagonal)
 
-    def plot(self, ax=None, *, cmap="RdBu_r"):
+    def plot(self, ax=None, *, include_diagonal=True, cmap="RdBu_r"):
         """Draw the matrix with a symmetric colour scale; returns the display.
 
         Parameters
         ----------
         ax : matplotlib Axes, default=None
+        include_diagonal : bool, default=True
+            ``False`` leaves the diagonal blank (``K[g, g]`` is part of the
+            group's own estimate and often dominates the colour scale), so
+            the pairs stand out.
         cmap : str, default="RdBu_r"
 
         Returns
@@ -255,8 +263,12 @@ class InteractionHeatmapDisplay:
         display : InteractionHeatmapDisplay
         """
         ax, fig = _axes(ax)
-        vmax = float(np.max(np.abs(self.matrix))) or 1.0
-        self.im_ = ax.imshow(self.matrix, cmap=cmap, vmin=-vmax, vmax=vmax)
+        shown = self.matrix.copy()
+        if not include_diagonal:
+            np.fill_diagonal(shown, np.nan)
+        vmax = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 0.0
+        vmax = vmax or 1.0
+        self.im_ = ax.imshow(shown, cmap=cmap, vmin=-vmax, vmax=vmax)
         labels = [str(g) for g in self.groups]
         ax.set_xticks(np.arange(len(labels)))
         ax.set_xticklabels(labels, rotation=45 if len(labels) > 8 else 0)

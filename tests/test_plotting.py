@@ -75,6 +75,13 @@ def test_interaction_heatmap_image_is_the_matrix(fitted):
     np.testing.assert_allclose(np.asarray(disp.im_.get_array()), K)
     vmin, vmax = disp.im_.get_clim()
     assert vmin == -vmax == -np.abs(K).max()
+    off = InteractionHeatmapDisplay(K, groups=disp.groups).plot(
+        include_diagonal=False)
+    drawn = np.ma.filled(off.im_.get_array().astype(float), np.nan)
+    assert np.isnan(np.diag(drawn)).all()
+    mask = ~np.eye(len(K), dtype=bool)
+    np.testing.assert_allclose(drawn[mask], K[mask])
+    assert off.im_.get_clim()[1] == np.abs(K[mask]).max()
     # pairwise identity: est(g and h) = est(g) + est(h) + K[g, h]
     s = gi.score_groups(groups, method="interaction").estimate
     both = gi.score_groups(np.where(np.isin(groups, [1, 4]), 1, groups),
