@@ -53,6 +53,10 @@ disp = InteractionHeatmapDisplay.from_estimator(gi, groups, include_diagonal=Fal
 disp.ax_.set_title("pairwise interaction K[g, h] (log-loss units)")
 
 # %%
+# Positive entries (the copies 4 and 5) mean that removing the pair raises the
+# loss more than the two single estimates add up to; negative entries (group 2
+# with 4 and 5 here) mean less.
+#
 # Check the pair (4, 5) against refits
 # ------------------------------------
 def refit_change(drop):
