@@ -100,15 +100,19 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
     groups_as_units : bool, default=False
         Remove whole groups (the ``groups`` passed to ``fit``) instead of
         single examples.
-    validation : float in (0, 1) or "cross_fit", default=0.2
-        How the target set is obtained. A float: that fraction of the rows is
-        held out (stratified by class for classifiers, whole groups when
-        ``groups`` is given); the held-out rows are the target set, are never
-        candidates for removal, and are part of the final refit.
-        ``"cross_fit"``: the rows are split in two halves (stratified / by
-        group likewise); each half is scored with the other half as the
+    validation : "cross_fit" or float in (0, 1), default="cross_fit"
+        How the target set is obtained; its labels are the training labels
+        (no clean data is assumed). ``"cross_fit"``: the rows are split in two
+        halves (stratified by class for classifiers, whole groups when
+        ``groups`` is given); each half is scored with the other half as the
         target set and the budget is shared in proportion to the halves'
-        sizes, so every row is a candidate.
+        sizes, so every row is a candidate. A float: that fraction of the
+        rows is held out (stratified / by group likewise); the held-out rows
+        are the target set, are never candidates for removal, and are part
+        of the final refit. Cross-fitting is the default because it scores
+        every row against a larger target set; in the label-noise benchmark
+        (``doc/results_label_noise.rst``) it caught more flipped labels than
+        a 20 % hold-out on all three datasets.
     damping : float, default=0.0
         Hessian damping of the influence model (see :class:`GroupInfluence`).
     n_rounds : int, default=1
@@ -118,7 +122,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         Remove fewer than ``budget`` units when no further removal is
         estimated to decrease the target.
     random_state : int, RandomState instance or None, default=None
-        Seed of the validation split.
+        Seed of the split that gives the target set.
 
     Attributes
     ----------
@@ -200,7 +204,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         budget=0.05,
         method="interaction",
         groups_as_units=False,
-        validation=0.2,
+        validation="cross_fit",
         damping=0.0,
         n_rounds=1,
         stop_early=False,
@@ -246,8 +250,8 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
             Training targets.
         groups : array-like of shape (n_samples,), default=None
             Group label of each row. Units of removal with
-            ``groups_as_units=True``; in any case the validation split keeps
-            each group on one side.
+            ``groups_as_units=True``; in any case the split that gives the
+            target set keeps each group on one side.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the estimator's objective, sliced to the rows of each
             internal fit and to the kept rows for the final fit.

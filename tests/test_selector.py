@@ -43,7 +43,8 @@ def _lr():
 # --------------------------------------------------------------- reference
 def test_removal_equals_groupinfluence_select_on_same_split(cancer):
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=20, random_state=0).fit(X, y)
+    sel = GroupSelector(_lr(), budget=20, validation=0.2,
+                        random_state=0).fit(X, y)
     (pool, target), = sel.splits_
     # the split: a stratified 20 % hold-out, disjoint from the pool
     assert len(target) == int(np.ceil(0.2 * len(y)))
@@ -70,7 +71,8 @@ def test_removal_lowers_the_measured_target_loss(cancer):
     # the selected removal must actually lower the validation log-loss when the
     # pool is refitted without it (a measured refit, not the estimate)
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=10, random_state=1).fit(X, y)
+    sel = GroupSelector(_lr(), budget=10, validation=0.2,
+                        random_state=1).fit(X, y)
     (pool, target), = sel.splits_
     before = log_loss(y[target], _lr().fit(X[pool], y[pool]).predict_proba(X[target]))
     kept = np.setdiff1d(pool, sel.removed_indices_)
@@ -111,7 +113,8 @@ def test_budget_zero_is_a_plain_fit(cancer):
 def test_sample_weight_is_sliced(cancer):
     X, y, _ = cancer
     w = np.random.default_rng(3).uniform(0.2, 3.0, size=len(y))
-    sel = GroupSelector(_lr(), budget=15, random_state=2).fit(X, y, sample_weight=w)
+    sel = GroupSelector(_lr(), budget=15, validation=0.2,
+                        random_state=2).fit(X, y, sample_weight=w)
     (pool, target), = sel.splits_
     gi = GroupInfluence(_lr()).fit(X[pool], y[pool], w[pool], X_target=X[target],
                                    y_target=y[target], target_weight=w[target])
@@ -120,7 +123,8 @@ def test_sample_weight_is_sliced(cancer):
     plain = _lr().fit(X[keep], y[keep], sample_weight=w[keep])
     assert_allclose(sel.estimator_.coef_, plain.coef_, rtol=1e-10, atol=1e-12)
     # the weights matter: unweighted selection or refit differs
-    unweighted = GroupSelector(_lr(), budget=15, random_state=2).fit(X, y)
+    unweighted = GroupSelector(_lr(), budget=15, validation=0.2,
+                               random_state=2).fit(X, y)
     assert not np.allclose(unweighted.estimator_.coef_, sel.estimator_.coef_)
 
 
@@ -129,7 +133,7 @@ def test_pipeline_removes_whole_groups(diabetes):
     X, y, groups = diabetes
     pipe = make_pipeline(StandardScaler(),
                          GroupSelector(Ridge(), budget=3, groups_as_units=True,
-                                       random_state=0))
+                                       validation=0.2, random_state=0))
     assert is_regressor(pipe)
     pipe.fit(X, y, groupselector__groups=groups)
     sel = pipe[-1]
@@ -253,7 +257,12 @@ def test_budget_at_least_the_pool_is_refused(cancer):
     n_pool = len(y) - int(np.ceil(0.2 * len(y)))
     with pytest.raises(ValueError, match=rf"budget={n_pool}.*pool has {n_pool}"
                                          r".*validation split.*budget <="):
-        GroupSelector(_lr(), budget=n_pool, random_state=0).fit(X, y)
+        GroupSelector(_lr(), budget=n_pool, validation=0.2,
+                      random_state=0).fit(X, y)
+    # cross-fitting: every row is a candidate, each half keeps one row
+    with pytest.raises(ValueError, match=rf"budget={len(y) - 1}.*pool has "
+                                         rf"{len(y)} examples.*budget <= {len(y) - 2}"):
+        GroupSelector(_lr(), budget=len(y) - 1).fit(X, y)
     with pytest.raises(InvalidParameterError, match="'budget' parameter"):
         GroupSelector(_lr(), budget=1.0).fit(X, y)
     with pytest.raises(InvalidParameterError, match="'budget' parameter"):
@@ -308,7 +317,7 @@ def _expected_failed_checks(estimator):
 
 @parametrize_with_checks(
     [GroupSelector(LogisticRegression()), GroupSelector(Ridge()),
-     GroupSelector(Ridge(), validation="cross_fit", method="first_order")],
+     GroupSelector(Ridge(), validation=0.2, method="first_order")],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible(estimator, check):
