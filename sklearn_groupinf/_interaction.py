@@ -97,7 +97,10 @@ class InteractionOperator:
         return self.W @ (self.sigma * self.W[j])
 
     def matvec(self, v):
-        return self.W @ (self.sigma * (self.W.T @ v))
+        """``K v`` for ``v`` of shape ``(n,)`` or ``(n, k)`` in ``O(n r k)``."""
+        t = self.W.T @ v
+        t = self.sigma * t if t.ndim == 1 else self.sigma[:, None] * t
+        return self.W @ t
 
     def quadratic_sum(self, idx):
         """``1_S' K 1_S`` for ``S = idx``."""
