@@ -16,13 +16,28 @@ import pytest
 
 from sklearn_groupinf import GroupInfluence
 
+# one BLAS thread: small matrices, and on a shared machine OpenBLAS threads
+# spin (measured 100x slower Hessian products under load)
+ENV = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning",
+           OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
-def run_cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-    proc = subprocess.run([sys.executable, "-m", "sklearn_groupinf", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
-    return proc
+
+def run_cli(*args):
+    """Run ``python -m sklearn_groupinf ARGS``; returns the CompletedProcess."""
+    return run_many([args])[0]
+
+
+def run_many(arg_lists):
+    """Run several commands concurrently (start-up dominates their time)."""
+    procs = [(args, subprocess.Popen(
+        [sys.executable, "-m", "sklearn_groupinf", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV))
+        for args in arg_lists]
+    done = []
+    for args, proc in procs:
+        out, err = proc.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return done
 
 
 def make_frame(n=240, seed=0):
@@ -59,15 +74,16 @@ def digest(path):
 
 
 def test_help_documents_every_option_with_an_example():
-    for command, options in [
+    expected = [
         ("audit", ["--label", "--groups", "--model", "--validation",
                    "--validation-fraction", "--method", "--out", "--plot",
                    "--refit", "--drop"]),
         ("clean", ["--label", "--budget", "--out", "--report", "--groups",
                    "--n-rounds", "--goal"]),
         ("demo", ["--n-refit", "--plot"]),
-    ]:
-        proc = run_cli(command, "--help")
+    ]
+    procs = run_many([(command, "--help") for command, _ in expected])
+    for (command, options), proc in zip(expected, procs):
         assert proc.returncode == 0
         for opt in options:
             assert opt in proc.stdout
@@ -208,8 +224,8 @@ def _bad_inputs(tmp):
 def test_bad_input_one_line_error_exit_2(tmp_path):
     cases = _bad_inputs(tmp_path)
     digests = {p.name: digest(p) for p in tmp_path.iterdir()}
-    for name, (args, message) in cases.items():
-        proc = run_cli(*args)
+    procs = run_many([args for args, _ in cases.values()])
+    for (name, (args, message)), proc in zip(cases.items(), procs):
         assert proc.returncode == 2, (name, proc.stderr)
         assert "Traceback" not in proc.stderr, name
         lines = proc.stderr.strip().splitlines()
