@@ -88,6 +88,15 @@ def _add_data_options(p):
                    help="seed of the validation split (default 0)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress messages on stderr")
+    _add_threads_option(p)
+
+
+def _add_threads_option(p):
+    p.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                   help="BLAS threads for the linear algebra (default 1: the "
+                   "matrices are small, and extra threads only help large "
+                   "models on an idle machine; on a busy one they slowed the "
+                   "demo 30x)")
 
 
 def build_parser():
@@ -114,6 +123,7 @@ def build_parser():
     demo.add_argument("--plot", metavar="FILE",
                       help="also save a bar chart of the estimates (png, pdf, "
                       "svg; needs matplotlib)")
+    _add_threads_option(demo)
     audit = sub.add_parser(
         "audit", formatter_class=_FMT, epilog=_AUDIT_EXAMPLE,
         help="estimated effect of each group of rows of a CSV file",
@@ -181,9 +191,14 @@ def main(argv=None):
     from ._tabular import InputError
 
     try:
+        from threadpoolctl import threadpool_limits
+
         from ._cli_output import run
 
-        return run(args)
+        if args.blas_threads < 1:
+            raise InputError(f"--blas-threads must be >= 1; got {args.blas_threads}")
+        with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+            return run(args)
     except InputError as exc:
         print(f"groupinf: error: {exc}", file=sys.stderr)
         return 2

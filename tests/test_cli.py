@@ -77,10 +77,10 @@ def test_help_documents_every_option_with_an_example():
     expected = [
         ("audit", ["--label", "--groups", "--model", "--validation",
                    "--validation-fraction", "--method", "--out", "--plot",
-                   "--refit", "--drop"]),
+                   "--refit", "--drop", "--blas-threads"]),
         ("clean", ["--label", "--budget", "--out", "--report", "--groups",
                    "--n-rounds", "--goal"]),
-        ("demo", ["--n-refit", "--plot"]),
+        ("demo", ["--n-refit", "--plot", "--blas-threads"]),
     ]
     procs = run_many([(command, "--help") for command, _ in expected])
     for (command, options), proc in zip(expected, procs):
