@@ -70,6 +70,11 @@ sphinx_gallery_conf = {
 
 # Examples draw with the non-interactive backend and print their numbers.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One BLAS thread for the gallery: small matrices; on a busy machine threaded
+# OpenBLAS was up to 100x slower on them.
+from threadpoolctl import threadpool_limits
+
+_BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
 
 # Optional pages: left out of the toctree while they do not exist (no stubs).
