@@ -66,6 +66,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "download_all_examples": False,
     "remove_config_comments": True,
+    "write_computation_times": False,  # no sg_execution_times.rst in doc/
 }
 
 # Examples draw with the non-interactive backend and print their numbers.
