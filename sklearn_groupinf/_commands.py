@@ -207,6 +207,9 @@ def clean(args):
     import pandas as pd
 
     budget = parse_budget(args.budget)
+    if args.method == "newton":
+        raise InputError("--method newton has no pairwise form, so clean cannot "
+                         "select with it; use interaction or second_order")
     _check_distinct(args.data, args.out, args.report)
     if args.validation:
         _check_distinct(args.validation, args.out, args.report)

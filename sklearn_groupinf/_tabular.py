@@ -270,7 +270,10 @@ def make_pipeline(X, model, **kw):
     if categorical:
         steps.append(("categorical", mk(
             SimpleImputer(strategy="constant", fill_value="missing"),
-            OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+            # unpenalised models: drop one level so the dummies and the
+            # intercept are not collinear (singular Hessian)
+            OneHotEncoder(handle_unknown="ignore", sparse_output=False,
+                          drop="first" if model == "linear" else None),
         ), categorical))
     pre = ColumnTransformer(steps, sparse_threshold=0.0)
     return Pipeline([("features", pre), ("model", make_estimator(model, **kw))])
