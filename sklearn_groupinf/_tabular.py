@@ -21,23 +21,37 @@ class InputError(ValueError):
 
 # ----------------------------------------------------------------- reading
 def _split_records(data):
-    """Byte spans ``(start, end)`` of the CSV records of ``data``.
+    """Byte spans ``(start, end)`` and first line numbers of the CSV records.
 
     A record ends at a newline outside double quotes and includes its line
-    terminator. Quoted fields may contain newlines (``""`` escapes toggle the
-    quote state twice, so they need no special case).
+    terminator; quoted fields may contain newlines. Works line by line (an odd
+    number of ``"`` on a line toggles the quote state; ``""`` escapes count
+    twice), so large files are split at C speed.
+
+    Returns
+    -------
+    spans : list of (int, int)
+    lines : list of int
+        1-based line number on which each record starts.
     """
-    spans, start, quoted = [], 0, False
-    quote, newline = ord('"'), ord("\n")
-    for pos, byte in enumerate(data):
-        if byte == quote:
+    spans, lines = [], []
+    start = pos = 0
+    line_no, first_line, quoted = 1, 1, False
+    for piece in data.split(b"\n"):
+        pos += len(piece) + 1
+        if piece.count(b'"') % 2:
             quoted = not quoted
-        elif byte == newline and not quoted:
-            spans.append((start, pos + 1))
-            start = pos + 1
+        if not quoted:
+            end = min(pos, len(data))
+            if end > start:
+                spans.append((start, end))
+                lines.append(first_line)
+            start, first_line = end, line_no + 1
+        line_no += 1
     if start < len(data):
         spans.append((start, len(data)))
-    return spans
+        lines.append(first_line)
+    return spans, lines
 
 
 class RawCSV:
@@ -54,11 +68,12 @@ class RawCSV:
     def __init__(self, path, data):
         self.path = path
         self.data = data
-        spans = [s for s in _split_records(data) if data[s[0]:s[1]].strip()]
-        self.header_span = spans[0] if spans else None
-        self.row_spans = spans[1:]
+        spans, lines = _split_records(data)
+        keep = [k for k, (a, b) in enumerate(spans) if data[a:b].strip()]
+        self.header_span = spans[keep[0]] if keep else None
+        self.row_spans = [spans[k] for k in keep[1:]]
         # 1-based line number on which each data row starts
-        self.row_lines = [data.count(b"\n", 0, s[0]) + 1 for s in self.row_spans]
+        self.row_lines = [lines[k] for k in keep[1:]]
 
     def write_without(self, rows, out_path):
         """Write the file minus the data rows ``rows`` (0-based), byte for byte."""
