@@ -284,3 +284,23 @@ def test_verbose_progress_on_stderr(breast_cancer, capsys):
         assert step in captured.err
     GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("data, rows, expected", [
+    # quoted newline and doubled quotes inside a record, blank line kept
+    (b'a,b\n1,"x\ny"\n\n2,"q""\n"\n3,z', [1], b'a,b\n1,"x\ny"\n\n3,z'),
+    # CRLF line endings, last row without a newline removed
+    (b"a,b\r\n1,2\r\n3,4", [1], b"a,b\r\n1,2\r\n"),
+    (b"a,b\r\n1,2\r\n3,4\r\n", [0, 1], b"a,b\r\n"),
+])
+def test_raw_csv_removes_exactly_the_records(tmp_path, data, rows, expected):
+    from sklearn_groupinf._tabular import RawCSV
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    raw = RawCSV(str(path), data)
+    pd.testing.assert_index_equal(pd.read_csv(path).index,
+                                  pd.RangeIndex(len(raw.row_spans)))
+    raw.write_without(rows, tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_bytes() == expected
+    assert path.read_bytes() == data
