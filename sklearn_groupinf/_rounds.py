@@ -138,8 +138,10 @@ def run_selection(gi, budget, *, groups, goal, action, method, X_candidates,
         b, op = _round_terms(current, method, action, cur_membership, cur_cand)
         order, est = greedy_select(b, op, k_r, goal=goal, stop_early=stop_early)
         offset = measured[-1] - f_start
+        # current training rows are ``rows`` followed by the up-weighted copies
+        # ``extra`` (see _refit), so map greedy positions through both
         picked = pool[order] if (cand is not None or membership is not None) \
-            else rows[order]
+            else np.concatenate([rows, np.asarray(extra, dtype=int)])[order]
         chosen.extend(picked.tolist())
         estimates.extend((offset + est).tolist())
         rounds.extend([r] * len(order))
