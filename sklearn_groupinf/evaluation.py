@@ -93,6 +93,10 @@ def _check_membership(groups, n_samples):
     return labels, sizes, removed
 
 
+def _label(g):
+    return g.item() if isinstance(g, np.generic) else g
+
+
 def _tight_clone(est, warm_from, *, tol, max_iter, class_weight):
     """A clone with a tight tolerance, enough iterations and a warm start."""
     est = clone(est)
@@ -347,7 +351,7 @@ def leave_group_out(
             if len(left) < len(classes):
                 gone = np.setdiff1d(classes, left)[:5].tolist()
                 raise ValueError(
-                    f"Removing group {g!r} removes every training example of "
+                    f"Removing group {_label(g)!r} removes every training example of "
                     f"class(es) {gone}: the refit model cannot predict them and "
                     "the change of the target is undefined. Use groups that "
                     "leave examples of every class."
