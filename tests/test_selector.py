@@ -79,7 +79,9 @@ def test_removal_lowers_the_measured_target_loss(cancer):
     after = log_loss(y[target], _lr().fit(X[kept], y[kept]).predict_proba(X[target]))
     est = sel.selections_[0].estimates[-1]
     assert est < 0 and after < before
-    assert_allclose(after - before, est, rtol=0.5)
+    # measured -0.0271 vs estimated -0.0218 (19 %): the pairwise estimate on a
+    # greedily chosen set (DESIGN.md 2.3 reports ~11 % median there)
+    assert_allclose(after - before, est, rtol=0.25)
 
 
 def test_cross_fit_scores_every_row(cancer):
