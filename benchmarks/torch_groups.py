@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-train", type=int, default=4000)
     ap.add_argument("--max-iter", type=int, default=3000)
+    ap.add_argument("--cg-max-iter", type=int, default=2000)
+    ap.add_argument("--dtype", default="float64")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(pathlib.Path(__file__).parents[1]
                                          / "doc" / "results_torch.rst"))
@@ -67,7 +69,7 @@ def main():
     module = torch.nn.Sequential(torch.nn.Linear(784, args.hidden), torch.nn.Tanh(),
                                  torch.nn.Linear(args.hidden, 10))
     kw = dict(weight_decay=1.0, curvature="ggn", hessian_solver="cg",
-              batch_size=args.batch_size, cg_tol=args.cg_tol, cg_max_iter=2000,
+              batch_size=args.batch_size, cg_tol=args.cg_tol, cg_max_iter=args.cg_max_iter, dtype=args.dtype,
               cg_block_size=128, device=args.device, max_iter=args.max_iter)
     rows = []
 
@@ -104,7 +106,10 @@ def main():
     QG = member @ Q  # (n_groups, P) group gradient sums
     g_f = be.target_gradient()
     solver = CGHessianSolver(be, args.damping)
-    W = solver.solve(np.column_stack([QG.T, g_f]))
+    with warnings.catch_warnings(record=True) as cg_warn:
+        warnings.simplefilter("always")
+        W = solver.solve(np.column_stack([QG.T, g_f]))
+    cg_note = "" if not cg_warn else f" -- NOT converged: {cg_warn[0].message}"
     t_solve = time.perf_counter() - t0
     print(f"solves done ({t_solve:.1f} s, {solver.n_iter_} CG iterations)",
           flush=True)
@@ -112,7 +117,7 @@ def main():
     rows.append(("curvature solves", t_solve,
                  f"{args.n_groups + 1} right-hand sides, CG iterations "
                  f"{max(solver.n_iter_)} (tol {args.cg_tol:g}, damping "
-                 f"{args.damping:g})"))
+                 f"{args.damping:g}){cg_note}"))
 
     t0 = time.perf_counter()
     first = QG @ w
@@ -157,7 +162,8 @@ def main():
     for g, a in zip(chosen, actual):
         lines.append(f"{g:>5}  {int((groups == g).sum()):>4}  {first[g]:>11.2e}  "
                      f"{interaction[g]:>11.2e}  {a:>14.2e}")
-    env = (f"device {dev}, torch {torch.__version__}, {args.threads} threads, "
+    env = (f"device {dev}, {args.dtype}, torch {torch.__version__}, "
+           f"{args.threads} threads, "
            f"{platform.processor() or platform.machine()}, n_params {P}")
     print(env)
     print("\n".join(lines))

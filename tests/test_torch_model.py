@@ -60,8 +60,9 @@ def test_linear_logistic_matches_sklearn_fit(breast_cancer):
                      weight_decay=1 / C, decay_bias=False, device="cpu").fit(X, y)
     np.testing.assert_allclose(net.module_.weight.detach().numpy()[0], lr.coef_[0],
                                rtol=1e-5, atol=1e-6)
+    # both stop at a gradient of ~1e-8 per example: probabilities agree to ~1e-7
     np.testing.assert_allclose(net.predict_proba(X), lr.predict_proba(X),
-                               atol=1e-7)
+                               atol=1e-6)
     assert net.gradient_norm_ <= net.tol
     np.testing.assert_array_equal(net.classes_, lr.classes_)
     assert net.decision_function(X).shape == (len(y),)
@@ -126,7 +127,7 @@ def test_warm_start_continues(digits):
 def test_adam_then_lbfgs_reaches_stationary_point(digits):
     X, y, _, _ = digits
     net = TorchModel(_mlp(64, 5, 10), weight_decay=1.0, optimizer="adam", lr=1e-2,
-                     max_iter=20, batch_size=64, random_state=0, device="cpu")
+                     max_epochs=20, batch_size=64, random_state=0, device="cpu")
     net.fit(X[:200], y[:200])
     assert net.gradient_norm_ <= net.tol
 

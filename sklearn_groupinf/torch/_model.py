@@ -132,10 +132,10 @@ class TorchModel(BaseEstimator):
     optimizer : {"lbfgs", "adam"}, default="lbfgs"
         ``"lbfgs"``: full-batch L-BFGS with a strong-Wolfe line search
         (deterministic). ``"adam"``: minibatch Adam with ``batch_size`` and
-        ``lr`` for ``max_iter`` epochs, followed by full-batch L-BFGS to reach
+        ``lr`` for ``max_epochs`` epochs, followed by full-batch L-BFGS to reach
         a stationary point.
     max_iter : int, default=2000
-        Maximum number of L-BFGS iterations (epochs for Adam).
+        Maximum number of L-BFGS iterations.
     tol : float, default=1e-8
         L-BFGS stops when the largest entry of ``grad J / sum_i s_i`` is below
         ``tol``. A ``ConvergenceWarning`` names ``max_iter`` when it is not met.
@@ -145,6 +145,8 @@ class TorchModel(BaseEstimator):
         further with Newton steps when the model is small enough.)
     lr : float, default=1e-3
         Adam learning rate (unused by L-BFGS).
+    max_epochs : int, default=100
+        Adam epochs (unused by L-BFGS).
     batch_size : int, default=512
         Rows per chunk of every pass over the data: the full-batch objective is
         accumulated chunk by chunk (results do not depend on it beyond
@@ -232,6 +234,7 @@ class TorchModel(BaseEstimator):
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "curvature": [StrOptions({"hessian", "ggn"})],
@@ -256,6 +259,7 @@ class TorchModel(BaseEstimator):
         max_iter=2000,
         tol=1e-8,
         lr=1e-3,
+        max_epochs=100,
         batch_size=512,
         warm_start=False,
         curvature="hessian",
@@ -276,6 +280,7 @@ class TorchModel(BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.lr = lr
+        self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.warm_start = warm_start
         self.curvature = curvature
@@ -482,7 +487,7 @@ class TorchModel(BaseEstimator):
         params = self._params()
         opt = torch.optim.Adam(params, lr=self.lr)
         n = X.shape[0]
-        for _ in range(self.max_iter):
+        for _ in range(self.max_epochs):
             perm = torch.randperm(n, device=self.device_)
             for i0 in range(0, n, self.batch_size):
                 idx = perm[i0 : i0 + self.batch_size]
@@ -495,7 +500,7 @@ class TorchModel(BaseEstimator):
                         (m * p * p).sum() for m, p in zip(self._mask, params))
                 (loss / (frac * s_sum)).backward()
                 opt.step()
-        return self.max_iter
+        return self.max_epochs
 
     # ------------------------------------------------------------ predicting
     def _raw(self, X):
