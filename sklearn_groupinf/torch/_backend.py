@@ -308,9 +308,9 @@ class TorchBackend(ModelBackend):
     def _hessian_t(self):
         self._check_dense("Hessian")
         if self.curvature == "ggn":
+            diag = self._pen_mult * self.weight_decay * self._mask
             return self._dense_ggn(self._X, self._y, self._s,
-                                   self._loss_output_hessian, extra_diag=self._pen_mult * self.weight_decay
-                                   * self._mask)
+                                   self._loss_output_hessian, extra_diag=diag)
         return self._dense_from_matvec(self.curvature_matvec)
 
     def hessian(self):

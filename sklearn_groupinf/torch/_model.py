@@ -40,7 +40,7 @@ class DeviceWarning(UserWarning):
 
 
 def resolve_torch_device(device):
-    """``"auto"`` -> CUDA when present, else CPU; ``"cuda"`` without CUDA -> CPU + warning."""
+    """``"auto"``: CUDA if present, else CPU; ``"cuda"`` without CUDA: CPU, warning."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
