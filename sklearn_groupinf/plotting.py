@@ -103,9 +103,9 @@ class GroupInfluenceDisplay:
             Group label of each training example.
         method : str, default=None
             Estimator of the second bar (default: the estimator's ``method``).
-        actual : array-like of shape (n_groups,), default=None
-            Measured changes aligned with the sorted group labels (e.g. from
-            :func:`sklearn_groupinf.evaluation.leave_group_out`).
+        actual : array-like of shape (n_groups,) or GroupRefits, default=None
+            Measured changes aligned with the sorted group labels, or the
+            result of :func:`sklearn_groupinf.evaluation.leave_group_out`.
         top : int, default=None
             Plot only the ``top`` groups with the largest absolute estimate.
         ax : matplotlib Axes, default=None
@@ -126,8 +126,9 @@ class GroupInfluenceDisplay:
         Parameters
         ----------
         scores : GroupScores
-        actual : array-like of shape (n_groups,), default=None
-            Measured changes aligned with ``scores.groups``.
+        actual : array-like of shape (n_groups,) or GroupRefits, default=None
+            Measured changes aligned with ``scores.groups``, or the result
+            of :func:`sklearn_groupinf.evaluation.leave_group_out`.
         top : int, default=None
             Plot only the ``top`` groups with the largest absolute estimate.
         target_name : str, default=None
@@ -137,6 +138,12 @@ class GroupInfluenceDisplay:
         -------
         display : GroupInfluenceDisplay
         """
+        if isinstance(actual, dict) and "actual" in actual:  # GroupRefits
+            if "groups" in actual and not np.array_equal(
+                    np.asarray(actual["groups"]), np.asarray(scores.groups)):
+                raise ValueError("actual (GroupRefits) is for other groups than "
+                                 "scores; refit the same group labels.")
+            actual = actual["actual"]
         keep = np.arange(len(scores.groups))
         if top is not None:
             keep = np.sort(np.argsort(-np.abs(scores.estimate), kind="stable")[:top])

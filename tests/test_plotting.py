@@ -109,3 +109,16 @@ def test_selection_path_lines_carry_estimates(fitted):
     assert first.ax_ is disp.ax_ and len(disp.ax_.get_lines()) == 5
     assert first.actual_line_ is None
     assert "log_loss" in disp.ax_.get_ylabel()  # kept by the overlay
+
+
+def test_group_influence_accepts_leave_group_out_result(fitted, breast_cancer):
+    from sklearn_groupinf.evaluation import leave_group_out
+
+    gi, groups = fitted
+    X, y, Xt, yt = breast_cancer
+    refits = leave_group_out(LogisticRegression(C=0.5), X, y, groups,
+                             X_target=Xt, y_target=yt)
+    disp = GroupInfluenceDisplay.from_estimator(gi, groups, actual=refits)
+    np.testing.assert_allclose(heights(disp.bars_["actual"]), refits.actual)
+    with pytest.raises(ValueError, match="other groups"):
+        GroupInfluenceDisplay.from_estimator(gi, groups % 3, actual=refits)
