@@ -236,12 +236,18 @@ def text_table(head, body):
     return "\n".join(out)
 
 
+def _rst_cell(c):
+    c = str(c).replace("|", "\\|")
+    return f"**{c[1:]}**" if c.startswith("*") else (c or "..")
+
+
 def rst_table(head, body):
+    head = [_rst_cell(h) for h in head]
+    body = [[_rst_cell(c) for c in row] for row in body]
     w = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     sep = "  ".join("=" * n for n in w)
     out = [sep, "  ".join(h.ljust(n) for h, n in zip(head, w)), sep]
-    out += ["  ".join((str(c) if str(c) else "..").ljust(n) for c, n in zip(row, w))
-            for row in body]
+    out += ["  ".join(str(c).ljust(n) for c, n in zip(row, w)) for row in body]
     out.append(sep)
     return "\n".join(out)
 
@@ -420,7 +426,7 @@ random half of the ``2k`` points with the largest (or, for half of the groups,
 smallest) first-order influence. Columns: FO ``first_order``, INT
 ``interaction``, SO ``second_order``, NEW ``newton``; Spearman rank
 correlation and median relative error (MedRE, ``median |est - actual| /
-|actual|``) over the groups of a row; ``*`` marks the lowest MedRE of a row.
+|actual|``) over the groups of a row; bold marks the lowest MedRE of a row.
 
 {rst_table(head, body)}
 
