@@ -2,8 +2,20 @@
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.preprocessing import StandardScaler
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_blas_thread():
+    """Small matrices: one BLAS thread is faster and immune to oversubscription.
+
+    On a shared 2-core machine threaded OpenBLAS made the Hessian products of
+    this test suite 20-100x slower; results do not depend on the thread count.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="session")
