@@ -360,8 +360,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         final, _ = unwrap_estimator(self.estimator_)
         if hasattr(final, "classes_"):
             self.classes_ = final.classes_
-        if not hasattr(self, "n_features_in_") and hasattr(self.estimator_,
-                                                           "n_features_in_"):
+        if isinstance(_plain(self.estimator), Pipeline) and hasattr(
+                self.estimator_, "n_features_in_"):  # not set by validate_data
             self.n_features_in_ = self.estimator_.n_features_in_
         log(f"GroupInfluence: done, target {self.target_name_} = {f0:.6g} "
             f"[{time.perf_counter() - t0:.1f} s]", verbose=self.verbose)
