@@ -78,8 +78,8 @@ def main():
     ap.add_argument("--n-groups", type=int, default=1000)
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/torch threads (default 1: on a loaded shared machine "
-                         "2-thread OpenBLAS was 6-18x slower for X'DX here)")
+                    help="BLAS/torch threads (default 1: multi-threaded OpenBLAS "
+                         "spins badly on a loaded shared machine)")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     import torch
