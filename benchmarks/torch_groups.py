@@ -42,7 +42,11 @@ from sklearn.metrics import log_loss
 
 from sklearn_groupinf.datasets import load_mnist_subset
 from sklearn_groupinf.torch import TorchModel
-from sklearn_groupinf.torch._backend import CGHessianSolver, make_torch_backend
+from sklearn_groupinf.torch._backend import (
+    CGConvergenceWarning,
+    CGHessianSolver,
+    make_torch_backend,
+)
 
 
 def main():
@@ -84,7 +88,9 @@ def main():
         warnings.simplefilter("always", ConvergenceWarning)
         net = TorchModel(module, **kw).fit(Xtr, ytr)
     t_fit = time.perf_counter() - t0
-    conv = "" if not caught else " (did not reach tol)"
+    conv = "" if not [w for w in caught if issubclass(w.category,
+                                                       ConvergenceWarning)] \
+        else " (did not reach tol)"
     P = net.n_params_
     rows.append(("initial fit (L-BFGS)", t_fit,
                  f"{net.n_iter_} iterations, max|grad J|/n = "
@@ -112,9 +118,10 @@ def main():
     QG = member @ Q  # (n_groups, P) group gradient sums
     g_f = be.target_gradient()
     solver = CGHessianSolver(be, args.damping)
-    with warnings.catch_warnings(record=True) as cg_warn:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CGConvergenceWarning)
         W = solver.solve(np.column_stack([QG.T, g_f]))
+    cg_warn = [w for w in caught if issubclass(w.category, CGConvergenceWarning)]
     cg_note = "" if not cg_warn else f" -- NOT converged: {cg_warn[0].message}"
     t_solve = time.perf_counter() - t0
     print(f"solves done ({t_solve:.1f} s, {solver.n_iter_} CG iterations)",
