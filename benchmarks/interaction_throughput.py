@@ -152,8 +152,8 @@ def main():
     gc.collect()
     rows2.append([f"make_interaction dense vs implicit (20 cols)", f"{dmax:.2e}",
                   f"{dmax / dscale:.2e}", "-"])
-    t2 = fmt_table(["tile_size (vs one tile of n rows)", "max |diff|",
-                    "relative to max |K|", "bitwise equal"], rows2)
+    t2 = fmt_table(["tile_size (vs one tile of n rows)", "max abs diff",
+                    "relative to max abs K", "bitwise equal"], rows2)
 
     print(f"\nDense K = W diag(sigma) W', n = {n}, p = {p} "
           f"({flops / 1e9:.0f} GFLOP), best of {args.repeats}")
