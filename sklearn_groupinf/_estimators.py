@@ -86,6 +86,15 @@ class _FitState:
         self.w = w
         self.f0 = f0
         self._second = None
+        self._factors = {}
+
+    def middle_factor(self, method, M):
+        """``factor_middle(M)`` of ``method``'s middle matrix, computed once."""
+        if method not in self._factors:
+            from ._interaction import factor_middle
+
+            self._factors[method] = factor_middle(M)
+        return self._factors[method]
 
     def second_order_terms(self):
         if not self.backend.supports_second_order:

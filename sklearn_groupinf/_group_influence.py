@@ -429,6 +429,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             A, M, form=self.interaction if form is None else form,
             max_dense_bytes=self.max_dense_bytes, device=self.device,
             dtype=self.dtype, tile_size=self.tile_size,
+            factor=st.middle_factor(method, M),
         )
 
     def interaction_matrix(self, groups=None, *, method=None, form=None):

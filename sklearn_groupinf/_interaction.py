@@ -184,7 +184,7 @@ def dense_from_factors(W, sigma, *, device="auto", dtype=None, tile_size=4096):
 
 
 def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYTES,
-                     device="auto", dtype=None, tile_size=4096):
+                     device="auto", dtype=None, tile_size=4096, factor=None):
     """Build the interaction operator ``K = A M A'`` in the requested form.
 
     Parameters
@@ -197,6 +197,9 @@ def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYT
     max_dense_bytes : int
         Memory budget of a dense ``K``. Asking for ``form="dense"`` above it raises.
     device, dtype, tile_size : see :func:`dense_from_factors`.
+    factor : tuple (C, sigma), optional
+        ``factor_middle(M)`` computed earlier (an eigendecomposition of the
+        ``r0 x r0`` middle matrix is the costly step for many parameters).
     """
     if form not in ("auto", "dense", "implicit"):
         raise ValueError(
@@ -205,7 +208,7 @@ def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYT
     n = A.shape[0]
     itemsize = np.dtype(resolve_dtype(dtype, None)).itemsize
     need = n * n * itemsize
-    C, sigma = factor_middle(M)
+    C, sigma = factor_middle(M) if factor is None else factor
     W = A @ C
     if form == "dense" and need > max_dense_bytes:
         raise MemoryError(

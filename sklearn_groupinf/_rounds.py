@@ -30,12 +30,13 @@ def _concat(A, B):
     return np.concatenate([np.asarray(A), np.asarray(B)], axis=0)
 
 
-def _operator(gi, A, M):
+def _operator(gi, A, M, method):
     if A is None:
         return None
     return make_interaction(
         A, M, form=gi.interaction, max_dense_bytes=gi.max_dense_bytes,
         device=gi.device, dtype=gi.dtype, tile_size=gi.tile_size,
+        factor=gi._state.middle_factor(method, M),
     )
 
 
@@ -50,7 +51,7 @@ def _round_terms(gi, method, action, membership, cand):
         if method == "first_order":
             return b, None
         B, Mf = st.target_factor
-        return b, _operator(gi, Uc if B is None else Uc @ B, Mf)
+        return b, _operator(gi, Uc if B is None else Uc @ B, Mf, method)
     A, M = pairwise_form(method, st)
     b = gi.influence_
     if membership is not None:
@@ -58,7 +59,7 @@ def _round_terms(gi, method, action, membership, cand):
         A = None if A is None else membership.aggregate(A)
     if action == "add":
         b = -b
-    return b, _operator(gi, A, M)
+    return b, _operator(gi, A, M, method)
 
 
 def _check_candidates(gi, X_candidates, y_candidates, candidate_weight):

@@ -256,3 +256,16 @@ def test_ridge_selection_runs_with_implicit_form(concrete):
     a, b = gi.select(25), dense.select(25)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_allclose(a.estimates, b.estimates, rtol=1e-9)
+
+
+def test_upweighting_with_rounds_maps_to_training_rows(breast_cancer):
+    """Regression: add without candidates and n_rounds > 1 (copies re-selectable)."""
+    X, y, Xt, yt = breast_cancer
+    gi = GroupInfluence(LogisticRegression(C=0.5)).fit(X[:100], y[:100],
+                                                      X_target=Xt, y_target=yt)
+    sel = gi.select(40, action="add", n_rounds=2)
+    assert len(sel.indices) == 40
+    assert sel.indices.min() >= 0 and sel.indices.max() < 100
+    # the first round is the one-shot selection of its slice
+    np.testing.assert_array_equal(sel.indices[:20],
+                                  gi.select(20, action="add").indices)
