@@ -19,7 +19,6 @@ from sklearn.utils.validation import (
 )
 
 from ._estimators import (
-    PAIRWISE_METHODS,
     _FitState,
     check_method,
     newton_estimates,
@@ -174,7 +173,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
 
     _parameter_constraints = {
         "estimator": [HasMethods(["fit"])],
-        "method": [StrOptions({"interaction", "first_order", "second_order", "newton"})],
+        "method": [
+            StrOptions({"interaction", "first_order", "second_order", "newton"})
+        ],
         "target": [StrOptions({"default"}), callable],
         "damping": [Interval(numbers.Real, 0, None, closed="left")],
         "polish": [StrOptions({"auto"}), "boolean"],
@@ -375,7 +376,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         if sample_weight is None:
             return est.fit(X, y)
         if isinstance(est, Pipeline):
-            return est.fit(X, y, **{f"{est.steps[-1][0]}__sample_weight": sample_weight})
+            last = est.steps[-1][0]
+            return est.fit(X, y, **{f"{last}__sample_weight": sample_weight})
         return est.fit(X, y, sample_weight=sample_weight)
 
     # ------------------------------------------------------------- scoring

@@ -67,7 +67,8 @@ def check_groups(groups, n_samples):
         )
     groups = np.asarray(groups)
     if groups.ndim != 1:
-        groups = groups.reshape(-1) if groups.ndim == 2 and 1 in groups.shape else groups
+        if groups.ndim == 2 and 1 in groups.shape:
+            groups = groups.reshape(-1)
     if groups.ndim != 1 or groups.shape[0] != n_samples:
         raise ValueError(
             f"groups must have shape ({n_samples},), one label per training "
@@ -79,7 +80,9 @@ def check_groups(groups, n_samples):
             "(e.g. fill missing values with a label of its own)."
         )
     if groups.dtype.kind == "O":
-        missing = [g is None or (isinstance(g, numbers.Real) and g != g) for g in groups]
+        missing = [
+            g is None or (isinstance(g, numbers.Real) and g != g) for g in groups
+        ]
         if any(missing):
             raise ValueError(
                 f"groups contains {sum(missing)} missing labels (None/NaN); give "

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 
 @pytest.fixture(scope="session", autouse=True)

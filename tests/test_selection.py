@@ -1,6 +1,5 @@
 """Greedy selection: brute force, top-k, operators, candidates, rounds, errors."""
 
-import itertools
 import warnings
 
 import numpy as np

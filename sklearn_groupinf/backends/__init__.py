@@ -15,7 +15,7 @@ _REGISTRY = []
 
 
 def register_backend(predicate, factory):
-    """Register ``factory(estimator, X, y, **kw)`` for estimators matching ``predicate``.
+    """Register ``factory(estimator, X, y, **kw)`` for matching estimators.
 
     Later registrations take precedence.
     """

@@ -220,7 +220,9 @@ def _least_squares_spec(est, alpha, y, sample_weight, classifier):
             "ovr" if classifier else "regression"
         ),
         classes=est.classes_ if classifier else None,
-        class_weight=_freeze_class_weight(est, y, sample_weight) if classifier else None,
+        class_weight=(
+            _freeze_class_weight(est, y, sample_weight) if classifier else None
+        ),
         y_encoding="pm1" if classifier else "float",
     )
 
