@@ -153,6 +153,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn.datasets import load_breast_cancer
     >>> from sklearn.linear_model import LogisticRegression
     >>> from sklearn.pipeline import make_pipeline
@@ -164,10 +165,13 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     ...                                X_target=X[400:], y_target=y[400:])
     >>> gi.influence_.shape
     (400,)
-    >>> res = gi.score_groups(y[:400])   # the two classes as groups
-    >>> res.groups
-    array([0, 1])
-    >>> bool(res.estimate[0] > 0)       # removing all malignant rows raises log-loss
+    >>> sources = np.arange(400) % 8         # eight "data sources" as groups
+    >>> res = gi.score_groups(sources)
+    >>> res.groups, res.size
+    (array([0, 1, 2, 3, 4, 5, 6, 7]), array([50, 50, 50, 50, 50, 50, 50, 50]))
+    >>> # group scores are in log-loss units; singleton groups give influence_
+    >>> single = gi.score_groups(np.arange(400), method="first_order")
+    >>> bool(np.allclose(single.estimate, gi.influence_))
     True
     """
 
