@@ -17,14 +17,14 @@ Group scores need only ``U_S = H^{-1} sum_{i in S} q_i``, so this script solves
 101 systems rather than the ``n`` per-example ones that
 ``GroupInfluence.fit`` solves (it keeps ``U`` for every row).
 
-Run (CPU; no GPU was available when the committed results were made; the
-committed ``doc/results_torch.rst`` came from the second command, sized to run
-in about 10 minutes on 2 shared cores)::
+Run (CPU; no GPU was available when the committed results were made). The
+committed ``doc/results_torch.rst`` came from the second, reduced command
+(float32, 1,000 training rows), sized to finish on 2 heavily shared cores::
 
     nice python benchmarks/torch_groups.py --threads 2
-    nice python benchmarks/torch_groups.py --n-train 2000 --hidden 13 \\
-        --damping 1e-2 --cg-tol 1e-3 --cg-max-iter 300 --max-iter 1000 \\
-        --n-refits 2 --dtype float32
+    nice -n 2 python benchmarks/torch_groups.py --n-train 1000 --hidden 13 \\
+        --damping 1e-2 --cg-tol 1e-3 --cg-max-iter 150 --max-iter 1500 \\
+        --n-refits 2 --dtype float32 --batch-size 500
 
 Writes ``doc/results_torch.rst``.
 """
