@@ -43,6 +43,16 @@ def _estimator_has(attr):
     return check
 
 
+def _fit_with_weight(estimator, X, y, sample_weight):
+    """``estimator.fit`` with ``sample_weight`` (to the last step of a Pipeline)."""
+    if sample_weight is None:
+        return estimator.fit(X, y)
+    if isinstance(estimator, Pipeline):
+        name = estimator.steps[-1][0]
+        return estimator.fit(X, y, **{f"{name}__sample_weight": sample_weight})
+    return estimator.fit(X, y, sample_weight=sample_weight)
+
+
 class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     """Interaction-aware influence of groups of training examples.
 
@@ -376,13 +386,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         if isinstance(self.estimator, FrozenEstimator):
             check_is_fitted(self.estimator.estimator)
             return self.estimator
-        est = clone(self.estimator)
-        if sample_weight is None:
-            return est.fit(X, y)
-        if isinstance(est, Pipeline):
-            last = est.steps[-1][0]
-            return est.fit(X, y, **{f"{last}__sample_weight": sample_weight})
-        return est.fit(X, y, sample_weight=sample_weight)
+        return _fit_with_weight(clone(self.estimator), X, y, sample_weight)
 
     # ------------------------------------------------------------- scoring
     def _resolve_method(self, method, *, pairwise=False, name="method"):

@@ -40,26 +40,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._group_influence import GroupInfluence
-
-
-def _estimator_has(attr):
-    def check(self):
-        if hasattr(self, "estimator_"):
-            return hasattr(self.estimator_, attr)
-        return hasattr(self.estimator, attr)
-
-    return check
-
-
-def _fit_with_weight(estimator, X, y, sample_weight):
-    """``estimator.fit`` with ``sample_weight`` (to the last step of a Pipeline)."""
-    if sample_weight is None:
-        return estimator.fit(X, y)
-    if isinstance(estimator, Pipeline):
-        name = estimator.steps[-1][0]
-        return estimator.fit(X, y, **{f"{name}__sample_weight": sample_weight})
-    return estimator.fit(X, y, sample_weight=sample_weight)
+from ._group_influence import GroupInfluence, _estimator_has, _fit_with_weight
 
 
 class GroupSelector(MetaEstimatorMixin, BaseEstimator):

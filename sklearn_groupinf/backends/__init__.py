@@ -41,28 +41,9 @@ def unwrap_estimator(estimator):
 
 
 def _is_sklearn_linear(est):
-    from sklearn.linear_model import (
-        GammaRegressor,
-        LinearRegression,
-        LogisticRegression,
-        PoissonRegressor,
-        Ridge,
-        RidgeClassifier,
-        TweedieRegressor,
-    )
+    from ._linear_specs import SUPPORTED_CLASSES
 
-    return isinstance(
-        est,
-        (
-            LogisticRegression,
-            Ridge,
-            RidgeClassifier,
-            LinearRegression,
-            PoissonRegressor,
-            GammaRegressor,
-            TweedieRegressor,
-        ),
-    )
+    return isinstance(est, SUPPORTED_CLASSES)
 
 
 def _sklearn_linear_factory(est, X, y, *, feature_map=None, **kw):

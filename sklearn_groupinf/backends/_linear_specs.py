@@ -40,6 +40,16 @@ from ._losses import (
     HalfTweedieLoss,
 )
 
+SUPPORTED_CLASSES = (
+    LogisticRegression,
+    Ridge,
+    RidgeClassifier,
+    LinearRegression,
+    PoissonRegressor,
+    GammaRegressor,
+    TweedieRegressor,
+)
+
 SUPPORTED = (
     "LogisticRegression (L2 or no penalty, binary or multinomial), Ridge, "
     "RidgeClassifier, LinearRegression, PoissonRegressor, GammaRegressor, "
