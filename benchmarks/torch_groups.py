@@ -42,11 +42,8 @@ from sklearn.metrics import log_loss
 
 from sklearn_groupinf.datasets import load_mnist_subset
 from sklearn_groupinf.torch import TorchModel
-from sklearn_groupinf.torch._backend import (
-    CGConvergenceWarning,
-    CGHessianSolver,
-    make_torch_backend,
-)
+from sklearn_groupinf.torch._cg import CGConvergenceWarning, CGHessianSolver
+from sklearn_groupinf.torch._factory import make_torch_backend
 
 
 def main():

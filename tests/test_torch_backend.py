@@ -16,11 +16,9 @@ from sklearn.frozen import FrozenEstimator  # noqa: E402
 
 from sklearn_groupinf._hessian import IndefiniteHessianError  # noqa: E402
 from sklearn_groupinf.torch import TorchModel  # noqa: E402
-from sklearn_groupinf.torch._backend import (  # noqa: E402
-    CGHessianSolver,
-    TorchBackend,
-    make_torch_backend,
-)
+from sklearn_groupinf.torch._backend import TorchBackend  # noqa: E402
+from sklearn_groupinf.torch._cg import CGHessianSolver  # noqa: E402
+from sklearn_groupinf.torch._factory import make_torch_backend  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -57,7 +57,7 @@ def _is_torch_model(est):
 
 
 def _torch_factory(est, X, y, *, feature_map=None, **kw):
-    from ..torch._backend import make_torch_backend  # lazy: imports torch
+    from ..torch._factory import make_torch_backend  # lazy: imports torch
 
     return make_torch_backend(est, X, y, feature_map=feature_map, **kw)
 
