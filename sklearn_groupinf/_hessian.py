@@ -132,10 +132,14 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
         H = backend.hessian()
         if backend.null_space is not None:
             H = H + backend.null_space @ backend.null_space.T
-        try:
-            step = sla.solve(H, backend.gradient(), assume_a="sym")
-        except (np.linalg.LinAlgError, ValueError):
-            break
+        g = backend.gradient()
+        try:  # convex objectives: Cholesky; otherwise a symmetric solve
+            step = sla.cho_solve(sla.cho_factor(H, check_finite=False), g)
+        except np.linalg.LinAlgError:
+            try:
+                step = sla.solve(H, g, assume_a="sym")
+            except (np.linalg.LinAlgError, ValueError):
+                break
         t = 1.0
         while t > 1e-8:
             if backend.objective(theta - t * step) <= J0 + 1e-12 * abs(J0):
