@@ -26,6 +26,7 @@ import time
 import warnings
 
 import numpy as np
+from _common import DOC, fmt_table
 from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_digits
@@ -39,8 +40,6 @@ from sklearn_groupinf._interaction import resolve_device
 from sklearn_groupinf.backends import get_backend
 from sklearn_groupinf.datasets import load_concrete
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DOC = os.path.join(HERE, os.pardir, "doc")
 N_GROUPS = 100
 REPEATS = 3  # timings are the best of REPEATS runs (shared machine)
 SEED = 0
@@ -56,14 +55,6 @@ def device_note(device):
     return name, note
 
 
-def fmt_table(header, rows):
-    cols = [header] + [[str(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cols) for i in range(len(header))]
-    line = "  ".join("=" * w for w in width)
-    out = [line, "  ".join(h.ljust(w) for h, w in zip(header, width)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, width)) for r in cols[1:]]
-    out.append(line)
-    return "\n".join(out)
 
 
 def standardize(X_tr, *others):
@@ -246,7 +237,7 @@ def part_b(device, repeats=25):
     rows.append(["  (rest: validation, clone; best total - sum of bests)",
                  f"{(best - ssum) * 1e3:.2f}", "", f"{100 * (best - ssum) / best:.0f}%"])
     header = ["binary LR, n=2000, d=20 (correlated, rho=0.6)", "best [ms]",
-              f"median [ms]", "share of best"]
+              "median [ms]", "share of best"]
     extra = (f"Relative gradient norm ||grad J|| / median ||q_i|| at sklearn's "
              f"default-tol solution before / after the Newton polish: "
              f"{stat[0]:.2g} / {stat[1]:.2g}. Best / median / worst of {len(totals)} "

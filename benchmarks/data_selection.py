@@ -35,6 +35,7 @@ import time
 import warnings
 
 import numpy as np
+from _common import DOC, fmt_table
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -45,8 +46,6 @@ from sklearn_groupinf import GroupInfluence
 from sklearn_groupinf._interaction import resolve_device
 from sklearn_groupinf.datasets import load_mnist_subset
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DOC = os.path.join(HERE, os.pardir, "doc")
 ESTIMATOR = LogisticRegression(C=1.0, max_iter=2000)
 SELECTORS = [  # (label, method, rounds?)
     ("random", None, False),
@@ -57,14 +56,6 @@ SELECTORS = [  # (label, method, rounds?)
 ]
 
 
-def fmt_table(header, rows):
-    cols = [header] + [[str(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cols) for i in range(len(header))]
-    line = "  ".join("=" * w for w in width)
-    out = [line, "  ".join(h.ljust(w) for h, w in zip(header, width)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, width)) for r in cols[1:]]
-    out.append(line)
-    return "\n".join(out)
 
 
 def split(y, n_test, n_val, seed, per_class=2):

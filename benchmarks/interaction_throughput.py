@@ -26,6 +26,7 @@ import platform
 import time
 
 import numpy as np
+from _common import DOC, fmt_table
 
 from sklearn_groupinf._interaction import (
     dense_from_factors,
@@ -33,19 +34,9 @@ from sklearn_groupinf._interaction import (
     resolve_device,
 )
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DOC = os.path.join(HERE, os.pardir, "doc")
 SEED = 0
 
 
-def fmt_table(header, rows):
-    cols = [header] + [[str(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cols) for i in range(len(header))]
-    line = "  ".join("=" * w for w in width)
-    out = [line, "  ".join(h.ljust(w) for h, w in zip(header, width)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, width)) for r in cols[1:]]
-    out.append(line)
-    return "\n".join(out)
 
 
 def best_time(fn, repeats, sync):
@@ -95,10 +86,11 @@ def main():
         # plain torch matmul of the same shapes, on the same device
         A = torch.as_tensor(W * sigma, dtype=t_dt, device=dev)
         B = torch.as_tensor(W.T.copy(), dtype=t_dt, device=dev)
-        t_mm = best_time(lambda: torch.matmul(A, B), args.repeats, sync)
+        t_mm = best_time(lambda: torch.matmul(A, B), args.repeats, sync)  # noqa: F821
         out_buf = torch.empty((n, n), dtype=t_dt, device=dev)
         out_buf.zero_()  # pre-touched output: the matmul kernel alone
-        t_mm_out = best_time(lambda: torch.matmul(A, B, out=out_buf), args.repeats,
+        t_mm_out = best_time(lambda: torch.matmul(A, B, out=out_buf),  # noqa: F821
+                             args.repeats,
                              sync)
         del A, B, out_buf
         gc.collect()
@@ -150,7 +142,7 @@ def main():
     dscale = float(np.abs(dense.K).max())
     del dense
     gc.collect()
-    rows2.append([f"make_interaction dense vs implicit (20 cols)", f"{dmax:.2e}",
+    rows2.append(["make_interaction dense vs implicit (20 cols)", f"{dmax:.2e}",
                   f"{dmax / dscale:.2e}", "-"])
     t2 = fmt_table(["tile_size (vs one tile of n rows)", "max abs diff",
                     "relative to max abs K", "bitwise equal"], rows2)

@@ -26,31 +26,20 @@ Writes ``doc/results_scale.rst``.
 
 import argparse
 import os
-import platform
 import resource
 import time
 import tracemalloc
 import warnings
 
 import numpy as np
+from _common import DOC, fmt_table, set_up
 from sklearn.linear_model import LogisticRegression
 
 from sklearn_groupinf import GroupInfluence
-from sklearn_groupinf._interaction import resolve_device
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DOC = os.path.join(HERE, os.pardir, "doc")
 SEED = 0
 
 
-def fmt_table(header, rows):
-    cols = [header] + [[str(c) for c in r] for r in rows]
-    width = [max(len(r[i]) for r in cols) for i in range(len(header))]
-    line = "  ".join("=" * w for w in width)
-    out = [line, "  ".join(h.ljust(w) for h, w in zip(header, width)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, width)) for r in cols[1:]]
-    out.append(line)
-    return "\n".join(out)
 
 
 def maxrss_gb():
@@ -82,20 +71,7 @@ def main():
                          "spins badly on a loaded shared machine)")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)
-    torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
-    note = ("no GPU available in this session; all figures are CPU figures"
-            if dev.type == "cpu" else "")
-    env = (f"device: {dev}; torch {torch.__version__}, BLAS/torch threads "
-           f"{args.threads}; numpy {np.__version__}; {platform.machine()}, "
-           f"{os.cpu_count()} cores")
-    print(env)
-    if note:
-        print("NOTE:", note)
+    dev, env, note = set_up(args.device, args.threads)
     n, d = args.n, args.p - 1
     rows = []
 
