@@ -43,6 +43,19 @@ def _estimator_has(attr):
     return check
 
 
+def _wrapped_tags(tags, estimator):
+    """Tags of a meta-estimator that acts as ``estimator`` (dense input only)."""
+    inner = get_tags(estimator)
+    tags.estimator_type = inner.estimator_type
+    tags.classifier_tags = inner.classifier_tags
+    tags.regressor_tags = inner.regressor_tags
+    tags.target_tags.required = True
+    tags.target_tags.multi_output = inner.target_tags.multi_output
+    tags.input_tags.sparse = False
+    tags.input_tags.allow_nan = False
+    return tags
+
+
 def _fit_with_weight(estimator, X, y, sample_weight):
     """``estimator.fit`` with ``sample_weight`` (to the last step of a Pipeline)."""
     if sample_weight is None:
@@ -232,16 +245,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         self.verbose = verbose
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        inner = get_tags(self.estimator)
-        tags.estimator_type = inner.estimator_type
-        tags.classifier_tags = inner.classifier_tags
-        tags.regressor_tags = inner.regressor_tags
-        tags.target_tags.required = True
-        tags.target_tags.multi_output = inner.target_tags.multi_output
-        tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
-        return tags
+        return _wrapped_tags(super().__sklearn_tags__(), self.estimator)
 
     # ------------------------------------------------------------------ fit
     def _validate_training_data(self, X, y, sample_weight):

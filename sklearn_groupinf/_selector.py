@@ -40,7 +40,12 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._group_influence import GroupInfluence, _estimator_has, _fit_with_weight
+from ._group_influence import (
+    GroupInfluence,
+    _estimator_has,
+    _fit_with_weight,
+    _wrapped_tags,
+)
 
 
 class GroupSelector(MetaEstimatorMixin, BaseEstimator):
@@ -202,16 +207,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         self.random_state = random_state
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        inner = get_tags(self.estimator)
-        tags.estimator_type = inner.estimator_type
-        tags.classifier_tags = inner.classifier_tags
-        tags.regressor_tags = inner.regressor_tags
-        tags.target_tags.required = True
-        tags.target_tags.multi_output = inner.target_tags.multi_output
-        tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
-        return tags
+        return _wrapped_tags(super().__sklearn_tags__(), self.estimator)
 
     @property
     def _is_classifier(self):
