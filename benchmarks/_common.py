@@ -43,3 +43,11 @@ def set_up(device, threads):
     if note:
         print("NOTE:", note)
     return dev, env, note
+
+
+def write_doc(name, text):
+    """Write ``doc/<name>`` (a results page) and say where."""
+    path = os.path.join(DOC, name)
+    with open(path, "w") as fh:
+        fh.write(text)
+    print(f"wrote {os.path.normpath(path)}")

@@ -20,12 +20,11 @@ Writes ``doc/results_cleaning.rst``.
 """
 
 import argparse
-import os
 import time
 import warnings
 
 import numpy as np
-from _common import DOC, fmt_table, set_up
+from _common import fmt_table, set_up, write_doc
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression
@@ -124,7 +123,8 @@ def rows_of(out):
         wins = "-" if method in ("none", "oracle") else \
             f"{int(np.sum(a[:, 0] < base))}/{len(a)}"
         rows.append([
-            label, f"{a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}", f"{a[:, 1].mean():.3f}",
+            label, f"{a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}",
+            f"{a[:, 1].mean():.3f}",
             f"{a[:, 2].mean():.3f}",
             "-" if np.all(np.isnan(a[:, 3])) else f"{np.nanmean(a[:, 3]):.3f}",
             "-" if np.all(np.isnan(a[:, 4])) else f"{np.nanmean(a[:, 4]):.2f}",
@@ -199,10 +199,7 @@ breast cancer test 170 / validation 114 / train 285; digits test 360 /
 validation 270 / train 1167.
 
 {body}"""
-    path = os.path.join(DOC, "results_cleaning.rst")
-    with open(path, "w") as fh:
-        fh.write(text)
-    print(f"wrote {os.path.normpath(path)}")
+    write_doc("results_cleaning.rst", text)
 
 
 if __name__ == "__main__":

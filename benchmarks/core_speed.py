@@ -26,7 +26,7 @@ import time
 import warnings
 
 import numpy as np
-from _common import DOC, fmt_table
+from _common import fmt_table, write_doc
 from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_digits
@@ -235,7 +235,8 @@ def part_b(device, repeats=25):
     rows.append(["  (sum of the steps above)", f"{ssum * 1e3:.2f}", "",
                  f"{100 * ssum / best:.0f}%"])
     rows.append(["  (rest: validation, clone; best total - sum of bests)",
-                 f"{(best - ssum) * 1e3:.2f}", "", f"{100 * (best - ssum) / best:.0f}%"])
+                 f"{(best - ssum) * 1e3:.2f}", "",
+                 f"{100 * (best - ssum) / best:.0f}%"])
     header = ["binary LR, n=2000, d=20 (correlated, rho=0.6)", "best [ms]",
               "median [ms]", "share of best"]
     extra = (f"Relative gradient norm ||grad J|| / median ||q_i|| at sklearn's "
@@ -319,10 +320,8 @@ on 1000 held-out rows. The breakdown repeats the steps of
 
 {extra}.
 """
-    path = os.path.join(DOC, "results_core.rst")
-    with open(path, "w") as fh:
-        fh.write(text)
-    print(f"\nwrote {os.path.normpath(path)}")
+    print()
+    write_doc("results_core.rst", text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ subset (``sklearn_groupinf.datasets.load_mnist_subset``). Full-resolution MNIST
 multinomial LR has P = 7850 parameters: every fit factorises dense 7850 x 7850
 matrices, far too slow on two shared cores for a grid of 5 seeds x 3 budgets x
 4 selectors with 10 refits each (the script times the pieces of one raw-pixel
-fit and prints them; ``--no-probe`` skips that). MNIST is therefore projected on its first 50
+fit and prints them; ``--no-probe`` skips that). MNIST is therefore projected
+on its first 50
 principal components (PCA fitted on the pool's unlabelled images, never on the
 validation or test images), giving P = 510; ``--mnist-pca 0`` runs the raw
 pixels. The printed table states what was run.
@@ -29,13 +30,11 @@ Writes ``doc/results_selection.rst``.
 """
 
 import argparse
-import os
-import platform
 import time
 import warnings
 
 import numpy as np
-from _common import DOC, fmt_table
+from _common import fmt_table, set_up, write_doc
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -43,7 +42,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
 from sklearn_groupinf import GroupInfluence
-from sklearn_groupinf._interaction import resolve_device
 from sklearn_groupinf.datasets import load_mnist_subset
 
 ESTIMATOR = LogisticRegression(C=1.0, max_iter=2000)
@@ -210,21 +208,7 @@ def main():
                     help="skip timing the pieces of one raw-pixel MNIST fit")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)
-    torch.set_num_threads(args.threads)
-
-    dev = resolve_device(args.device)
-    note = ("no GPU available in this session; all figures are CPU figures"
-            if dev.type == "cpu" else "")
-    env = (f"device: {dev}; torch {torch.__version__}, BLAS/torch threads "
-           f"{args.threads}; numpy {np.__version__}; "
-           f"{platform.machine()}, {os.cpu_count()} cores")
-    print(env)
-    if note:
-        print("NOTE:", note)
+    dev, env, note = set_up(args.device, args.threads)
     ks = [int(k) for k in args.ks.split(",")]
     t_start = time.perf_counter()
 
@@ -309,10 +293,7 @@ which the selector's test log-loss is below that of the random selection of
 the same seed. "time" is the mean wall time of fit + selection (random: 0).
 {reduced}
 {body}"""
-    path = os.path.join(DOC, "results_selection.rst")
-    with open(path, "w") as fh:
-        fh.write(text)
-    print(f"wrote {os.path.normpath(path)}")
+    write_doc("results_selection.rst", text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import platform
 import time
 
 import numpy as np
-from _common import DOC, fmt_table
+from _common import fmt_table, write_doc
 
 from sklearn_groupinf._interaction import (
     dense_from_factors,
@@ -185,10 +185,8 @@ against float64, and the dense operator against the implicit one:
 
 {t2}
 """
-    path = os.path.join(DOC, "results_throughput.rst")
-    with open(path, "w") as fh:
-        fh.write(text)
-    print(f"\nwrote {os.path.normpath(path)}")
+    print()
+    write_doc("results_throughput.rst", text)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,13 @@ Writes ``doc/results_scale.rst``.
 """
 
 import argparse
-import os
 import resource
 import time
 import tracemalloc
 import warnings
 
 import numpy as np
-from _common import DOC, fmt_table, set_up
+from _common import fmt_table, set_up, write_doc
 from sklearn.linear_model import LogisticRegression
 
 from sklearn_groupinf import GroupInfluence
@@ -43,7 +42,8 @@ SEED = 0
 
 
 def maxrss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KB on Linux
+    # ru_maxrss is in KB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def synthetic(n, d, seed, rho=0.5):
@@ -163,10 +163,7 @@ cumulative.
 
 {facts}.
 """
-    path = os.path.join(DOC, "results_scale.rst")
-    with open(path, "w") as fh:
-        fh.write(text)
-    print(f"wrote {os.path.normpath(path)}")
+    write_doc("results_scale.rst", text)
 
 
 if __name__ == "__main__":
