@@ -47,19 +47,23 @@ def check_method(method, *, pairwise=False, name="method"):
     return method
 
 
-def pairwise_form(method, state):
-    """Return ``(A, M)`` per example for ``method`` (``A=None`` when ``K = 0``).
+def pairwise_form(method, state, membership=None):
+    """Return ``(A, M)`` per unit for ``method`` (``A=None`` when ``K = 0``).
 
     ``state`` is the fitted :class:`GroupInfluence`'s cache (``_FitState``).
+    Units are the training examples, or the groups of ``membership`` (rows of
+    ``A`` are then per-group sums, computed without per-example shifts).
     """
     if method == "first_order":
         return None, None
-    U = state.U
-    B, Mf = state.target_factor
     if method == "interaction":
-        return (U if B is None else U @ B), Mf
+        return state.interaction_rows(membership), state.target_factor[1]
     # second_order (backends that support it give a dense target Hessian)
+    U = state.shifts(membership)
     R, T = state.second_order_terms()
+    if membership is not None:
+        R = membership.aggregate(R)
+    B, Mf = state.target_factor
     H_f = Mf if B is None else B @ Mf @ B.T
     P = U.shape[1]
     M = np.zeros((2 * P, 2 * P))
@@ -75,18 +79,84 @@ def quadratic_rows(A, M):
 
 
 class _FitState:
-    """Everything ``fit`` computes that the estimators reuse."""
+    """Everything ``fit`` computes that the estimators reuse.
 
-    def __init__(self, backend, solver, U, grad_f, target_factor, w, f0):
+    Only ``w = H^{-1} grad f`` is solved in ``fit`` (``influence = Q w``). The
+    per-example shifts ``U = Q H^{-1}`` (``n`` solves, ``n x P`` values) are
+    formed only when an estimator needs them; group scores solve once per group
+    and, with a thin target factor ``B`` (``P x r``), interaction rows are
+    ``Q (H^{-1} B)``: ``r`` solves and ``n x r`` values.
+    """
+
+    def __init__(self, backend, solver, grad_f, w, f0, *, max_bytes):
         self.backend = backend
         self.solver = solver
-        self.U = U
         self.grad_f = grad_f
-        self.target_factor = target_factor
         self.w = w
         self.f0 = f0
+        self.max_bytes = max_bytes
+        self._U = None
+        self._target_factor = None
+        self._solved_B = None
         self._second = None
         self._factors = {}
+
+    @property
+    def target_factor(self):
+        """``(B, M)`` with ``grad^2 f = B M B'`` (see the backend protocol)."""
+        if self._target_factor is None:
+            self._target_factor = self.backend.target_hessian_factor()
+        return self._target_factor
+
+    @property
+    def U(self):
+        """Per-example parameter shifts ``u_i = H^{-1} q_i`` ``(n, P)``."""
+        if self._U is None:
+            be = self.backend
+            need = 8 * be.n_samples * be.n_params
+            if need > self.max_bytes:
+                raise MemoryError(
+                    f"This estimate needs the per-example shifts H^-1 q_i "
+                    f"({be.n_samples} x {be.n_params}, {need / 1e9:.2g} GB), more "
+                    f"than max_dense_bytes={self.max_bytes}. Score groups instead "
+                    "of examples, use a thin target factor (TorchModel with "
+                    "curvature='ggn'), or raise max_dense_bytes."
+                )
+            self._U = self.solver.solve(be.removal_gradients().T).T
+        return self._U
+
+    def shifts(self, membership=None):
+        """``H^{-1}`` times the removal gradient of each unit ``(units, P)``."""
+        if membership is None:
+            return self.U
+        if self._U is not None:
+            return membership.aggregate(self._U)
+        QG = self.backend.aggregated_removal_gradients(membership.matrix)
+        return self.solver.solve(QG.T).T
+
+    def interaction_rows(self, membership=None):
+        """``A`` of the interaction estimator: ``U B`` (``U`` when ``B = I``)."""
+        B, _ = self.target_factor
+        if B is None:
+            return self.shifts(membership)
+        n_units = (self.backend.n_samples if membership is None
+                   else membership.n_groups)
+        if self._U is None and B.shape[1] < n_units:
+            if self._solved_B is None:
+                self._solved_B = self.solver.solve(B)
+            A = self.backend.removal_gradient_products(self._solved_B)
+            return A if membership is None else membership.aggregate(A)
+        return self.shifts(membership) @ B
+
+    def gradient_rows(self, Q):
+        """Interaction rows ``A`` of explicit removal gradients ``Q`` ``(m, P)``."""
+        B, _ = self.target_factor
+        if B is not None and B.shape[1] < len(Q):
+            if self._solved_B is None:
+                self._solved_B = self.solver.solve(B)
+            return Q @ self._solved_B
+        Uq = self.solver.solve(Q.T).T
+        return Uq if B is None else Uq @ B
 
     def middle_factor(self, method, M):
         """``factor_middle(M)`` of ``method``'s middle matrix, computed once."""

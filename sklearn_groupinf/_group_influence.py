@@ -342,32 +342,29 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             self.estimator_, X, y, sample_weight=sample_weight, X_target=X_t,
             y_target=y_t, target_weight=w_t, target=self.target,
         )
-        log(f"GroupInfluence: per-example removal gradients ({len(y)} x "
+        log(f"GroupInfluence: per-example removal gradient norms ({len(y)} x "
             f"{backend.n_params}) [{time.perf_counter() - t0:.1f} s]",
             verbose=self.verbose)
-        Q = backend.removal_gradients()
         self.stationarity_ = polish_parameters(
-            backend, Q, tol=self.stationarity_tol, polish=self.polish
+            backend, backend.removal_gradient_norms(), tol=self.stationarity_tol,
+            polish=self.polish,
         )
-        if self.stationarity_[1] != self.stationarity_[0]:
-            Q = backend.removal_gradients()
         log(f"GroupInfluence: stationarity {self.stationarity_[0]:.2g} -> "
-            f"{self.stationarity_[1]:.2g}; solving the Hessian system for "
-            f"{len(Q)} examples [{time.perf_counter() - t0:.1f} s]",
-            verbose=self.verbose)
+            f"{self.stationarity_[1]:.2g}; solving the Hessian system H w = grad f "
+            f"[{time.perf_counter() - t0:.1f} s]", verbose=self.verbose)
         solver = backend.hessian_solver(float(self.damping))
-        U = solver.solve(Q.T).T
         grad_f = backend.target_gradient()
         w = solver.solve(grad_f)
         f0 = backend.target_value()
-        influence = U @ grad_f
-        if not (np.all(np.isfinite(U)) and np.all(np.isfinite(influence))):
+        # a_i = g_f' H^{-1} q_i = q_i' w: one solve, Q streamed by the backend
+        influence = backend.removal_gradient_products(w[:, None])[:, 0]
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(influence))):
             raise FloatingPointError(
                 "Influence computation produced non-finite values; the Hessian is "
                 "numerically singular. Increase damping."
             )
-        self._state = _FitState(backend, solver, U, grad_f,
-                                backend.target_hessian_factor(), w, f0)
+        self._state = _FitState(backend, solver, grad_f, w, f0,
+                                max_bytes=self.max_dense_bytes)
         self._train = (X, y, sample_weight)
         self._target_data = (X_target, y_target, target_weight)
         self.influence_ = influence
@@ -423,20 +420,20 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             estimate = newton_estimates(st, membership)
         else:
             estimate = first.copy()
-            A, M = pairwise_form(method, st)
+            A, M = pairwise_form(method, st, membership)
             if A is not None:
-                estimate += 0.5 * quadratic_rows(membership.aggregate(A), M)
+                estimate += 0.5 * quadratic_rows(A, M)
         return GroupScores(groups=membership.labels, size=membership.sizes,
                            first_order=first, estimate=estimate, method=method)
 
     def _operator(self, method, groups=None, form=None):
         st = self._state
-        A, M = pairwise_form(method, st)
         n = len(self.influence_)
+        membership = None
         if groups is not None:
             membership = GroupMembership(groups, n)
-            A = None if A is None else membership.aggregate(A)
             n = membership.n_groups
+        A, M = pairwise_form(method, st, membership)
         if A is None:
             A, M = np.zeros((n, 0)), np.zeros((0, 0))
         return make_interaction(

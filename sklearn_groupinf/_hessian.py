@@ -86,9 +86,16 @@ class DenseHessianSolver:
         return sla.cho_solve(self._cho, V, check_finite=False)
 
 
-def stationarity(backend, Q):
-    """``||grad J|| / median_i ||q_i||``: how far theta is from stationary."""
-    scale = np.median(np.linalg.norm(Q, axis=1))
+def stationarity(backend, Q=None):
+    """``||grad J|| / median_i ||q_i||``: how far theta is from stationary.
+
+    ``Q`` is the removal-gradient matrix ``(n, P)`` or its row norms ``(n,)``
+    (computed by the backend when omitted).
+    """
+    if Q is None:
+        Q = backend.removal_gradient_norms()
+    norms = np.linalg.norm(Q, axis=1) if np.ndim(Q) == 2 else np.asarray(Q)
+    scale = np.median(norms)
     g = backend.gradient()
     if backend.null_space is not None:
         g = g - backend.null_space @ (backend.null_space.T @ g)
@@ -101,8 +108,8 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
     Parameters
     ----------
     backend : ModelBackend
-    Q : ndarray of shape (n, P)
-        Removal gradients, to set the scale of "small".
+    Q : ndarray of shape (n, P) or (n,)
+        Removal gradients or their row norms, to set the scale of "small".
     tol : float
         Target relative gradient norm.
     polish : {"auto", True, False}
@@ -126,8 +133,11 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
             stacklevel=3,
         )
         return before, after
+    best = (after, backend.get_theta())
     for _ in range(max_steps):
         theta = backend.get_theta()
+        if after < best[0]:
+            best = (after, theta)
         J0 = backend.objective()
         H = backend.hessian()
         if backend.null_space is not None:
@@ -149,6 +159,12 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
         after = stationarity(backend, Q)
         if after <= tol * 1e-3 or t <= 1e-8:
             break
+    if after > best[0]:
+        # near the optimum the line search cannot tell objective values apart,
+        # so an inexact step (e.g. Gauss-Newton curvature) may move away:
+        # keep the most stationary parameters seen
+        backend.set_theta(best[1])
+        after = best[0]
     if after > tol:
         warnings.warn(
             f"Polishing did not reach a stationary point: ||grad J|| is {after:.2g} "

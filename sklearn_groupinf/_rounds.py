@@ -46,17 +46,14 @@ def _round_terms(gi, method, action, membership, cand):
     if cand is not None:  # adding examples from outside the training set
         Xc, yc, wc = cand
         Qc = st.backend.candidate_gradients(Xc, yc, wc)
-        Uc = st.solver.solve(Qc.T).T
-        b = -(Uc @ st.grad_f)
+        b = -(Qc @ st.w)
         if method == "first_order":
             return b, None
-        B, Mf = st.target_factor
-        return b, _operator(gi, Uc if B is None else Uc @ B, Mf, method)
-    A, M = pairwise_form(method, st)
+        return b, _operator(gi, st.gradient_rows(Qc), st.target_factor[1], method)
+    A, M = pairwise_form(method, st, membership)
     b = gi.influence_
     if membership is not None:
         b = membership.aggregate(b[:, None])[:, 0]
-        A = None if A is None else membership.aggregate(A)
     if action == "add":
         b = -b
     return b, _operator(gi, A, M, method)

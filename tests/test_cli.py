@@ -279,7 +279,7 @@ def test_verbose_progress_on_stderr(breast_cancer, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     for step in ("fitting LogisticRegression on 400 examples",
-                 "per-example removal gradients (400 x 31)",
+                 "per-example removal gradient norms (400 x 31)",
                  "solving the Hessian system", "done, target log_loss"):
         assert step in captured.err
     GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt)

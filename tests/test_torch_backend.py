@@ -6,14 +6,16 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from sklearn_groupinf import GroupInfluence
+from sklearn_groupinf import GroupInfluence, NotStationaryWarning
 
 torch = pytest.importorskip("torch")
 
 from sklearn.frozen import FrozenEstimator  # noqa: E402
 
+from sklearn_groupinf._groups import GroupMembership  # noqa: E402
 from sklearn_groupinf._hessian import IndefiniteHessianError  # noqa: E402
 from sklearn_groupinf.torch import TorchModel  # noqa: E402
 from sklearn_groupinf.torch._backend import TorchBackend  # noqa: E402
@@ -389,3 +391,82 @@ def test_cpu_and_gpu_agree(small_digits):
                                atol=1e-3 * np.abs(a.influence_).max())
     np.testing.assert_allclose(b.score_groups(y % 4).estimate,
                                a.score_groups(y % 4).estimate, rtol=1e-3)
+
+
+# ------------------------------------------- streaming: no n x P matrix in fit
+def _cg_ggn_gi(small_digits, n_target, **gi_kw):
+    X, y, Xt, yt = small_digits
+    net = TorchModel(_mlp(64, 4, 10), weight_decay=1.0, device="cpu",
+                     curvature="ggn", hessian_solver="cg", cg_tol=1e-12,
+                     cg_block_size=128, batch_size=64, max_iter=300)
+    with warnings.catch_warnings():  # the identities below hold at any theta
+        warnings.simplefilter("ignore")
+        return GroupInfluence(net, damping=1e-3, polish=False, **gi_kw).fit(
+            X, y, X_target=Xt[:n_target], y_target=yt[:n_target])
+
+
+def test_streamed_gradient_products_equal_dense(mlp_backend):
+    _, be = mlp_backend
+    Q = be.removal_gradients()
+    V = np.random.default_rng(0).normal(size=(be.n_params, 3))
+    M = GroupMembership(np.arange(be.n_samples) % 7, be.n_samples).matrix
+    np.testing.assert_allclose(be.removal_gradient_products(V), Q @ V,
+                               rtol=1e-12, atol=1e-12 * np.abs(Q @ V).max())
+    np.testing.assert_allclose(be.aggregated_removal_gradients(M), M @ Q,
+                               rtol=1e-12, atol=1e-14 * np.abs(Q).max())
+    np.testing.assert_allclose(be.removal_gradient_norms(),
+                               np.linalg.norm(Q, axis=1), rtol=1e-12)
+
+
+def test_fit_and_group_scores_never_form_q(small_digits, monkeypatch):
+    """fit, score_groups and group selection stream Q: n x P is never held."""
+    ref = _cg_ggn_gi(small_digits, 10)
+    st = ref._state
+    U = st.solver.solve(st.backend.removal_gradients().T).T  # n CG solves
+    B, Mf = st.target_factor
+    assert B.shape[1] < len(U)  # the thin path: r solves instead of n
+
+    original = TorchBackend.removal_gradients
+
+    def forbidden(self, rows=None):
+        if rows is None:
+            raise AssertionError("the n x P removal-gradient matrix was formed")
+        return original(self, rows)
+
+    monkeypatch.setattr(TorchBackend, "removal_gradients", forbidden)
+    gi = _cg_ggn_gi(small_digits, 10, max_dense_bytes=10**5)
+    np.testing.assert_allclose(gi.influence_, U @ st.grad_f, rtol=1e-8,
+                               atol=1e-10 * np.abs(gi.influence_).max())
+    y = small_digits[1]
+    g = y % 5
+    member = GroupMembership(g, len(y))
+    UG = member.aggregate(U)
+    expect = member.aggregate(U @ st.grad_f[:, None])[:, 0] + 0.5 * np.einsum(
+        "ij,ij->i", UG @ B @ Mf, UG @ B)
+    np.testing.assert_allclose(gi.score_groups(g).estimate, expect, rtol=1e-8)
+    K = gi.interaction_matrix(form="implicit")  # rows Q (H^-1 B): r solves
+    E = np.eye(len(y))[:, :5]
+    np.testing.assert_allclose(K @ E, U @ B @ Mf @ (B.T @ U[:5].T), rtol=1e-7,
+                               atol=1e-9 * np.abs(U @ B).max() ** 2)
+    sel = gi.select(2, groups=g)
+    assert len(sel.groups) == 2
+    with pytest.raises(MemoryError, match="max_dense_bytes"):
+        gi._state.U  # noqa: B018  (needs n x P: refused under the budget)
+
+
+def test_polish_never_ends_less_stationary(small_digits):
+    """Gauss-Newton polish steps can drift near the optimum; the best is kept."""
+    X, y, Xt, yt = small_digits
+    net = TorchModel(_mlp(64, 4, 10), weight_decay=1.0, device="cpu",
+                     curvature="ggn", tol=1e-10, max_iter=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net.fit(X, y)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        gi = GroupInfluence(FrozenEstimator(net), damping=1e-3).fit(
+            X, y, X_target=Xt, y_target=yt)
+    before, after = gi.stationarity_
+    assert after <= before
+    if after > gi.stationarity_tol:  # then the user is told
+        assert any(issubclass(w.category, NotStationaryWarning) for w in rec)

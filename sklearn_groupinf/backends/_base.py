@@ -28,6 +28,8 @@ Hessian-vector products and third derivatives are available) and
 
 from abc import ABC, abstractmethod
 
+import numpy as np
+
 
 class ModelBackend(ABC):
     """Calculus of one fitted model, its training data and its target."""
@@ -77,6 +79,20 @@ class ModelBackend(ABC):
     @abstractmethod
     def removal_gradients(self, rows=None):
         """Removal gradients ``q_i`` of training rows ``rows``: ``(len(rows), P)``."""
+
+    # Backends whose ``n x P`` removal-gradient matrix is too large to hold
+    # (torch modules) override these three to stream it in batches.
+    def removal_gradient_norms(self):
+        """``||q_i||`` of every training row ``(n,)``."""
+        return np.linalg.norm(self.removal_gradients(), axis=1)
+
+    def removal_gradient_products(self, V):
+        """``Q V`` for ``V`` of shape ``(P, k)``: ``(n, k)``."""
+        return self.removal_gradients() @ V
+
+    def aggregated_removal_gradients(self, matrix):
+        """``matrix @ Q`` for a (sparse) ``(g, n)`` matrix: ``(g, P)``."""
+        return np.asarray(matrix @ self.removal_gradients())
 
     @abstractmethod
     def candidate_gradients(self, X, y, sample_weight=None):

@@ -210,6 +210,32 @@ class TorchBackend(ModelBackend):
             i += len(G)
         return out
 
+    def _gradient_batches(self):
+        """``(slice, G)`` per batch: ``G`` the ``(b, P)`` removal gradients."""
+        for b in self._batches(self.n_samples):
+            yield b, self._per_example_grads(self._theta, self._X[b], self._y[b],
+                                             self._s[b])
+
+    def removal_gradient_norms(self):
+        return np.concatenate([_to_numpy(G.norm(dim=1))
+                               for _, G in self._gradient_batches()])
+
+    def removal_gradient_products(self, V):
+        """``Q V`` ``(n, k)``, streaming ``Q`` in batches (never ``n x P``)."""
+        Vt = self._tensor(V)
+        return np.concatenate([_to_numpy(G @ Vt)
+                               for _, G in self._gradient_batches()])
+
+    def aggregated_removal_gradients(self, matrix):
+        """``matrix @ Q`` ``(g, P)`` for a sparse ``(g, n)`` matrix, in batches."""
+        import scipy.sparse as sp
+
+        matrix = sp.csc_matrix(matrix)
+        out = np.zeros((matrix.shape[0], self.n_params))
+        for b, G in self._gradient_batches():
+            out += matrix[:, b] @ _to_numpy(G)
+        return out
+
     def candidate_gradients(self, X, y, sample_weight=None):
         X, y = self._encode_candidates(X, y)
         s = torch.ones(X.shape[0], dtype=self.dtype, device=self.device) \
