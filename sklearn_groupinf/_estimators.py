@@ -57,20 +57,13 @@ def pairwise_form(method, state, membership=None):
     if method == "first_order":
         return None, None
     if method == "interaction":
-        return state.interaction_rows(membership), state.target_factor[1]
+        return state.interaction_rows(membership)
     # second_order (backends that support it give a dense target Hessian)
     U = state.shifts(membership)
-    R, T = state.second_order_terms()
+    R, _ = state.second_order_terms()
     if membership is not None:
         R = membership.aggregate(R)
-    B, Mf = state.target_factor
-    H_f = Mf if B is None else B @ Mf @ B.T
-    P = U.shape[1]
-    M = np.zeros((2 * P, 2 * P))
-    M[:P, :P] = H_f - T
-    M[:P, P:] = np.eye(P)
-    M[P:, :P] = np.eye(P)
-    return np.hstack([U, R]), M
+    return np.hstack([U, R]), state.second_order_middle()
 
 
 def quadratic_rows(A, M):
@@ -99,6 +92,7 @@ class _FitState:
         self._target_factor = None
         self._solved_B = None
         self._second = None
+        self._second_M = None
         self._factors = {}
 
     @property
@@ -135,36 +129,72 @@ class _FitState:
         return self.solver.solve(QG.T).T
 
     def interaction_rows(self, membership=None):
-        """``A`` of the interaction estimator: ``U B`` (``U`` when ``B = I``)."""
-        B, _ = self.target_factor
+        """``(A, M)`` of the interaction estimator over the units.
+
+        ``A M A' = U H_f U'`` with ``U`` the units' shifts. Matrix-free
+        backends (``backend.matrix_free``) with fewer units than the width of
+        the target factor use ``N`` target-Hessian products and an eigen-factor
+        of the ``N x N`` matrix; otherwise ``A = U B`` (``B`` the target
+        factor), computed as ``Q (H^{-1} B)`` when ``B`` is thin.
+        """
+        be = self.backend
+        n_units = be.n_samples if membership is None else membership.n_groups
+        if be.matrix_free and n_units <= be.target_factor_width():
+            return self._factor_by_products(self.shifts(membership))
+        B, Mf = self.target_factor
         if B is None:
-            return self.shifts(membership)
-        n_units = (self.backend.n_samples if membership is None
-                   else membership.n_groups)
+            return self.shifts(membership), Mf
         if self._U is None and B.shape[1] < n_units:
-            if self._solved_B is None:
-                self._solved_B = self.solver.solve(B)
-            A = self.backend.removal_gradient_products(self._solved_B)
-            return A if membership is None else membership.aggregate(A)
-        return self.shifts(membership) @ B
+            A = be.removal_gradient_products(self._solve_factor())
+            return (A if membership is None else membership.aggregate(A)), Mf
+        return self.shifts(membership) @ B, Mf
 
     def gradient_rows(self, Q):
-        """Interaction rows ``A`` of explicit removal gradients ``Q`` ``(m, P)``."""
-        B, _ = self.target_factor
+        """``(A, M)`` of the interaction estimator for removal gradients ``Q``."""
+        be = self.backend
+        if be.matrix_free and len(Q) <= be.target_factor_width():
+            return self._factor_by_products(self.solver.solve(Q.T).T)
+        B, Mf = self.target_factor
         if B is not None and B.shape[1] < len(Q):
-            if self._solved_B is None:
-                self._solved_B = self.solver.solve(B)
-            return Q @ self._solved_B
+            return Q @ self._solve_factor(), Mf
         Uq = self.solver.solve(Q.T).T
-        return Uq if B is None else Uq @ B
+        return (Uq if B is None else Uq @ B), Mf
+
+    def _solve_factor(self):
+        if self._solved_B is None:
+            self._solved_B = self.solver.solve(self.target_factor[0])
+        return self._solved_B
+
+    def _factor_by_products(self, U):
+        """``(W, diag(signs))`` with ``W diag(signs) W' = U H_f U'``."""
+        from ._interaction import factor_middle
+
+        K = U @ self.backend.target_hessian_products(U).T
+        W, signs = factor_middle(K)
+        return W, np.diag(signs)
 
     def middle_factor(self, method, M):
         """``factor_middle(M)`` of ``method``'s middle matrix, computed once."""
-        if method not in self._factors:
+        cached = self._factors.get(method)
+        if cached is None or cached[0] is not M:
             from ._interaction import factor_middle
 
-            self._factors[method] = factor_middle(M)
-        return self._factors[method]
+            cached = self._factors[method] = (M, factor_middle(M))
+        return cached[1]
+
+    def second_order_middle(self):
+        """``[[H_f - T_w, I], [I, 0]]`` ``(2P, 2P)``, built once."""
+        if self._second_M is None:
+            _, T = self.second_order_terms()
+            B, Mf = self.target_factor
+            H_f = Mf if B is None else B @ Mf @ B.T
+            P = len(T)
+            M = np.zeros((2 * P, 2 * P))
+            M[:P, :P] = H_f - T
+            M[:P, P:] = np.eye(P)
+            M[P:, :P] = np.eye(P)
+            self._second_M = M
+        return self._second_M
 
     def second_order_terms(self):
         if not self.backend.supports_second_order:

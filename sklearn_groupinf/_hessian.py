@@ -102,6 +102,26 @@ def stationarity(backend, Q=None):
     return float(np.linalg.norm(g) / max(scale, np.finfo(float).tiny))
 
 
+def _newton_direction(backend):
+    """``H^{-1} grad J`` (``None`` when the Hessian cannot be solved with)."""
+    g = backend.gradient()
+    if backend.matrix_free:  # products only: conjugate gradients, no P x P
+        try:
+            return backend.hessian_solver(0.0).solve(g)
+        except IndefiniteHessianError:
+            return None
+    H = backend.hessian()
+    if backend.null_space is not None:
+        H = H + backend.null_space @ backend.null_space.T
+    try:  # convex objectives: Cholesky; otherwise a symmetric solve
+        return sla.cho_solve(sla.cho_factor(H, check_finite=False), g)
+    except np.linalg.LinAlgError:
+        try:
+            return sla.solve(H, g, assume_a="sym")
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+
+
 def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
     """Newton steps on the backend's objective until ``stationarity <= tol``.
 
@@ -139,17 +159,9 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
         if after < best[0]:
             best = (after, theta)
         J0 = backend.objective()
-        H = backend.hessian()
-        if backend.null_space is not None:
-            H = H + backend.null_space @ backend.null_space.T
-        g = backend.gradient()
-        try:  # convex objectives: Cholesky; otherwise a symmetric solve
-            step = sla.cho_solve(sla.cho_factor(H, check_finite=False), g)
-        except np.linalg.LinAlgError:
-            try:
-                step = sla.solve(H, g, assume_a="sym")
-            except (np.linalg.LinAlgError, ValueError):
-                break
+        step = _newton_direction(backend)
+        if step is None:
+            break
         t = 1.0
         while t > 1e-8:
             if backend.objective(theta - t * step) <= J0 + 1e-12 * abs(J0):

@@ -49,7 +49,7 @@ def _round_terms(gi, method, action, membership, cand):
         b = -(Qc @ st.w)
         if method == "first_order":
             return b, None
-        return b, _operator(gi, st.gradient_rows(Qc), st.target_factor[1], method)
+        return b, _operator(gi, *st.gradient_rows(Qc), method)
     A, M = pairwise_form(method, st, membership)
     b = gi.influence_
     if membership is not None:

@@ -454,11 +454,21 @@ def test_fit_and_group_scores_never_form_q(small_digits, monkeypatch):
         gi._state.U  # noqa: B018  (needs n x P: refused under the budget)
 
 
-def test_polish_never_ends_less_stationary(small_digits):
-    """Gauss-Newton polish steps can drift near the optimum; the best is kept."""
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_polish_never_ends_less_stationary(small_digits, solver, monkeypatch):
+    """Gauss-Newton polish steps can drift near the optimum; the best is kept.
+
+    Matrix-free backends polish by conjugate gradients (no dense Hessian).
+    """
     X, y, Xt, yt = small_digits
     net = TorchModel(_mlp(64, 4, 10), weight_decay=1.0, device="cpu",
-                     curvature="ggn", tol=1e-10, max_iter=2000)
+                     curvature="ggn", tol=1e-10, max_iter=2000,
+                     hessian_solver=solver, cg_tol=1e-12)
+    if solver == "cg":
+        def no_dense(self):
+            raise AssertionError("a dense Hessian was formed")
+
+        monkeypatch.setattr(TorchBackend, "hessian", no_dense)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         net.fit(X, y)

@@ -122,6 +122,19 @@ class ModelBackend(ABC):
         """
         return None, self.target_hessian()
 
+    #: ``True`` when the backend never forms ``P x P`` matrices (solves by
+    #: products); the estimators then prefer target-Hessian products.
+    matrix_free = False
+
+    def target_hessian_products(self, V):
+        """``V grad^2 f`` for rows ``V`` ``(k, P)``: ``(k, P)``."""
+        B, M = self.target_hessian_factor()
+        return V @ M if B is None else ((V @ B) @ M) @ B.T
+
+    def target_factor_width(self):
+        """Width ``r`` of :meth:`target_hessian_factor`'s ``B`` (without forming it)."""
+        return self.n_params
+
     def hessian_solver(self, damping):
         """A solver for ``grad^2 J + damping * data_weight * I`` (``.solve(V)``)."""
         from .._hessian import DenseHessianSolver

@@ -391,6 +391,23 @@ class TorchBackend(ModelBackend):
                     torch.einsum("bkl,cbl->cbk", Lam, Jv))
         return out
 
+    @property
+    def matrix_free(self):
+        return self.hessian_solver_kind == "cg"
+
+    def target_hessian_products(self, V):
+        """``V grad^2 f`` ``(k, P)`` by products, ``cg_block_size`` rows at a time."""
+        V = np.asarray(V, dtype=np.float64)
+        out = np.empty_like(V)
+        for j0 in range(0, len(V), self.cg_block_size):
+            out[j0 : j0 + self.cg_block_size] = _to_numpy(
+                self._target_hvp(self._tensor(V[j0 : j0 + self.cg_block_size])))
+        return out
+
+    def target_factor_width(self):
+        n_out = int(self._out(self._theta, self._Xf[:1]).shape[1])
+        return int(self._Xf.shape[0]) * n_out
+
     def target_hessian(self):
         """Dense target Hessian ``(P, P)`` (exact or GGN per ``curvature``)."""
         self._check_dense("target Hessian")
