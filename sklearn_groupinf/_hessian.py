@@ -103,13 +103,15 @@ def stationarity(backend, Q=None):
 
 
 def _newton_direction(backend):
-    """``H^{-1} grad J`` (``None`` when the Hessian cannot be solved with)."""
+    """``H^{-1} grad J`` (``None`` when the Hessian cannot be solved with).
+
+    The backend's :meth:`~ModelBackend.newton_direction` when it gives one,
+    else a dense solve with :meth:`~ModelBackend.hessian`.
+    """
+    step = backend.newton_direction()
+    if step is not None:
+        return step
     g = backend.gradient()
-    if backend.matrix_free:  # products only: conjugate gradients, no P x P
-        try:
-            return backend.hessian_solver(0.0).solve(g)
-        except IndefiniteHessianError:
-            return None
     H = backend.hessian()
     if backend.null_space is not None:
         H = H + backend.null_space @ backend.null_space.T

@@ -256,3 +256,35 @@ def test_multinomial_gauge_is_handled(fitted_multi):
     assert N is not None
     assert np.abs(N.T @ st.U.T).max() < 1e-8 * np.abs(st.U).max()
     assert np.all(np.isfinite(gi.influence_))
+
+
+def test_polish_keeps_the_most_stationary_parameters():
+    """A step the line search cannot reject (flat objective) that moves away
+    from stationarity is undone: polishing never ends worse than it started."""
+    from sklearn_groupinf._hessian import polish_parameters
+
+    class Flat:
+        null_space = None
+        matrix_free = False
+        theta = np.array([1e-3, -2e-3])
+
+        def get_theta(self):
+            return self.theta.copy()
+
+        def set_theta(self, theta):
+            self.theta = np.asarray(theta, float)
+
+        def objective(self, theta=None):
+            return 1.0  # flat to round-off near the optimum
+
+        def gradient(self):
+            return self.theta.copy()
+
+        def newton_direction(self):
+            return -self.theta  # a bad (e.g. Gauss-Newton) direction: doubles theta
+
+    be = Flat()
+    with pytest.warns(NotStationaryWarning, match="did not reach"):
+        before, after = polish_parameters(be, np.ones(5), tol=1e-6, max_steps=3)
+    assert after == before
+    np.testing.assert_array_equal(be.theta, [1e-3, -2e-3])

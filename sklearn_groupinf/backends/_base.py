@@ -122,6 +122,14 @@ class ModelBackend(ABC):
         """
         return None, self.target_hessian()
 
+    def newton_direction(self):
+        """``H^{-1} grad J`` for polishing, or ``None`` for the dense default.
+
+        Backends whose influence curvature is not the exact Hessian (e.g. a
+        Gauss-Newton approximation) or that never form it override this.
+        """
+        return None
+
     #: ``True`` when the backend never forms ``P x P`` matrices (solves by
     #: products); the estimators then prefer target-Hessian products.
     matrix_free = False

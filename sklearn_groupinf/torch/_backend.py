@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
-from .._hessian import DenseHessianSolver
+from .._hessian import DenseHessianSolver, IndefiniteHessianError
 from ..backends._base import ModelBackend
 from ._cg import CGHessianSolver, _to_numpy
 
@@ -329,6 +329,33 @@ class TorchBackend(ModelBackend):
     def hessian(self):
         """Dense curvature ``(P, P)`` (``curvature``: exact Hessian or GGN)."""
         return _to_numpy(self._hessian_t())
+
+    def newton_direction(self):
+        """Polishing step ``H^{-1} grad J`` with the **exact** Hessian.
+
+        Near a minimum the exact Hessian is positive definite and Newton
+        converges quadratically; a Gauss-Newton step (``curvature="ggn"``)
+        barely moves a non-linear model. Falls back to the backend's own
+        curvature when the exact Hessian is indefinite, and returns ``None``
+        when that fails too. CG (matrix-free backends) or a dense Cholesky.
+        """
+        g = self._gradient_t()
+        saved = self.curvature
+        try:
+            for curvature in dict.fromkeys(["hessian", saved]):
+                self.curvature = curvature
+                if self.matrix_free:
+                    try:
+                        return CGHessianSolver(self, 0.0).solve(_to_numpy(g))
+                    except IndefiniteHessianError:
+                        continue
+                H = self._hessian_t()
+                L, info = torch.linalg.cholesky_ex(H)
+                if int(info) == 0:
+                    return _to_numpy(torch.cholesky_solve(g[:, None], L)[:, 0])
+            return None
+        finally:
+            self.curvature = saved
 
     def hessian_solver(self, damping):
         if self.hessian_solver_kind == "dense":
