@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The prepared GPU check: one short script for a machine with CUDA.
+# Assumes a venv with torch (CUDA build) and the package installed; prints
+# only (--no-doc), so the committed CPU result pages are not overwritten.
+#   1. the tests marked gpu (CPU/GPU agreement to float32 tolerance);
+#   2. dense K throughput on CUDA vs CPU (interaction_throughput.py);
+#   3. a reduced torch_groups.py on CUDA, then the same on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
+print(torch.cuda.get_device_name(0))"
+"$PY" -m pytest -q -m gpu -p no:cacheprovider tests
+"$PY" benchmarks/interaction_throughput.py --device cuda --no-doc
+"$PY" benchmarks/interaction_throughput.py --device cpu --no-doc
+small=(--n-train 2000 --n-refits 2 --no-doc)
+"$PY" benchmarks/torch_groups.py --device cuda "${small[@]}"
+"$PY" benchmarks/torch_groups.py --device cpu --threads 8 "${small[@]}"
