@@ -37,6 +37,26 @@ class GroupScores(_FrameBunch):
     Every score is the estimated change of the target, in the target's units,
     when the group is removed (positive: removal raises the target).
     ``to_frame()`` returns a pandas DataFrame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn_groupinf import GroupInfluence
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> gi = GroupInfluence(Ridge(alpha=1.0)).fit(X[:300], y[:300],
+    ...                                           X_target=X[300:], y_target=y[300:])
+    >>> res = gi.score_groups(np.arange(300) % 3)
+    >>> res.method, list(res.keys())[:4]
+    ('interaction', ['groups', 'size', 'first_order', 'estimate'])
+    >>> res.size
+    array([100, 100, 100])
+    >>> # interaction = first order + the pairwise term (target units: MSE)
+    >>> bool(np.all(res.estimate != res.first_order))
+    True
+    >>> res.to_frame().columns.tolist()
+    ['groups', 'size', 'first_order', 'estimate']
     """
 
     _columns = ("groups", "size", "first_order", "interaction", "second_order",
@@ -58,6 +78,25 @@ class Selection(_FrameBunch):
     - ``measured``: target value measured after refitting at the end of each
       round (``n_rounds > 1``), with ``measured[0]`` the initial target value;
     - ``method``, ``action``, ``goal``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn_groupinf import GroupInfluence
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> gi = GroupInfluence(Ridge(alpha=1.0)).fit(X[:300], y[:300],
+    ...                                           X_target=X[300:], y_target=y[300:])
+    >>> sel = gi.select(5, goal="decrease")
+    >>> sel
+    Selection(n_selected=5, action='remove', goal='decrease', method='interaction')
+    >>> len(sel.indices), len(sel.estimates)
+    (5, 5)
+    >>> # removing the five rows is estimated to lower the validation MSE
+    >>> bool(sel.estimates[-1] < 0)
+    True
+    >>> sel.to_frame().columns.tolist()
+    ['step', 'unit', 'estimate', 'round']
     """
 
     _columns = ("unit", "estimates", "round")
