@@ -202,26 +202,39 @@ def test_mlp_digits_interaction_beats_first_order(digits):
     assert rho_i > rho_f and rho_i > 0.3, (rho_f, rho_i)
 
 
+def _bin_halves(y, n_bins, rng):
+    """Regression analogue of ``_class_halves``: target-quantile bins, halved."""
+    bins = np.searchsorted(np.quantile(y, np.linspace(0, 1, n_bins + 1)[1:-1]), y)
+    return _class_halves(bins, rng)
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="measured: Spearman first_order 0.418 = interaction 0.418 on target "
-    "deciles (k-means groups: 0.41 vs 0.38); the claim does not hold for this "
-    "regression set-up yet",
-    strict=False,
-)
-def test_mlp_concrete_interaction_beats_first_order(concrete):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mlp_concrete_interaction_beats_first_order(concrete, seed):
+    """Target deciles, each split in two random halves (20 coherent groups).
+
+    Weight decay 10: the regime where the expansion is accurate (median
+    relative error, split seeds 0-2: first_order 0.32-0.40, interaction
+    0.13-0.18); widths 16 and 32 give the same. The fit is far from linear
+    (target MSE 0.158; ridge 0.368). At weight decay 1 (errors 0.56-0.79) the
+    Spearman ordering is not robust: seeds 0/1/2, width 8: first_order
+    0.650/0.561/0.750, interaction 0.674/0.544/0.811; width 32: 0.737/0.805/
+    0.812 vs 0.663/0.788/0.776. At 0.1 the fits barely converge and both are
+    poor. All numbers: benchmarks/torch_concrete_protocols.py.
+    """
     X, y, Xt, yt = concrete
     mu, sd = y.mean(), y.std()
     y, yt = (y - mu) / sd, (yt - mu) / sd
-    net = TorchModel(_mlp(8, 8, 1), loss="squared_error", weight_decay=1.0,
+    net = TorchModel(_mlp(8, 8, 1), loss="squared_error", weight_decay=10.0,
                      device="cpu")
     gi = GroupInfluence(net).fit(X, y, X_target=Xt, y_target=yt)
-    # coherent groups: deciles of the target
-    groups = np.searchsorted(np.quantile(y, np.linspace(0, 1, 11)[1:-1]), y)
+    groups = _bin_halves(y, 10, np.random.default_rng(seed))
     rho_f, rho_i = _refit_comparison(
         gi, X, y, groups, lambda m: mean_squared_error(yt, m.predict(Xt)),
         slice(None))
-    assert rho_i > rho_f, (rho_f, rho_i)
+    # measured (2 shared cores, torch 2.13 CPU), split seeds 0/1/2:
+    # first_order 0.980/0.955/0.947, interaction 0.989/0.995/0.986
+    assert rho_i > rho_f and rho_i > 0.9, (rho_f, rho_i)
 
 
 @pytest.mark.slow
