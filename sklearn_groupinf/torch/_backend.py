@@ -336,8 +336,9 @@ class TorchBackend(ModelBackend):
         Near a minimum the exact Hessian is positive definite and Newton
         converges quadratically; a Gauss-Newton step (``curvature="ggn"``)
         barely moves a non-linear model. Falls back to the backend's own
-        curvature when the exact Hessian is indefinite, and returns ``None``
-        when that fails too. CG (matrix-free backends) or a dense Cholesky.
+        curvature when the exact Hessian is indefinite (or its step is not a
+        descent direction), and returns ``None`` when that fails too. CG
+        (matrix-free backends) or a dense Cholesky.
         """
         g = self._gradient_t()
         saved = self.curvature
@@ -346,13 +347,18 @@ class TorchBackend(ModelBackend):
                 self.curvature = curvature
                 if self.matrix_free:
                     try:
-                        return CGHessianSolver(self, 0.0).solve(_to_numpy(g))
+                        step = CGHessianSolver(self, 0.0).solve(_to_numpy(g))
                     except IndefiniteHessianError:
                         continue
-                H = self._hessian_t()
-                L, info = torch.linalg.cholesky_ex(H)
-                if int(info) == 0:
-                    return _to_numpy(torch.cholesky_solve(g[:, None], L)[:, 0])
+                else:
+                    L, info = torch.linalg.cholesky_ex(self._hessian_t())
+                    if int(info) != 0:
+                        continue
+                    step = _to_numpy(torch.cholesky_solve(g[:, None], L)[:, 0])
+                # CG on an indefinite matrix need not meet negative curvature;
+                # a step that is not a descent direction is not a Newton step
+                if float(_to_numpy(g) @ step) > 0:
+                    return step
             return None
         finally:
             self.curvature = saved
