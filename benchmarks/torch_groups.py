@@ -1,6 +1,6 @@
 """Torch adapter cost on MNIST: influence for 100 groups vs refitting them.
 
-An MLP (784-h-10, tanh; h=13 gives 10,355 parameters) is trained by
+An MLP (784-h-10, tanh; h=13 gives 10,345 parameters) is trained by
 ``TorchModel`` (full-batch L-BFGS, weight decay 1, float64 by default) on the
 first ``--n-train`` rows of the shuffled 5,000-image MNIST subset; the target
 is log-loss on the last 1,000 rows. Everything runs through the public API
@@ -20,9 +20,12 @@ with the matrix-free path (``curvature="ggn"``, ``hessian_solver="cg"``):
    error).
 
 Half of the 100 groups are class-coherent (rows of one class), half random.
-The committed ``doc/results_torch.rst`` came from (CPU; no GPU was lent)::
+The committed ``doc/results_torch.rst`` came from (CPU; no GPU was lent; the
+default 4,000-row run took 75 min on 2 shared cores, two of its refits did
+not reach stationarity, and its figures are in the issue's closing note)::
 
-    nice python benchmarks/torch_groups.py
+    python benchmarks/torch_groups.py --threads 1 --n-train 2000 \
+        --n-refits 6 --refit-retries 0
 
 Options: ``--device {auto,cpu,cuda}``, ``--threads``, ``--no-doc``; see
 ``--help``.
