@@ -132,7 +132,7 @@ def main():
     t0 = time.perf_counter()
     first = gi.score_groups(groups, method="first_order")
     stage("score_groups, first_order", time.perf_counter() - t0,
-          f"{args.n_groups} groups: sums of influence_")
+          f"{args.n_groups} groups: sums of influences")
     t0 = time.perf_counter()
     n_before = len(solver.n_iter_)
     inter = gi.score_groups(groups, method="interaction")
