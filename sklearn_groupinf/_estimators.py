@@ -137,28 +137,34 @@ class _FitState:
         of the ``N x N`` matrix; otherwise ``A = U B`` (``B`` the target
         factor), computed as ``Q (H^{-1} B)`` when ``B`` is thin.
         """
-        be = self.backend
-        n_units = be.n_samples if membership is None else membership.n_groups
-        if be.matrix_free and n_units <= be.target_factor_width():
-            return self._factor_by_products(self.shifts(membership))
-        B, Mf = self.target_factor
-        if B is None:
-            return self.shifts(membership), Mf
-        if self._U is None and B.shape[1] < n_units:
-            A = be.removal_gradient_products(self._solve_factor())
-            return (A if membership is None else membership.aggregate(A)), Mf
-        return self.shifts(membership) @ B, Mf
+        n_units = (self.backend.n_samples if membership is None
+                   else membership.n_groups)
+
+        def thin():
+            A = self.backend.removal_gradient_products(self._solve_factor())
+            return A if membership is None else membership.aggregate(A)
+
+        return self._rows(n_units, lambda: self.shifts(membership), thin,
+                          lazy_shifts=self._U is None)
 
     def gradient_rows(self, Q):
         """``(A, M)`` of the interaction estimator for removal gradients ``Q``."""
-        be = self.backend
-        if be.matrix_free and len(Q) <= be.target_factor_width():
-            return self._factor_by_products(self.solver.solve(Q.T).T)
+        return self._rows(len(Q), lambda: self.solver.solve(Q.T).T,
+                          lambda: Q @ self._solve_factor())
+
+    def _rows(self, n_units, shifts, thin, *, lazy_shifts=True):
+        """Choose how to factor ``U H_f U'`` for ``n_units`` units (see above).
+
+        ``shifts()`` gives ``U``; ``thin()`` gives ``Q (H^{-1} B)``.
+        """
+        if self.backend.matrix_free and n_units <= self.backend.target_factor_width():
+            return self._factor_by_products(shifts())
         B, Mf = self.target_factor
-        if B is not None and B.shape[1] < len(Q):
-            return Q @ self._solve_factor(), Mf
-        Uq = self.solver.solve(Q.T).T
-        return (Uq if B is None else Uq @ B), Mf
+        if B is None:
+            return shifts(), Mf
+        if lazy_shifts and B.shape[1] < n_units:
+            return thin(), Mf
+        return shifts() @ B, Mf
 
     def _solve_factor(self):
         if self._solved_B is None:
