@@ -34,11 +34,16 @@ def set_up(device, threads):
     threadpool_limits(threads)
     torch.set_num_threads(threads)
     dev = resolve_device(device)
-    note = ("no GPU available in this session; all figures are CPU figures"
-            if dev.type == "cpu" else "")
-    env = (f"device: {dev}; torch {torch.__version__}, BLAS/torch threads "
-           f"{threads}; numpy {np.__version__}; {platform.machine()}, "
-           f"{os.cpu_count()} cores")
+    note = (
+        "no GPU available in this session; all figures are CPU figures"
+        if dev.type == "cpu"
+        else ""
+    )
+    env = (
+        f"device: {dev}; torch {torch.__version__}, BLAS/torch threads "
+        f"{threads}; numpy {np.__version__}; {platform.machine()}, "
+        f"{os.cpu_count()} cores"
+    )
     print(env)
     if note:
         print("NOTE:", note)

@@ -44,8 +44,6 @@ SELECTORS = [  # label, method, rounds
 ]
 
 
-
-
 def prepare(name, seed):
     if name == "digits":
         X, y = load_digits(return_X_y=True)
@@ -56,7 +54,11 @@ def prepare(name, seed):
         n_test, n_val = 170, 114
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y))
-    test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    test, val, train = (
+        perm[:n_test],
+        perm[n_test : n_test + n_val],
+        perm[n_test + n_val :],
+    )
     if name == "breast cancer":  # standardize with training statistics
         mu, sd = X[train].mean(0), X[train].std(0)
         X = (X - mu) / sd
@@ -84,7 +86,8 @@ def run(name, rate, seeds, n_rounds, device, log):
         k = len(flipped)  # budget = the same share as flipped
         t0 = time.perf_counter()
         gi = GroupInfluence(ESTIMATOR, device=device).fit(
-            Xtr, ytr, X_target=X[val], y_target=y[val])
+            Xtr, ytr, X_target=X[val], y_target=y[val]
+        )
         t_fit = time.perf_counter() - t0
         P = gi.n_params_
         for label, method, rounds in SELECTORS:
@@ -97,13 +100,21 @@ def run(name, rate, seeds, n_rounds, device, log):
             elif method == "oracle":
                 drop = flipped
             else:
-                sel = gi.select(k, action="remove", goal="decrease", method=method,
-                                n_rounds=n_rounds if rounds else 1)
+                sel = gi.select(
+                    k,
+                    action="remove",
+                    goal="decrease",
+                    method=method,
+                    n_rounds=n_rounds if rounds else 1,
+                )
                 drop = sel.indices
                 est = gi.target_value_ + sel.estimates[-1]
                 assert len(np.unique(drop)) == k
-            dt = time.perf_counter() - t0 + (t_fit if method in
-                                              ("first_order", "interaction") else 0)
+            dt = (
+                time.perf_counter()
+                - t0
+                + (t_fit if method in ("first_order", "interaction") else 0)
+            )
             keep = np.setdiff1d(np.arange(n_train), drop)
             m = clone(ESTIMATOR).fit(Xtr[keep], ytr[keep])
             ll = log_loss(y[test], m.predict_proba(X[test]), labels=m.classes_)
@@ -120,22 +131,38 @@ def rows_of(out):
     base = np.array(out["no removal"])[:, 0]
     for label, method, _ in SELECTORS:
         a = np.array(out[label])
-        wins = "-" if method in ("none", "oracle") else \
-            f"{int(np.sum(a[:, 0] < base))}/{len(a)}"
-        rows.append([
-            label, f"{a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}",
-            f"{a[:, 1].mean():.3f}",
-            f"{a[:, 2].mean():.3f}",
-            "-" if np.all(np.isnan(a[:, 3])) else f"{np.nanmean(a[:, 3]):.3f}",
-            "-" if np.all(np.isnan(a[:, 4])) else f"{np.nanmean(a[:, 4]):.2f}",
-            wins,
-            "-" if method in ("none", "random", "oracle") else f"{a[:, 5].mean():.2f}",
-        ])
+        wins = (
+            "-"
+            if method in ("none", "oracle")
+            else f"{int(np.sum(a[:, 0] < base))}/{len(a)}"
+        )
+        rows.append(
+            [
+                label,
+                f"{a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}",
+                f"{a[:, 1].mean():.3f}",
+                f"{a[:, 2].mean():.3f}",
+                "-" if np.all(np.isnan(a[:, 3])) else f"{np.nanmean(a[:, 3]):.3f}",
+                "-" if np.all(np.isnan(a[:, 4])) else f"{np.nanmean(a[:, 4]):.2f}",
+                wins,
+                "-"
+                if method in ("none", "random", "oracle")
+                else f"{a[:, 5].mean():.2f}",
+            ]
+        )
     return rows
 
 
-HEADER = ["removal", "test log-loss (mean ± sd)", "test acc", "val log-loss",
-          "val log-loss est.", "flipped share", "beats no removal", "time [s]"]
+HEADER = [
+    "removal",
+    "test log-loss (mean ± sd)",
+    "test acc",
+    "val log-loss",
+    "val log-loss est.",
+    "flipped share",
+    "beats no removal",
+    "time [s]",
+]
 
 
 def main():
@@ -144,8 +171,12 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--rates", default="0.1,0.2")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/torch threads (default 1: shared, loaded machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/torch threads (default 1: shared, loaded machine)",
+    )
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     dev, env, note = set_up(args.device, args.threads)
@@ -159,13 +190,16 @@ def main():
         for rate in [float(r) for r in args.rates.split(",")]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
-                out, P, n_train = run(name, rate, range(args.seeds), args.rounds,
-                                      args.device, log)
+                out, P, n_train = run(
+                    name, rate, range(args.seeds), args.rounds, args.device, log
+                )
             model = "multinomial" if name == "digits" else "binary"
-            title = (f"{name}, {int(rate * 100)} % labels flipped, remove "
-                     f"{int(rate * 100)} % ({int(round(rate * n_train))} of "
-                     f"{n_train} training rows); {model} LogisticRegression(C=1), "
-                     f"P = {P}; {args.seeds} seeds")
+            title = (
+                f"{name}, {int(rate * 100)} % labels flipped, remove "
+                f"{int(rate * 100)} % ({int(round(rate * n_train))} of "
+                f"{n_train} training rows); {model} LogisticRegression(C=1), "
+                f"P = {P}; {args.seeds} seeds"
+            )
             t = fmt_table(HEADER, rows_of(out))
             print(f"\n{title}\n{t}\n", flush=True)
             sections.append((title, t))
@@ -173,8 +207,10 @@ def main():
     print(f"total wall time {total:.0f} s")
     if args.no_doc:
         return
-    cmd = (f"nice .venv/bin/python benchmarks/cleaning.py --device {args.device} "
-           f"--seeds {args.seeds} --rounds {args.rounds}")
+    cmd = (
+        f"nice .venv/bin/python benchmarks/cleaning.py --device {args.device} "
+        f"--seeds {args.seeds} --rounds {args.rounds}"
+    )
     body = "\n".join(f"{title}\n\n{t}\n" for title, t in sections)
     text = f"""\
 .. Generated by benchmarks/cleaning.py -- do not edit by hand.
@@ -184,7 +220,7 @@ Data cleaning (removing flipped labels)
 
 Produced by ``{cmd}`` (total wall time {total:.0f} s).
 Environment: {env}.
-{('**' + note + '.**') if note else ''}
+{("**" + note + ".**") if note else ""}
 
 A share of the training labels is flipped (binary: 0 <-> 1; digits: a random
 other class); ``GroupInfluence.select(budget, action="remove",

@@ -55,8 +55,6 @@ def device_note(device):
     return name, note
 
 
-
-
 def standardize(X_tr, *others):
     mu, sd = X_tr.mean(0), X_tr.std(0)
     sd[sd == 0] = 1.0
@@ -86,10 +84,22 @@ def datasets():
     Xd, yd = load_digits(return_X_y=True)
     Xc, yc = load_concrete()
     return [
-        ("breast cancer", "LogisticRegression (binary)", Xb, yb,
-         LogisticRegression(C=1.0), "clf"),
-        ("digits", "LogisticRegression (multinomial)", Xd, yd,
-         LogisticRegression(C=1.0), "clf"),
+        (
+            "breast cancer",
+            "LogisticRegression (binary)",
+            Xb,
+            yb,
+            LogisticRegression(C=1.0),
+            "clf",
+        ),
+        (
+            "digits",
+            "LogisticRegression (multinomial)",
+            Xd,
+            yd,
+            LogisticRegression(C=1.0),
+            "clf",
+        ),
         ("concrete", "Ridge(alpha=1)", Xc, yc, Ridge(alpha=1.0), "reg"),
     ]
 
@@ -99,7 +109,8 @@ def part_a(device):
     for name, model, X, y, est, kind in datasets():
         strat = y if kind == "clf" else None
         X_tr, X_va, y_tr, y_va = train_test_split(
-            X, y, test_size=0.3, random_state=SEED, stratify=strat)
+            X, y, test_size=0.3, random_state=SEED, stratify=strat
+        )
         X_tr, X_va = standardize(X_tr, X_va)
         rng = np.random.default_rng(SEED)
         groups = rng.permutation(np.arange(len(y_tr)) % N_GROUPS)
@@ -111,7 +122,8 @@ def part_a(device):
         for _ in range(REPEATS):
             t0 = time.perf_counter()
             gi = GroupInfluence(est_t, method="interaction", device=device).fit(
-                X_tr, y_tr, X_target=X_va, y_target=y_va)
+                X_tr, y_tr, X_target=X_va, y_target=y_va
+            )
             res = gi.score_groups(groups)
             t_gi = min(t_gi, time.perf_counter() - t0)
         first = res.first_order
@@ -139,18 +151,40 @@ def part_a(device):
         def mre(e):
             return float(np.median(np.abs(e - actual) / np.abs(actual)))
 
-        rows.append([
-            name, model, f"{len(y_tr)} x {X_tr.shape[1]}", str(gi.n_params_),
-            f"{t_gi:.4f}", f"{t_tight:.2f}", f"{t_tight / t_gi:.0f}x",
-            f"{t_default:.2f}", f"{t_default / t_gi:.0f}x",
-            f"{spearmanr(first, actual)[0]:.3f} / {spearmanr(inter, actual)[0]:.3f}",
-            f"{mre(first):.3f} / {mre(inter):.3f}",
-        ])
-        print(f"  done: {name} (GI {t_gi:.3f} s, tight refits {t_tight:.2f} s, "
-              f"default refits {t_default:.2f} s)", flush=True)
-    header = ["data", "estimator", "n_train x d", "P", "GI fit+score [s]",
-              "refits tight [s]", "ratio tight", "refits default [s]",
-              "ratio default", "Spearman 1st/inter", "med.rel.err 1st/inter"]
+        rows.append(
+            [
+                name,
+                model,
+                f"{len(y_tr)} x {X_tr.shape[1]}",
+                str(gi.n_params_),
+                f"{t_gi:.4f}",
+                f"{t_tight:.2f}",
+                f"{t_tight / t_gi:.0f}x",
+                f"{t_default:.2f}",
+                f"{t_default / t_gi:.0f}x",
+                f"{spearmanr(first, actual)[0]:.3f} / "
+                f"{spearmanr(inter, actual)[0]:.3f}",
+                f"{mre(first):.3f} / {mre(inter):.3f}",
+            ]
+        )
+        print(
+            f"  done: {name} (GI {t_gi:.3f} s, tight refits {t_tight:.2f} s, "
+            f"default refits {t_default:.2f} s)",
+            flush=True,
+        )
+    header = [
+        "data",
+        "estimator",
+        "n_train x d",
+        "P",
+        "GI fit+score [s]",
+        "refits tight [s]",
+        "ratio tight",
+        "refits default [s]",
+        "ratio default",
+        "Spearman 1st/inter",
+        "med.rel.err 1st/inter",
+    ]
     return header, rows
 
 
@@ -173,8 +207,9 @@ def part_b(device, repeats=25):
     est = LogisticRegression(C=1.0)  # default tol: polishing is part of the cost
 
     def run_fit():
-        return GroupInfluence(est, device=device).fit(X_tr, y_tr, X_target=X_va,
-                                                      y_target=y_va)
+        return GroupInfluence(est, device=device).fit(
+            X_tr, y_tr, X_target=X_va, y_target=y_va
+        )
 
     for _ in range(3):  # warm-up (imports, BLAS threads, caches)
         gi = run_fit()
@@ -199,8 +234,9 @@ def part_b(device, repeats=25):
         fitted = clone(est).fit(X_tr, y_tr)
         tick("sklearn estimator fit (lbfgs, default tol)", t0)
         t0 = time.perf_counter()
-        backend = get_backend(fitted, X_tr, y_tr, X_target=X_va, y_target=y_va,
-                              target="default")
+        backend = get_backend(
+            fitted, X_tr, y_tr, X_target=X_va, y_target=y_va, target="default"
+        )
         tick("backend set-up (design matrix, loss derivatives)", t0)
         t0 = time.perf_counter()
         Q = backend.removal_gradients()
@@ -224,36 +260,69 @@ def part_b(device, repeats=25):
         tick("target gradient/Hessian factor, influence = U g_f", t0)
 
     best = float(np.min(totals))
-    rows = [["GroupInfluence.fit total", f"{best * 1e3:.2f}",
-             f"{np.median(totals) * 1e3:.2f}", "100%"]]
+    rows = [
+        [
+            "GroupInfluence.fit total",
+            f"{best * 1e3:.2f}",
+            f"{np.median(totals) * 1e3:.2f}",
+            "100%",
+        ]
+    ]
     ssum = 0.0
     for name, ts in steps.items():
         m = float(np.min(ts))
         ssum += m
-        rows.append([f"  {name}", f"{m * 1e3:.2f}", f"{np.median(ts) * 1e3:.2f}",
-                     f"{100 * m / best:.0f}%"])
-    rows.append(["  (sum of the steps above)", f"{ssum * 1e3:.2f}", "",
-                 f"{100 * ssum / best:.0f}%"])
-    rows.append(["  (rest: validation, clone; best total - sum of bests)",
-                 f"{(best - ssum) * 1e3:.2f}", "",
-                 f"{100 * (best - ssum) / best:.0f}%"])
-    header = ["binary LR, n=2000, d=20 (correlated, rho=0.6)", "best [ms]",
-              "median [ms]", "share of best"]
-    extra = (f"Relative gradient norm ||grad J|| / median ||q_i|| at sklearn's "
-             f"default-tol solution before / after the Newton polish: "
-             f"{stat[0]:.2g} / {stat[1]:.2g}. Best / median / worst of {len(totals)} "
-             f"totals: {min(totals) * 1e3:.2f} / {np.median(totals) * 1e3:.2f} / "
-             f"{max(totals) * 1e3:.2f} ms (the spread is load from other jobs on "
-             "the shared machine; shares are computed from the best times)")
+        rows.append(
+            [
+                f"  {name}",
+                f"{m * 1e3:.2f}",
+                f"{np.median(ts) * 1e3:.2f}",
+                f"{100 * m / best:.0f}%",
+            ]
+        )
+    rows.append(
+        [
+            "  (sum of the steps above)",
+            f"{ssum * 1e3:.2f}",
+            "",
+            f"{100 * ssum / best:.0f}%",
+        ]
+    )
+    rows.append(
+        [
+            "  (rest: validation, clone; best total - sum of bests)",
+            f"{(best - ssum) * 1e3:.2f}",
+            "",
+            f"{100 * (best - ssum) / best:.0f}%",
+        ]
+    )
+    header = [
+        "binary LR, n=2000, d=20 (correlated, rho=0.6)",
+        "best [ms]",
+        "median [ms]",
+        "share of best",
+    ]
+    extra = (
+        f"Relative gradient norm ||grad J|| / median ||q_i|| at sklearn's "
+        f"default-tol solution before / after the Newton polish: "
+        f"{stat[0]:.2g} / {stat[1]:.2g}. Best / median / worst of {len(totals)} "
+        f"totals: {min(totals) * 1e3:.2f} / {np.median(totals) * 1e3:.2f} / "
+        f"{max(totals) * 1e3:.2f} ms (the spread is load from other jobs on "
+        "the shared machine; shares are computed from the best times)"
+    )
     return header, rows, extra
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/torch threads (default 1: these problems are small "
-                         "and a shared machine makes multi-threaded BLAS spin)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/torch threads (default 1: these problems are small "
+        "and a shared machine makes multi-threaded BLAS spin)",
+    )
     ap.add_argument("--no-doc", action="store_true", help="do not write doc/")
     args = ap.parse_args()
     dev_name, note = device_note(args.device)
@@ -263,15 +332,20 @@ def main():
     threadpool_limits(args.threads)
     torch.set_num_threads(args.threads)
 
-    env = (f"device: {dev_name}; torch {torch.__version__}, BLAS/torch threads "
-           f"{args.threads}; numpy {np.__version__}; "
-           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    env = (
+        f"device: {dev_name}; torch {torch.__version__}, BLAS/torch threads "
+        f"{args.threads}; numpy {np.__version__}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(env)
     if note:
         print("NOTE:", note)
 
-    print(f"\nA. GroupInfluence fit + score_groups ({N_GROUPS} random groups, "
-          "method='interaction') vs leave-group-out refits", flush=True)
+    print(
+        f"\nA. GroupInfluence fit + score_groups ({N_GROUPS} random groups, "
+        "method='interaction') vs leave-group-out refits",
+        flush=True,
+    )
     ha, ra = part_a(args.device)
     ta = fmt_table(ha, ra)
     print(ta)
@@ -291,7 +365,7 @@ Core speed
 
 Produced by ``nice .venv/bin/python benchmarks/core_speed.py --device {args.device}``.
 Environment: {env}.
-{('**' + note + '.**') if note else ''}
+{("**" + note + ".**") if note else ""}
 
 A. Group scores vs leave-group-out refits
 -----------------------------------------

@@ -54,28 +54,33 @@ SELECTORS = [  # (label, method, rounds?)
 ]
 
 
-
-
 def split(y, n_test, n_val, seed, per_class=2):
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y))
-    test, val, pool = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
-    warm = np.concatenate([
-        rng.choice(pool[y[pool] == c], per_class, replace=False)
-        for c in np.unique(y)])
+    test, val, pool = (
+        perm[:n_test],
+        perm[n_test : n_test + n_val],
+        perm[n_test + n_val :],
+    )
+    warm = np.concatenate(
+        [rng.choice(pool[y[pool] == c], per_class, replace=False) for c in np.unique(y)]
+    )
     cand = np.setdiff1d(pool, warm)
     return test, val, pool, warm, cand, rng
 
 
 def evaluate(X, y, train_idx, val, test):
     m = clone(ESTIMATOR).fit(X[train_idx], y[train_idx])
-    return (log_loss(y[test], m.predict_proba(X[test]), labels=m.classes_),
-            accuracy_score(y[test], m.predict(X[test])),
-            log_loss(y[val], m.predict_proba(X[val]), labels=m.classes_))
+    return (
+        log_loss(y[test], m.predict_proba(X[test]), labels=m.classes_),
+        accuracy_score(y[test], m.predict(X[test])),
+        log_loss(y[val], m.predict_proba(X[val]), labels=m.classes_),
+    )
 
 
-def run_dataset(name, X_raw, y, *, seeds, ks, n_rounds, n_test, n_val, pca,
-                device, interaction, log):
+def run_dataset(
+    name, X_raw, y, *, seeds, ks, n_rounds, n_test, n_val, pca, device, interaction, log
+):
     res = {}  # (k, label) -> list of (test_ll, acc, val_ll, est_val_ll, time)
     base = []
     P = None
@@ -86,7 +91,8 @@ def run_dataset(name, X_raw, y, *, seeds, ks, n_rounds, n_test, n_val, pca,
             X = PCA(pca, random_state=seed).fit(X_raw[pool]).transform(X_raw)
         t0 = time.perf_counter()
         gi = GroupInfluence(ESTIMATOR, device=device, interaction=interaction).fit(
-            X[warm], y[warm], X_target=X[val], y_target=y[val])
+            X[warm], y[warm], X_target=X[val], y_target=y[val]
+        )
         t_fit = time.perf_counter() - t0
         P = gi.n_params_
         f0 = gi.target_value_
@@ -101,15 +107,21 @@ def run_dataset(name, X_raw, y, *, seeds, ks, n_rounds, n_test, n_val, pca,
                 if method is None:
                     pick = rng.choice(len(cand), k, replace=False)
                 else:
-                    sel = gi.select(k, action="add", method=method, X_candidates=Xc,
-                                    y_candidates=yc,
-                                    n_rounds=n_rounds if rounds else 1)
+                    sel = gi.select(
+                        k,
+                        action="add",
+                        method=method,
+                        X_candidates=Xc,
+                        y_candidates=yc,
+                        n_rounds=n_rounds if rounds else 1,
+                    )
                     pick = sel.indices
                     est_val = f0 + sel.estimates[-1]
                     assert len(np.unique(pick)) == k
                 dt = time.perf_counter() - t0 + (0.0 if method is None else t_fit)
-                ll, acc, vll = evaluate(X, y, np.concatenate([warm, cand[pick]]),
-                                        val, test)
+                ll, acc, vll = evaluate(
+                    X, y, np.concatenate([warm, cand[pick]]), val, test
+                )
                 res.setdefault((k, label), []).append((ll, acc, vll, est_val, dt))
             log(f"  {name} seed {seed} k={k} done")
     return res, base, P
@@ -127,8 +139,9 @@ def probe_raw_mnist(seed=0):
     t0 = time.perf_counter()
     m = clone(ESTIMATOR).fit(X[warm], y[warm])
     t_fit = time.perf_counter() - t0
-    be = get_backend(m, X[warm], y[warm], X_target=X[val], y_target=y[val],
-                     target="default")
+    be = get_backend(
+        m, X[warm], y[warm], X_target=X[val], y_target=y[val], target="default"
+    )
     st = stationarity(be, be.removal_gradients())
     t0 = time.perf_counter()
     H = be.hessian()
@@ -148,43 +161,69 @@ def probe_raw_mnist(seed=0):
     t0 = time.perf_counter()
     np.linalg.eigh(Hf)  # what make_interaction's factor_middle does per selection
     t_eigh = time.perf_counter() - t0
-    return (f"Measured in this run on raw pixels (seed {seed}, 20 warm-up rows, "
-            f"P = {be.n_params}): sklearn fit {t_fit:.1f} s leaves a relative "
-            f"gradient of {st:.2g}, so ``GroupInfluence`` polishes with Newton "
-            f"steps; building the Hessian took {t_h:.1f} s, a Cholesky "
-            f"factorisation {t_cho:.1f} s (20 solves {t_solve:.2f} s), but one "
-            f"polish step's ``scipy.linalg.solve(H, g, assume_a='sym')`` "
-            f"{t_sym:.1f} s (per Newton step, per refit), and the eigen-"
-            f"factorisation of the P x P target Hessian that every interaction-"
-            f"aware selection round performs took {t_eigh:.1f} s.")
+    return (
+        f"Measured in this run on raw pixels (seed {seed}, 20 warm-up rows, "
+        f"P = {be.n_params}): sklearn fit {t_fit:.1f} s leaves a relative "
+        f"gradient of {st:.2g}, so ``GroupInfluence`` polishes with Newton "
+        f"steps; building the Hessian took {t_h:.1f} s, a Cholesky "
+        f"factorisation {t_cho:.1f} s (20 solves {t_solve:.2f} s), but one "
+        f"polish step's ``scipy.linalg.solve(H, g, assume_a='sym')`` "
+        f"{t_sym:.1f} s (per Newton step, per refit), and the eigen-"
+        f"factorisation of the P x P target Hessian that every interaction-"
+        f"aware selection round performs took {t_eigh:.1f} s."
+    )
 
 
 def table_rows(res, base, ks):
     b = np.array(base)
-    rows = [["0 (warm-up only)", "-", f"{b[:, 0].mean():.3f} ± {b[:, 0].std():.3f}",
-             f"{b[:, 1].mean():.3f}", f"{b[:, 2].mean():.3f}", "-", "-", "-"]]
+    rows = [
+        [
+            "0 (warm-up only)",
+            "-",
+            f"{b[:, 0].mean():.3f} ± {b[:, 0].std():.3f}",
+            f"{b[:, 1].mean():.3f}",
+            f"{b[:, 2].mean():.3f}",
+            "-",
+            "-",
+            "-",
+        ]
+    ]
     for k in ks:
         rand = res.get((k, "random"))
         if rand is None:
-            rows.append([str(k), "(k exceeds the pool: skipped)", "", "", "", "", "",
-                         ""])
+            rows.append(
+                [str(k), "(k exceeds the pool: skipped)", "", "", "", "", "", ""]
+            )
             continue
         r_ll = np.array(rand)[:, 0]
         for label, _, _ in SELECTORS:
             a = np.array(res[(k, label)])
             wins = int(np.sum(a[:, 0] < r_ll)) if label != "random" else None
-            rows.append([
-                str(k), label, f"{a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}",
-                f"{a[:, 1].mean():.3f}", f"{a[:, 2].mean():.3f}",
-                "-" if label == "random" else f"{np.mean(a[:, 3]):.3f}",
-                "-" if wins is None else f"{wins}/{len(a)}",
-                f"{a[:, 4].mean():.1f}",
-            ])
+            rows.append(
+                [
+                    str(k),
+                    label,
+                    f"{a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}",
+                    f"{a[:, 1].mean():.3f}",
+                    f"{a[:, 2].mean():.3f}",
+                    "-" if label == "random" else f"{np.mean(a[:, 3]):.3f}",
+                    "-" if wins is None else f"{wins}/{len(a)}",
+                    f"{a[:, 4].mean():.1f}",
+                ]
+            )
     return rows
 
 
-HEADER = ["k", "selection", "test log-loss (mean ± sd)", "test acc", "val log-loss",
-          "val log-loss est.", "beats random", "time [s]"]
+HEADER = [
+    "k",
+    "selection",
+    "test log-loss (mean ± sd)",
+    "test acc",
+    "val log-loss",
+    "val log-loss est.",
+    "beats random",
+    "time [s]",
+]
 
 
 def main():
@@ -195,17 +234,32 @@ def main():
     ap.add_argument("--seeds", type=int, default=5, help="seeds for digits")
     ap.add_argument("--mnist-seeds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--mnist-pca", type=int, default=50,
-                    help="PCA components for MNIST (0: raw 784 pixels)")
-    ap.add_argument("--interaction", default="implicit",
-                    help="operator form passed to GroupInfluence (selections are "
-                         "identical; implicit avoids building K)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/torch threads (default 1: on a shared, loaded "
-                         "machine multi-threaded OpenBLAS eigh/Cholesky of these "
-                         "small matrices is tens of times slower)")
-    ap.add_argument("--no-probe", dest="probe_raw_mnist", action="store_false",
-                    help="skip timing the pieces of one raw-pixel MNIST fit")
+    ap.add_argument(
+        "--mnist-pca",
+        type=int,
+        default=50,
+        help="PCA components for MNIST (0: raw 784 pixels)",
+    )
+    ap.add_argument(
+        "--interaction",
+        default="implicit",
+        help="operator form passed to GroupInfluence (selections are "
+        "identical; implicit avoids building K)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/torch threads (default 1: on a shared, loaded "
+        "machine multi-threaded OpenBLAS eigh/Cholesky of these "
+        "small matrices is tens of times slower)",
+    )
+    ap.add_argument(
+        "--no-probe",
+        dest="probe_raw_mnist",
+        action="store_false",
+        help="skip timing the pieces of one raw-pixel MNIST fit",
+    )
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     dev, env, note = set_up(args.device, args.threads)
@@ -221,29 +275,51 @@ def main():
             X, y = load_digits(return_X_y=True)
             X = X / 16.0
             cfg = dict(n_test=360, n_val=270, pca=0, seeds=range(args.seeds))
-            desc = (f"digits (1797 x 64, pixels / 16): test 360, validation 270, "
-                    f"pool 1167 (warm-up 20, candidates 1147); P = 650; "
-                    f"{args.seeds} seeds")
+            desc = (
+                f"digits (1797 x 64, pixels / 16): test 360, validation 270, "
+                f"pool 1167 (warm-up 20, candidates 1147); P = 650; "
+                f"{args.seeds} seeds"
+            )
         elif name == "mnist":
             X, y = load_mnist_subset()
-            cfg = dict(n_test=1000, n_val=500, pca=args.mnist_pca,
-                       seeds=range(args.mnist_seeds))
-            feat = (f"first {args.mnist_pca} principal components of the pixels "
-                    "(PCA fitted on the pool only)" if args.mnist_pca
-                    else "raw 784 pixels in [0, 1]")
-            desc = (f"MNIST subset (5000 images), {feat}: test 1000, validation "
-                    f"500, pool 3500 (warm-up 20, candidates 3480); "
-                    f"{args.mnist_seeds} seeds")
+            cfg = dict(
+                n_test=1000,
+                n_val=500,
+                pca=args.mnist_pca,
+                seeds=range(args.mnist_seeds),
+            )
+            feat = (
+                f"first {args.mnist_pca} principal components of the pixels "
+                "(PCA fitted on the pool only)"
+                if args.mnist_pca
+                else "raw 784 pixels in [0, 1]"
+            )
+            desc = (
+                f"MNIST subset (5000 images), {feat}: test 1000, validation "
+                f"500, pool 3500 (warm-up 20, candidates 3480); "
+                f"{args.mnist_seeds} seeds"
+            )
         else:
             raise ValueError(f"unknown dataset {name!r}")
         log(f" {name}: {desc}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             res, base, P = run_dataset(
-                name, X, y, ks=ks, n_rounds=args.rounds, device=args.device,
-                interaction=args.interaction, log=log, **cfg)
-        desc = desc.replace("P = 650", f"P = {P}") if name == "digits" else \
-            desc + f"; P = {P}"
+                name,
+                X,
+                y,
+                ks=ks,
+                n_rounds=args.rounds,
+                device=args.device,
+                interaction=args.interaction,
+                log=log,
+                **cfg,
+            )
+        desc = (
+            desc.replace("P = 650", f"P = {P}")
+            if name == "digits"
+            else desc + f"; P = {P}"
+        )
         t = fmt_table(HEADER, table_rows(res, base, ks))
         print(f"\n{name}: {desc}\n{t}\n", flush=True)
         sections.append((name, desc, t))
@@ -251,15 +327,20 @@ def main():
     print(f"grid wall time {total:.0f} s")
     if args.no_doc:
         return
-    cmd = (f"nice .venv/bin/python benchmarks/data_selection.py --device "
-           f"{args.device} --seeds {args.seeds} --mnist-seeds {args.mnist_seeds} "
-           f"--mnist-pca {args.mnist_pca} --rounds {args.rounds} --ks {args.ks}")
+    cmd = (
+        f"nice .venv/bin/python benchmarks/data_selection.py --device "
+        f"{args.device} --seeds {args.seeds} --mnist-seeds {args.mnist_seeds} "
+        f"--mnist-pca {args.mnist_pca} --rounds {args.rounds} --ks {args.ks}"
+    )
     probe = ""
     if args.probe_raw_mnist and "mnist" in args.datasets and args.mnist_pca:
         log(" probing the cost of one raw-pixel MNIST fit (P = 7850)")
         probe = probe_raw_mnist()
         print(probe, flush=True)
-    reduced = "" if "mnist" not in args.datasets or not args.mnist_pca else f"""
+    reduced = (
+        ""
+        if "mnist" not in args.datasets or not args.mnist_pca
+        else f"""
 **Reduced for the time box:** MNIST is run on its first {args.mnist_pca}
 principal components (PCA fitted on the unlabelled pool images only), not on
 the raw 784 pixels, where multinomial LR has P = 7850 parameters. The grid
@@ -268,8 +349,10 @@ needs {args.mnist_seeds} seeds x {len(ks)} budgets x 4 selectors with
 dense P x P matrices. {probe}
 ``--mnist-pca 0`` runs the raw pixels.
 """
+    )
     body = "\n".join(
-        f"{name}\n{'-' * len(name)}\n\n{desc}.\n\n{t}\n" for name, desc, t in sections)
+        f"{name}\n{'-' * len(name)}\n\n{desc}.\n\n{t}\n" for name, desc, t in sections
+    )
     text = f"""\
 .. Generated by benchmarks/data_selection.py -- do not edit by hand.
 
@@ -278,7 +361,7 @@ Data selection (adding examples)
 
 Produced by ``{cmd}`` (grid wall time {total:.0f} s, without the raw-pixel probe).
 Environment: {env}.
-{('**' + note + '.**') if note else ''}
+{("**" + note + ".**") if note else ""}
 
 From a random warm-up set of 20 rows (2 per class), ``GroupInfluence.select(k,
 action="add", X_candidates=..., y_candidates=...)`` picks k examples from the

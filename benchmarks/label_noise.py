@@ -91,8 +91,9 @@ def load(name):
         X, y = load_breast_cancer(return_X_y=True)
     else:
         X, y = load_digits(return_X_y=True)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y,
-                                          random_state=0)
+    Xtr, Xte, ytr, yte = train_test_split(
+        X, y, test_size=0.3, stratify=y, random_state=0
+    )
     scaler = StandardScaler().fit(Xtr)
     return scaler.transform(Xtr), scaler.transform(Xte), ytr, yte
 
@@ -121,9 +122,11 @@ def self_influence(X, y, n_check=3, rng=None):
     for i in rng.choice(len(y), size=n_check, replace=False):
         onehot = np.zeros(len(y))
         onehot[i] = 1.0
-        ref = GroupInfluence(make_estimator()).fit(
-            X, y, X_target=X, y_target=y, target_weight=onehot
-        ).influence_[i]
+        ref = (
+            GroupInfluence(make_estimator())
+            .fit(X, y, X_target=X, y_target=y, target_weight=onehot)
+            .influence_[i]
+        )
         if not np.isclose(si[i], ref, rtol=1e-6, atol=1e-12):
             raise AssertionError(f"self-influence of row {i}: {si[i]} vs {ref}")
     return si
@@ -142,8 +145,11 @@ def target_change(X, y, sel):
         losses = []
         for rows in (pool, kept):
             model = make_estimator().fit(X[rows], y[rows])
-            losses.append(log_loss(y[target], model.predict_proba(X[target]),
-                                   labels=model.classes_))
+            losses.append(
+                log_loss(
+                    y[target], model.predict_proba(X[target]), labels=model.classes_
+                )
+            )
         measured.append(losses[1] - losses[0])
         estimated.append(selection.estimates[-1])
     return float(np.mean(measured)), float(np.mean(estimated))
@@ -156,16 +162,20 @@ def removal(method, X, y, k, flipped, seed):
     if method == "oracle":
         return flipped, None
     if method == "random":
-        return np.random.default_rng(1000 + seed).choice(len(y), size=k,
-                                                         replace=False), None
+        return np.random.default_rng(1000 + seed).choice(
+            len(y), size=k, replace=False
+        ), None
     if method == "self-influence":
         si = self_influence(X, y, rng=np.random.default_rng(seed))
         return np.argsort(-si)[:k], None  # removal raises their own loss most
     name, mode = method.split(" (")
     sel = GroupSelector(
-        make_estimator(), budget=k, method=name.replace("-", "_"),
+        make_estimator(),
+        budget=k,
+        method=name.replace("-", "_"),
         validation=0.2 if mode.startswith("hold") else "cross_fit",
-        n_rounds=5 if "rounds" in mode else 1, random_state=seed,
+        n_rounds=5 if "rounds" in mode else 1,
+        random_state=seed,
     ).fit(X, y)
     return sel.removed_indices_, target_change(X, y, sel)
 
@@ -174,8 +184,10 @@ def evaluate(X, y, Xte, yte, removed):
     keep = np.setdiff1d(np.arange(len(y)), removed)
     model = make_estimator().fit(X[keep], y[keep])
     proba = model.predict_proba(Xte)
-    return (accuracy_score(yte, model.predict(Xte)),
-            log_loss(yte, proba, labels=model.classes_))
+    return (
+        accuracy_score(yte, model.predict(Xte)),
+        log_loss(yte, proba, labels=model.classes_),
+    )
 
 
 def time_fit(X, y, seed, repeats):
@@ -209,10 +221,15 @@ def rst_table(header, rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timing repeats (median)")
-    parser.add_argument("--out", default=os.path.join(
-        os.path.dirname(__file__), "..", "doc", "results_label_noise.rst"))
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timing repeats (median)"
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join(
+            os.path.dirname(__file__), "..", "doc", "results_label_noise.rst"
+        ),
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     # one BLAS thread: the 2 cores are shared, and oversubscribed BLAS threads
@@ -240,25 +257,51 @@ def main():
                     if change is not None:
                         res[m][3].append(change[0])
                         res[m][4].append(change[1])
-            rows = [[m, "-" if m == "none" else fmt(res[m][0], 2), fmt(res[m][1]),
-                     fmt(res[m][2]),
-                     fmt(res[m][3]) if res[m][3] else "-",
-                     fmt(res[m][4]) if res[m][4] else "-"] for m in METHODS]
-            title = (f"{dataset}: n_train={len(y)}, n_test={len(yte)}, "
-                     f"{len(np.unique(y))} classes, {int(rate * 100)} % flipped, "
-                     f"budget = {int(round(rate * len(y)))} rows")
-            table = rst_table(["method", "flipped removed", "test accuracy",
-                               "test log-loss", "target change",
-                               "estimated change"], rows)
+            rows = [
+                [
+                    m,
+                    "-" if m == "none" else fmt(res[m][0], 2),
+                    fmt(res[m][1]),
+                    fmt(res[m][2]),
+                    fmt(res[m][3]) if res[m][3] else "-",
+                    fmt(res[m][4]) if res[m][4] else "-",
+                ]
+                for m in METHODS
+            ]
+            title = (
+                f"{dataset}: n_train={len(y)}, n_test={len(yte)}, "
+                f"{len(np.unique(y))} classes, {int(rate * 100)} % flipped, "
+                f"budget = {int(round(rate * len(y)))} rows"
+            )
+            table = rst_table(
+                [
+                    "method",
+                    "flipped removed",
+                    "test accuracy",
+                    "test log-loss",
+                    "target change",
+                    "estimated change",
+                ],
+                rows,
+            )
             print(title)
             print(table, flush=True)
             sections.append((title, table))
         y_noisy, _ = flip_labels(y, 0.1, np.random.default_rng(0))
         plain, sel = time_fit(X, y_noisy, 0, args.repeats)
-        timing_rows.append([dataset, f"{len(y)} x {X.shape[1]}", f"{plain * 1e3:.1f}",
-                            f"{sel * 1e3:.1f}", f"{sel / plain:.1f}"])
-    timing = rst_table(["dataset", "n x p", "plain fit (ms)",
-                        "GroupSelector.fit (ms)", "ratio"], timing_rows)
+        timing_rows.append(
+            [
+                dataset,
+                f"{len(y)} x {X.shape[1]}",
+                f"{plain * 1e3:.1f}",
+                f"{sel * 1e3:.1f}",
+                f"{sel / plain:.1f}",
+            ]
+        )
+    timing = rst_table(
+        ["dataset", "n x p", "plain fit (ms)", "GroupSelector.fit (ms)", "ratio"],
+        timing_rows,
+    )
     print(timing)
     elapsed = time.perf_counter() - t_start
     print(f"total {elapsed:.0f} s")
@@ -305,7 +348,9 @@ def write_rst(args, sections, timing, elapsed):
         lines += [title, "-" * len(title), "", table, ""]
     t = "Time of GroupSelector.fit against a plain fit"
     lines += [
-        t, "-" * len(t), "",
+        t,
+        "-" * len(t),
+        "",
         "Median of the repeats, measured in the same run on the 10 %-noise "
         "training set: ``LogisticRegression(max_iter=5000).fit`` against "
         "``GroupSelector(LogisticRegression(max_iter=5000), budget=0.05).fit`` "
@@ -313,7 +358,8 @@ def write_rst(args, sections, timing, elapsed):
         "interaction-aware greedy removal in each, final refit). BLAS on one "
         "thread.",
         "",
-        timing, "",
+        timing,
+        "",
     ]
     with open(args.out, "w") as fh:
         fh.write("\n".join(lines))

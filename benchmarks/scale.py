@@ -39,8 +39,6 @@ from sklearn_groupinf import GroupInfluence
 SEED = 0
 
 
-
-
 def maxrss_gb():
     # ru_maxrss is in KB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -66,9 +64,13 @@ def main():
     ap.add_argument("--p", type=int, default=100, help="parameters (features + 1)")
     ap.add_argument("--n-groups", type=int, default=1000)
     ap.add_argument("--k", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="BLAS/torch threads (default 1: multi-threaded OpenBLAS "
-                         "spins badly on a loaded shared machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/torch threads (default 1: multi-threaded OpenBLAS "
+        "spins badly on a loaded shared machine)",
+    )
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     dev, env, note = set_up(args.device, args.threads)
@@ -82,29 +84,50 @@ def main():
         out = fn()
         dt = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
-        rows.append([name, f"{dt:.1f}", f"{(peak - base) / 1e9:.2f}",
-                     f"{peak / 1e9:.2f}", f"{maxrss_gb():.2f}"])
-        print(f"  {name}: {dt:.1f} s, traced peak {peak / 1e9:.2f} GB, "
-              f"max RSS {maxrss_gb():.2f} GB", flush=True)
+        rows.append(
+            [
+                name,
+                f"{dt:.1f}",
+                f"{(peak - base) / 1e9:.2f}",
+                f"{peak / 1e9:.2f}",
+                f"{maxrss_gb():.2f}",
+            ]
+        )
+        print(
+            f"  {name}: {dt:.1f} s, traced peak {peak / 1e9:.2f} GB, "
+            f"max RSS {maxrss_gb():.2f} GB",
+            flush=True,
+        )
         return out
 
     tracemalloc.start()
-    X, y = phase("generate data (train + 10,000 target rows)",
-                 lambda: synthetic(n + 10_000, d, SEED))
+    X, y = phase(
+        "generate data (train + 10,000 target rows)",
+        lambda: synthetic(n + 10_000, d, SEED),
+    )
     X_tr, y_tr, X_t, y_t = X[:n], y[:n], X[n:], y[n:]
-    gi = GroupInfluence(LogisticRegression(C=1.0), interaction="implicit",
-                        device=args.device)
+    gi = GroupInfluence(
+        LogisticRegression(C=1.0), interaction="implicit", device=args.device
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs at default tol; GI polishes
-        phase("GroupInfluence.fit (sklearn lbfgs fit + influence state)",
-              lambda: gi.fit(X_tr, y_tr, X_target=X_t, y_target=y_t))
+        phase(
+            "GroupInfluence.fit (sklearn lbfgs fit + influence state)",
+            lambda: gi.fit(X_tr, y_tr, X_target=X_t, y_target=y_t),
+        )
     groups = np.random.default_rng(SEED).integers(0, args.n_groups, n)
-    res = phase(f"score_groups, {args.n_groups} random groups (interaction)",
-                lambda: gi.score_groups(groups))
-    sel = phase(f"select({args.k}), interaction-aware greedy (implicit K)",
-                lambda: gi.select(args.k))
-    sel1 = phase(f"select({args.k}, method='first_order') (top-k)",
-                 lambda: gi.select(args.k, method="first_order"))
+    res = phase(
+        f"score_groups, {args.n_groups} random groups (interaction)",
+        lambda: gi.score_groups(groups),
+    )
+    sel = phase(
+        f"select({args.k}), interaction-aware greedy (implicit K)",
+        lambda: gi.select(args.k),
+    )
+    sel1 = phase(
+        f"select({args.k}, method='first_order') (top-k)",
+        lambda: gi.select(args.k, method="first_order"),
+    )
 
     def check():
         K = gi.interaction_matrix(form="implicit")  # a LinearOperator
@@ -116,8 +139,9 @@ def main():
 
         return est(sel.indices), est(sel1.indices)
 
-    direct, topk_inter = phase("check: est(S) of both selections via "
-                               "LinearOperator matvecs", check)
+    direct, topk_inter = phase(
+        "check: est(S) of both selections via LinearOperator matvecs", check
+    )
     tracemalloc.stop()
     overlap = len(np.intersect1d(sel.indices, sel1.indices))
     facts = (
@@ -129,17 +153,22 @@ def main():
         f"interaction estimate {topk_inter:.6g}; overlap of the two selections "
         f"{overlap}/{args.k}; largest group abs estimate "
         f"{np.abs(res.estimate).max():.3g}; an n x n float64 K would need "
-        f"{8 * n * n / 1e12:.3g} TB; peak RSS of the whole run {maxrss_gb():.2f} GB")
-    header = ["phase", "wall [s]", "traced peak above start [GB]",
-              "traced peak total [GB]", "max RSS so far [GB]"]
+        f"{8 * n * n / 1e12:.3g} TB; peak RSS of the whole run {maxrss_gb():.2f} GB"
+    )
+    header = [
+        "phase",
+        "wall [s]",
+        "traced peak above start [GB]",
+        "traced peak total [GB]",
+        "max RSS so far [GB]",
+    ]
     table = fmt_table(header, rows)
     print()
     print(table)
     print(facts)
     if args.no_doc:
         return
-    cmd = (f"nice .venv/bin/python benchmarks/scale.py --device {args.device} "
-           f"--n {n}")
+    cmd = f"nice .venv/bin/python benchmarks/scale.py --device {args.device} --n {n}"
     text = f"""\
 .. Generated by benchmarks/scale.py -- do not edit by hand.
 
@@ -148,7 +177,7 @@ Scale: one million examples
 
 Produced by ``{cmd}``.
 Environment: {env}.
-{('**' + note + '.**') if note else ''}
+{("**" + note + ".**") if note else ""}
 
 Synthetic binary ``LogisticRegression(C=1.0)`` with n = {n:,} training rows
 and P = {gi.n_params_} parameters ({d} correlated features + intercept),

@@ -97,10 +97,10 @@ def fit_model(X, y, Xt, yt, hidden, weight_decay, model_seed=0):
     from sklearn_groupinf.torch import TorchModel
 
     torch.manual_seed(model_seed)
-    mod = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden),
-                              torch.nn.Tanh(), torch.nn.Linear(hidden, 1))
-    net = TorchModel(mod, loss="squared_error", weight_decay=weight_decay,
-                     device="cpu")
+    mod = torch.nn.Sequential(
+        torch.nn.Linear(X.shape[1], hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 1)
+    )
+    net = TorchModel(mod, loss="squared_error", weight_decay=weight_decay, device="cpu")
     gi = GroupInfluence(net).fit(X, y, X_target=Xt, y_target=yt)
     return gi
 
@@ -130,7 +130,8 @@ def with_damping(gi, X, y, Xt, yt, damping):
     if damping == gi.damping:
         return gi
     return GroupInfluence(FrozenEstimator(gi.estimator_), damping=damping).fit(
-        X, y, X_target=Xt, y_target=yt)
+        X, y, X_target=Xt, y_target=yt
+    )
 
 
 def compare(gi, groups, actual):
@@ -149,17 +150,25 @@ def compare(gi, groups, actual):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--weight-decay", type=float, nargs="+",
-                    default=[0.1, 1.0, 10.0])
+    ap.add_argument("--weight-decay", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     ap.add_argument("--damping", type=float, nargs="+", default=[0.0, 1e-3])
-    ap.add_argument("--protocols", nargs="+",
-                    default=["deciles", "bins20", "dec-halves", "quint-halves"])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                    help="split seeds of the *-halves protocols")
+    ap.add_argument(
+        "--protocols",
+        nargs="+",
+        default=["deciles", "bins20", "dec-halves", "quint-halves"],
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="split seeds of the *-halves protocols",
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     set_up("cpu", args.threads)
     import sklearn_groupinf
+
     print("sklearn_groupinf from", os.path.dirname(sklearn_groupinf.__file__))
     X, y, Xt, yt = load()
 
@@ -179,20 +188,42 @@ def main():
                 for dmp in args.damping:
                     r = compare(gis[dmp], groups, actual)
                     (rf, ef), (ri, ei) = r["first_order"], r["interaction"]
-                    row = (h, wd, dmp, proto, "-" if s is None else s,
-                           len(actual), f"{rf:.3f}", f"{ri:.3f}",
-                           f"{ef:.2f}", f"{ei:.2f}",
-                           "yes" if ri > rf else "no")
+                    row = (
+                        h,
+                        wd,
+                        dmp,
+                        proto,
+                        "-" if s is None else s,
+                        len(actual),
+                        f"{rf:.3f}",
+                        f"{ri:.3f}",
+                        f"{ef:.2f}",
+                        f"{ei:.2f}",
+                        "yes" if ri > rf else "no",
+                    )
                     rows.append(row)
                     print(" ".join(map(str, row)), flush=True)
-        print(f"# h={h} wd={wd}: {net.n_iter_} L-BFGS its, "
-              f"grad {net.gradient_norm_:.1e}"
-              f", stationarity before/after polish {stat[0]:.1e}/{stat[1]:.1e}, "
-              f"target MSE {gi.target_value_:.3f}, {time.perf_counter() - t0:.0f} s",
-              flush=True)
+        print(
+            f"# h={h} wd={wd}: {net.n_iter_} L-BFGS its, "
+            f"grad {net.gradient_norm_:.1e}"
+            f", stationarity before/after polish {stat[0]:.1e}/{stat[1]:.1e}, "
+            f"target MSE {gi.target_value_:.3f}, {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
 
-    header = ["hidden", "wd", "damping", "groups", "seed", "n", "rho_first",
-              "rho_inter", "mre_first", "mre_inter", "inter>first"]
+    header = [
+        "hidden",
+        "wd",
+        "damping",
+        "groups",
+        "seed",
+        "n",
+        "rho_first",
+        "rho_inter",
+        "mre_first",
+        "mre_inter",
+        "inter>first",
+    ]
     print()
     print(fmt_table(header, rows))
 

@@ -84,12 +84,18 @@ OPTIONAL_PAGES = ("user_guide", "selector", "evaluation", "torch")
 # API page sections: (module, title); each lists the module's ``__all__``.
 API_MODULES = [
     ("sklearn_groupinf", "Estimators, results, warnings and errors"),
-    ("sklearn_groupinf.torch", "PyTorch models (``sklearn_groupinf.torch``, "
-     "needs torch)"),
-    ("sklearn_groupinf.evaluation", "Evaluation against refits "
-     "(``sklearn_groupinf.evaluation``)"),
-    ("sklearn_groupinf.plotting", "Plotting (``sklearn_groupinf.plotting``, "
-     "needs matplotlib)"),
+    (
+        "sklearn_groupinf.torch",
+        "PyTorch models (``sklearn_groupinf.torch``, needs torch)",
+    ),
+    (
+        "sklearn_groupinf.evaluation",
+        "Evaluation against refits (``sklearn_groupinf.evaluation``)",
+    ),
+    (
+        "sklearn_groupinf.plotting",
+        "Plotting (``sklearn_groupinf.plotting``, needs matplotlib)",
+    ),
     ("sklearn_groupinf.datasets", "Datasets (``sklearn_groupinf.datasets``)"),
 ]
 _SKIPPED = []
@@ -99,8 +105,13 @@ def _public_names(module_name):
     module = importlib.import_module(module_name)
     names = getattr(module, "__all__", None)
     if names is None:
-        names = [n for n, obj in vars(module).items() if not n.startswith("_")
-                 and callable(obj) and getattr(obj, "__module__", "") == module_name]
+        names = [
+            n
+            for n, obj in vars(module).items()
+            if not n.startswith("_")
+            and callable(obj)
+            and getattr(obj, "__module__", "") == module_name
+        ]
     return [n for n in names if not n.startswith("__")]
 
 
@@ -116,12 +127,21 @@ def _write_api_sections():
             continue
         if not names:
             continue
-        out += [title, "-" * len(title), "",
-                f".. automodule:: {module_name}", "   :no-members:",
-                "   :no-index:", "", f".. currentmodule:: {module_name}", "",
-                ".. autosummary::", "   :toctree: generated",
-                "   :template: object.rst",
-                ""]
+        out += [
+            title,
+            "-" * len(title),
+            "",
+            f".. automodule:: {module_name}",
+            "   :no-members:",
+            "   :no-index:",
+            "",
+            f".. currentmodule:: {module_name}",
+            "",
+            ".. autosummary::",
+            "   :toctree: generated",
+            "   :template: object.rst",
+            "",
+        ]
         out += [f"   {name}" for name in names] + [""]
     os.makedirs(os.path.join(HERE, "generated"), exist_ok=True)
     path = os.path.join(HERE, "generated", "api_sections.rst")
@@ -143,7 +163,9 @@ def _generate_api_stubs(app):
 
     generate_autosummary_docs(
         [os.path.join(HERE, "generated", "api_sections.rst")],
-        output_dir=os.path.join(HERE, "generated"), base_path=HERE, app=app,
+        output_dir=os.path.join(HERE, "generated"),
+        base_path=HERE,
+        app=app,
     )
 
 
@@ -158,8 +180,10 @@ def _prune_missing_pages(app, docname, source):
     text = source[0]
     for page in OPTIONAL_PAGES:
         if not os.path.exists(os.path.join(HERE, f"{page}.rst")):
-            logger.info(f"[sklearn_groupinf] doc/{page}.rst not written yet; "
-                        "left out of the toctree")
+            logger.info(
+                f"[sklearn_groupinf] doc/{page}.rst not written yet; "
+                "left out of the toctree"
+            )
             text = re.sub(rf"^   {page}\n", "", text, flags=re.M)
     results = sorted(glob.glob(os.path.join(HERE, "results_*.rst")))
     if not results:

@@ -53,8 +53,10 @@ y_noisy = np.where(noisy, 1 - y_train, y_train)
 gi = GroupInfluence(LogisticRegression(C=0.5)).fit(
     X_train, y_noisy, X_target=X_val, y_target=y_val
 )
-scores = {m: gi.score_groups(groups, method=m)
-          for m in ("first_order", "interaction", "newton")}
+scores = {
+    m: gi.score_groups(groups, method=m)
+    for m in ("first_order", "interaction", "newton")
+}
 
 # %%
 # Actual changes by refitting without each group
@@ -62,21 +64,28 @@ scores = {m: gi.score_groups(groups, method=m)
 # :func:`~sklearn_groupinf.evaluation.leave_group_out` refits with a tight
 # tolerance and returns the actual changes aligned with ``score_groups``;
 # :func:`~sklearn_groupinf.evaluation.agreement` compares them.
-refits = leave_group_out(LogisticRegression(C=0.5), X_train, y_noisy, groups,
-                         X_target=X_val, y_target=y_val)
+refits = leave_group_out(
+    LogisticRegression(C=0.5), X_train, y_noisy, groups, X_target=X_val, y_target=y_val
+)
 actual = refits.actual
 
-print(f"{'group':>5} {'size':>4} {'first_order':>12} {'interaction':>12} "
-      f"{'newton':>9} {'actual':>9}")
+print(
+    f"{'group':>5} {'size':>4} {'first_order':>12} {'interaction':>12} "
+    f"{'newton':>9} {'actual':>9}"
+)
 for i, g in enumerate(scores["first_order"].groups):
-    print(f"{g:>5} {scores['first_order'].size[i]:>4} "
-          f"{scores['first_order'].estimate[i]:12.5f} "
-          f"{scores['interaction'].estimate[i]:12.5f} "
-          f"{scores['newton'].estimate[i]:9.5f} {actual[i]:9.5f}")
+    print(
+        f"{g:>5} {scores['first_order'].size[i]:>4} "
+        f"{scores['first_order'].estimate[i]:12.5f} "
+        f"{scores['interaction'].estimate[i]:12.5f} "
+        f"{scores['newton'].estimate[i]:9.5f} {actual[i]:9.5f}"
+    )
 for m, s in scores.items():
     r = agreement(s, refits)
-    print(f"{m:>12}: median relative error {r.median_relative_error:.3f}, "
-          f"Spearman {r.spearman:.3f}")
+    print(
+        f"{m:>12}: median relative error {r.median_relative_error:.3f}, "
+        f"Spearman {r.spearman:.3f}"
+    )
 
 # %%
 # Plot

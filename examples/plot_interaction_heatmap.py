@@ -52,6 +52,7 @@ gi = GroupInfluence(LogisticRegression(C=0.5)).fit(
 disp = InteractionHeatmapDisplay.from_estimator(gi, groups, include_diagonal=False)
 disp.ax_.set_title("pairwise interaction K[g, h] (log-loss units)")
 
+
 # %%
 # Positive entries (the copies 4 and 5) mean that removing the pair raises the
 # loss more than the two single estimates add up to; negative entries (group 2
@@ -65,8 +66,9 @@ def refit_change(drop):
     model.fit(X_train[keep], y_train[keep])
     full = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000)
     full.fit(X_train, y_train)
-    return (log_loss(y_val, model.predict_proba(X_val))
-            - log_loss(y_val, full.predict_proba(X_val)))
+    return log_loss(y_val, model.predict_proba(X_val)) - log_loss(
+        y_val, full.predict_proba(X_val)
+    )
 
 
 s = gi.score_groups(groups)
@@ -74,7 +76,11 @@ fo = gi.score_groups(groups, method="first_order")
 both = gi.score_groups(np.where(groups == 5, 4, groups))
 print(f"K[4, 5] = {disp.matrix[4, 5]:+.5f}")
 for g in (4, 5):
-    print(f"remove {g} alone: estimate {s.estimate[g]:+.5f}, "
-          f"actual {refit_change([g]):+.5f}")
-print(f"remove both:    first-order sum {fo.estimate[4] + fo.estimate[5]:+.5f}, "
-      f"interaction {both.estimate[4]:+.5f}, actual {refit_change([4, 5]):+.5f}")
+    print(
+        f"remove {g} alone: estimate {s.estimate[g]:+.5f}, "
+        f"actual {refit_change([g]):+.5f}"
+    )
+print(
+    f"remove both:    first-order sum {fo.estimate[4] + fo.estimate[5]:+.5f}, "
+    f"interaction {both.estimate[4]:+.5f}, actual {refit_change([4, 5]):+.5f}"
+)

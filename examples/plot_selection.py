@@ -58,10 +58,12 @@ for method in ("first_order", "interaction"):
     SelectionPathDisplay.from_selection(
         sel, actual=actual, target_name=gi.target_name_, ax=ax
     )
-    print(f"{method:>12}: {flipped[sel.indices].sum()} of {budget} selected rows "
-          f"were flipped; estimated change {sel.estimates[-1]:+.4f}, "
-          f"actual {actual[-1]:+.4f} (log-loss {base:.4f} -> "
-          f"{base + actual[-1]:.4f})")
+    print(
+        f"{method:>12}: {flipped[sel.indices].sum()} of {budget} selected rows "
+        f"were flipped; estimated change {sel.estimates[-1]:+.4f}, "
+        f"actual {actual[-1]:+.4f} (log-loss {base:.4f} -> "
+        f"{base + actual[-1]:.4f})"
+    )
 ax.set_title("Removing rows greedily: estimated (line) vs refit (dots)")
 fig.tight_layout()
 
@@ -76,5 +78,7 @@ fig.tight_layout()
 # the budget into adaptive rounds (select, refit, recompute) with
 # ``n_rounds``:
 sel = gi.select(budget, method="interaction", n_rounds=4)
-print(f"4 rounds: {flipped[sel.indices].sum()} of {budget} flipped; measured "
-      f"log-loss after each round: {np.round(sel.measured, 4)}")
+print(
+    f"4 rounds: {flipped[sel.indices].sum()} of {budget} flipped; measured "
+    f"log-loss after each round: {np.round(sel.measured, 4)}"
+)

@@ -13,8 +13,10 @@ def _save_plot(display_factory, path):
     try:
         import matplotlib
     except ImportError:
-        raise InputError("--plot needs matplotlib; install it with "
-                         "pip install 'sklearn-groupinf[plot]'") from None
+        raise InputError(
+            "--plot needs matplotlib; install it with "
+            "pip install 'sklearn-groupinf[plot]'"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -63,12 +65,17 @@ def run_demo(args):
     if args.plot:
         from .plotting import GroupInfluenceDisplay
 
-        _save_plot(lambda: GroupInfluenceDisplay(
-            groups=np.array([r["group"] for r in rows]),
-            first_order=np.array([r["first_order"] for r in rows]),
-            estimate=np.array([r["interaction"] for r in rows]),
-            actual=np.array([r["actual"] for r in rows]),
-            method="interaction", target_name="log_loss").plot(), args.plot)
+        _save_plot(
+            lambda: GroupInfluenceDisplay(
+                groups=np.array([r["group"] for r in rows]),
+                first_order=np.array([r["first_order"] for r in rows]),
+                estimate=np.array([r["interaction"] for r in rows]),
+                actual=np.array([r["actual"] for r in rows]),
+                method="interaction",
+                target_name="log_loss",
+            ).plot(),
+            args.plot,
+        )
     return 0
 
 
@@ -91,23 +98,35 @@ def run_audit(args):
         print(f"... {len(report) - args.top} more groups (see --out)")
     if "actual" in report:
         done = report.dropna(subset=["actual"])
-        for m in [c for c in cols if c in ("first_order", "interaction",
-                                           "second_order", "newton")]:
-            err = np.median(np.abs(done[m] - done["actual"])
-                            / np.maximum(np.abs(done["actual"]), 1e-12))
-            print(f"# median relative error of {m} against {len(done)} refits: "
-                  f"{err:.3f}")
+        for m in [
+            c
+            for c in cols
+            if c in ("first_order", "interaction", "second_order", "newton")
+        ]:
+            err = np.median(
+                np.abs(done[m] - done["actual"])
+                / np.maximum(np.abs(done["actual"]), 1e-12)
+            )
+            print(
+                f"# median relative error of {m} against {len(done)} refits: {err:.3f}"
+            )
     if args.out:
         _write_csv(report, args.out, what="report")
     if args.plot:
         from .plotting import GroupInfluenceDisplay
 
         top = report.head(args.top)
-        _save_plot(lambda: GroupInfluenceDisplay(
-            groups=top["group"].to_numpy(), first_order=top["first_order"].to_numpy(),
-            estimate=top[args.method].to_numpy(),
-            actual=top["actual"].to_numpy() if "actual" in top else None,
-            method=args.method, target_name=job.gi.target_name_).plot(), args.plot)
+        _save_plot(
+            lambda: GroupInfluenceDisplay(
+                groups=top["group"].to_numpy(),
+                first_order=top["first_order"].to_numpy(),
+                estimate=top[args.method].to_numpy(),
+                actual=top["actual"].to_numpy() if "actual" in top else None,
+                method=args.method,
+                target_name=job.gi.target_name_,
+            ).plot(),
+            args.plot,
+        )
     return 0
 
 
@@ -123,28 +142,39 @@ def run_clean(args):
         raise InputError("--report and --out must be different files")
     job, report, s = clean(args)
     unit = "rows" if args.groups is None else "rows in groups"
-    print(f"# removed {s['n_removed']} {unit}, kept {s['n_kept']} of "
-          f"{len(job.df)}; validation {s['target']}: {s['before']:.6g} before")
-    print(f"# estimated change {s['estimated_change']:+.6g}; measured by refitting "
-          f"without them {s['measured_change']:+.6g}")
+    print(
+        f"# removed {s['n_removed']} {unit}, kept {s['n_kept']} of "
+        f"{len(job.df)}; validation {s['target']}: {s['before']:.6g} before"
+    )
+    print(
+        f"# estimated change {s['estimated_change']:+.6g}; measured by refitting "
+        f"without them {s['measured_change']:+.6g}"
+    )
     table = report.drop(columns=["why"]) if len(report) else report
     if len(report) and args.groups is not None:
-        table = (table.groupby(["step", "round", "group"], sort=False)
-                 .agg(size=("row", "size"),
-                      estimated_change=("estimated_change", "first"),
-                      cumulative_estimate=("cumulative_estimate", "first"))
-                 .reset_index())
+        table = (
+            table.groupby(["step", "round", "group"], sort=False)
+            .agg(
+                size=("row", "size"),
+                estimated_change=("estimated_change", "first"),
+                cumulative_estimate=("cumulative_estimate", "first"),
+            )
+            .reset_index()
+        )
     if len(table):
         print(_format_table(table.head(20), list(table.columns)))
         if len(table) > 20:
             print(f"... {len(table) - 20} more (see {args.report})")
-    print(f"groupinf: wrote {args.out} ({s['n_kept']} rows, {s['bytes']} bytes)",
-          file=sys.stderr)
+    print(
+        f"groupinf: wrote {args.out} ({s['n_kept']} rows, {s['bytes']} bytes)",
+        file=sys.stderr,
+    )
     _write_csv(report, args.report, what="report")
     return 0
 
 
 def run(args):
     """Dispatch on ``args.command``; returns the exit status."""
-    return {"demo": run_demo, "audit": run_audit, "clean": run_clean}[
-        args.command](args)
+    return {"demo": run_demo, "audit": run_audit, "clean": run_clean}[args.command](
+        args
+    )

@@ -137,20 +137,21 @@ class _FitState:
         of the ``N x N`` matrix; otherwise ``A = U B`` (``B`` the target
         factor), computed as ``Q (H^{-1} B)`` when ``B`` is thin.
         """
-        n_units = (self.backend.n_samples if membership is None
-                   else membership.n_groups)
+        n_units = self.backend.n_samples if membership is None else membership.n_groups
 
         def thin():
             A = self.backend.removal_gradient_products(self._solve_factor())
             return A if membership is None else membership.aggregate(A)
 
-        return self._rows(n_units, lambda: self.shifts(membership), thin,
-                          lazy_shifts=self._U is None)
+        return self._rows(
+            n_units, lambda: self.shifts(membership), thin, lazy_shifts=self._U is None
+        )
 
     def gradient_rows(self, Q):
         """``(A, M)`` of the interaction estimator for removal gradients ``Q``."""
-        return self._rows(len(Q), lambda: self.solver.solve(Q.T).T,
-                          lambda: Q @ self._solve_factor())
+        return self._rows(
+            len(Q), lambda: self.solver.solve(Q.T).T, lambda: Q @ self._solve_factor()
+        )
 
     def _rows(self, n_units, shifts, thin, *, lazy_shifts=True):
         """Choose how to factor ``U H_f U'`` for ``n_units`` units (see above).
@@ -299,8 +300,11 @@ def group_newton_step(backend, solver, rows, q, *, strategy="auto"):
     H = getattr(solver, "H", None)
     factor = None
     if strategy != "direct":
-        max_rank = max_woodbury_rank(P, len(rows)) if (
-            strategy == "auto" and H is not None) else None
+        max_rank = (
+            max_woodbury_rank(P, len(rows))
+            if (strategy == "auto" and H is not None)
+            else None
+        )
         try:
             factor = backend.group_hessian_factor(rows, max_rank=max_rank)
         except NotImplementedError:
@@ -313,8 +317,9 @@ def group_newton_step(backend, solver, rows, q, *, strategy="auto"):
                 D[nz, np.arange(len(nz))] = np.sqrt(np.abs(diag[nz]))
                 V = np.hstack([V, D])
                 signs = np.concatenate([signs, np.sign(diag[nz])])
-            factor = None if (max_rank is not None and V.shape[1] > max_rank) \
-                else (V, signs)
+            factor = (
+                None if (max_rank is not None and V.shape[1] > max_rank) else (V, signs)
+            )
         if factor is None and strategy == "woodbury":
             raise ValueError(
                 f"strategy='woodbury' needs group_hessian_factor, which "
@@ -366,8 +371,7 @@ def _woodbury_step(solver, V, signs, q, *, H, backend, rows):
     rhs = Y.T @ q
     if np.all(signs > 0):
         try:
-            z = sla.cho_solve(sla.cho_factor(cap, lower=True, check_finite=False),
-                              rhs)
+            z = sla.cho_solve(sla.cho_factor(cap, lower=True, check_finite=False), rhs)
             return x0 + Y @ z
         except np.linalg.LinAlgError:
             pd = False

@@ -256,16 +256,22 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             y = np.asarray(y)
         else:
             X, y = validate_data(
-                self, X, y, dtype=np.float64, multi_output=True,
+                self,
+                X,
+                y,
+                dtype=np.float64,
+                multi_output=True,
                 y_numeric=get_tags(final).estimator_type == "regressor",
             )
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, np.empty((len(y), 0)),
-                                                 ensure_non_negative=True)
+            sample_weight = _check_sample_weight(
+                sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
+            )
         return X, y, sample_weight
 
-    def _validate_target_data(self, X, y, X_target, y_target, target_weight,
-                              sample_weight):
+    def _validate_target_data(
+        self, X, y, X_target, y_target, target_weight, sample_weight
+    ):
         if X_target is None:
             if y_target is not None:
                 raise ValueError("y_target was given without X_target; pass both.")
@@ -301,8 +307,16 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         return X_target, y_target, target_weight
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y, sample_weight=None, *, X_target=None, y_target=None,
-            target_weight=None):
+    def fit(
+        self,
+        X,
+        y,
+        sample_weight=None,
+        *,
+        X_target=None,
+        y_target=None,
+        target_weight=None,
+    ):
         """Fit the estimator (unless frozen) and compute the influence state.
 
         Parameters
@@ -330,28 +344,47 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             X, y, X_target, y_target, target_weight, sample_weight
         )
         t0 = time.perf_counter()
-        log(f"GroupInfluence: fitting {type(_plain(self.estimator)).__name__} on "
-            f"{len(y)} examples", verbose=self.verbose)
+        log(
+            f"GroupInfluence: fitting {type(_plain(self.estimator)).__name__} on "
+            f"{len(y)} examples",
+            verbose=self.verbose,
+        )
         self.estimator_ = self._fit_estimator(X, y, sample_weight)
-        if np.ndim(y) == 2 and np.shape(y)[1] == 1 and get_tags(
-                self.estimator_).estimator_type == "classifier":
+        if (
+            np.ndim(y) == 2
+            and np.shape(y)[1] == 1
+            and get_tags(self.estimator_).estimator_type == "classifier"
+        ):
             # the estimator warned (DataConversionWarning) and used y.ravel()
             y = np.asarray(y).ravel()
             y_t = y if X_target is None else y_t
         backend = get_backend(
-            self.estimator_, X, y, sample_weight=sample_weight, X_target=X_t,
-            y_target=y_t, target_weight=w_t, target=self.target,
+            self.estimator_,
+            X,
+            y,
+            sample_weight=sample_weight,
+            X_target=X_t,
+            y_target=y_t,
+            target_weight=w_t,
+            target=self.target,
         )
-        log(f"GroupInfluence: per-example removal gradient norms ({len(y)} x "
+        log(
+            f"GroupInfluence: per-example removal gradient norms ({len(y)} x "
             f"{backend.n_params}) [{time.perf_counter() - t0:.1f} s]",
-            verbose=self.verbose)
+            verbose=self.verbose,
+        )
         self.stationarity_ = polish_parameters(
-            backend, backend.removal_gradient_norms(), tol=self.stationarity_tol,
+            backend,
+            backend.removal_gradient_norms(),
+            tol=self.stationarity_tol,
             polish=self.polish,
         )
-        log(f"GroupInfluence: stationarity {self.stationarity_[0]:.2g} -> "
+        log(
+            f"GroupInfluence: stationarity {self.stationarity_[0]:.2g} -> "
             f"{self.stationarity_[1]:.2g}; solving the Hessian system H w = grad f "
-            f"[{time.perf_counter() - t0:.1f} s]", verbose=self.verbose)
+            f"[{time.perf_counter() - t0:.1f} s]",
+            verbose=self.verbose,
+        )
         solver = backend.hessian_solver(float(self.damping))
         grad_f = backend.target_gradient()
         w = solver.solve(grad_f)
@@ -363,8 +396,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
                 "Influence computation produced non-finite values; the Hessian is "
                 "numerically singular. Increase damping."
             )
-        self._state = _FitState(backend, solver, grad_f, w, f0,
-                                max_bytes=self.max_dense_bytes)
+        self._state = _FitState(
+            backend, solver, grad_f, w, f0, max_bytes=self.max_dense_bytes
+        )
         self._train = (X, y, sample_weight)
         self._target_data = (X_target, y_target, target_weight)
         self.influence_ = influence
@@ -377,10 +411,14 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         if hasattr(final, "classes_"):
             self.classes_ = final.classes_
         if isinstance(_plain(self.estimator), Pipeline) and hasattr(
-                self.estimator_, "n_features_in_"):  # not set by validate_data
+            self.estimator_, "n_features_in_"
+        ):  # not set by validate_data
             self.n_features_in_ = self.estimator_.n_features_in_
-        log(f"GroupInfluence: done, target {self.target_name_} = {f0:.6g} "
-            f"[{time.perf_counter() - t0:.1f} s]", verbose=self.verbose)
+        log(
+            f"GroupInfluence: done, target {self.target_name_} = {f0:.6g} "
+            f"[{time.perf_counter() - t0:.1f} s]",
+            verbose=self.verbose,
+        )
         return self
 
     def _fit_estimator(self, X, y, sample_weight):
@@ -391,8 +429,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
 
     # ------------------------------------------------------------- scoring
     def _resolve_method(self, method, *, pairwise=False, name="method"):
-        return check_method(self.method if method is None else method,
-                            pairwise=pairwise, name=name)
+        return check_method(
+            self.method if method is None else method, pairwise=pairwise, name=name
+        )
 
     def score_groups(self, groups, *, method=None):
         """Estimated change of the target when each group is removed.
@@ -423,8 +462,13 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             A, M = pairwise_form(method, st, membership)
             if A is not None:
                 estimate += 0.5 * quadratic_rows(A, M)
-        return GroupScores(groups=membership.labels, size=membership.sizes,
-                           first_order=first, estimate=estimate, method=method)
+        return GroupScores(
+            groups=membership.labels,
+            size=membership.sizes,
+            first_order=first,
+            estimate=estimate,
+            method=method,
+        )
 
     def _operator(self, method, groups=None, form=None):
         st = self._state
@@ -437,9 +481,13 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         if A is None:
             A, M = np.zeros((n, 0)), np.zeros((0, 0))
         return make_interaction(
-            A, M, form=self.interaction if form is None else form,
-            max_dense_bytes=self.max_dense_bytes, device=self.device,
-            dtype=self.dtype, tile_size=self.tile_size,
+            A,
+            M,
+            form=self.interaction if form is None else form,
+            max_dense_bytes=self.max_dense_bytes,
+            device=self.device,
+            dtype=self.dtype,
+            tile_size=self.tile_size,
             factor=st.middle_factor(method, M),
         )
 
@@ -472,9 +520,20 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         op = self._operator(method, groups, form)
         return op.K if op.form == "dense" else op.as_linear_operator()
 
-    def select(self, budget, *, groups=None, goal="decrease", action="remove",
-               method=None, X_candidates=None, y_candidates=None,
-               candidate_weight=None, n_rounds=1, stop_early=False):
+    def select(
+        self,
+        budget,
+        *,
+        groups=None,
+        goal="decrease",
+        action="remove",
+        method=None,
+        X_candidates=None,
+        y_candidates=None,
+        candidate_weight=None,
+        n_rounds=1,
+        stop_early=False,
+    ):
         """Greedily choose examples or groups to remove or add.
 
         Parameters
@@ -517,9 +576,16 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             )
         method = self._resolve_method(method, pairwise=True)
         return run_selection(
-            self, budget, groups=groups, goal=goal, action=action, method=method,
-            X_candidates=X_candidates, y_candidates=y_candidates,
-            candidate_weight=candidate_weight, n_rounds=n_rounds,
+            self,
+            budget,
+            groups=groups,
+            goal=goal,
+            action=action,
+            method=method,
+            X_candidates=X_candidates,
+            y_candidates=y_candidates,
+            candidate_weight=candidate_weight,
+            n_rounds=n_rounds,
             stop_early=stop_early,
         )
 

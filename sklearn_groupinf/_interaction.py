@@ -111,8 +111,11 @@ class InteractionOperator:
         """A ``scipy.sparse.linalg.LinearOperator`` (symmetric, never dense)."""
         dtype = self.W.dtype
         return LinearOperator(
-            self.shape, matvec=self.matvec, rmatvec=self.matvec,
-            matmat=self.matvec, dtype=dtype,
+            self.shape,
+            matvec=self.matvec,
+            rmatvec=self.matvec,
+            matmat=self.matvec,
+            dtype=dtype,
         )
 
     def to_dense(self, *, device="auto", dtype=None, tile_size=4096):
@@ -129,8 +132,9 @@ class DenseInteractionOperator(InteractionOperator):
 
     def __init__(self, W, sigma, *, device="auto", dtype=None, tile_size=4096):
         super().__init__(W, sigma)
-        self.K = dense_from_factors(W, sigma, device=device, dtype=dtype,
-                                    tile_size=tile_size)
+        self.K = dense_from_factors(
+            W, sigma, device=device, dtype=dtype, tile_size=tile_size
+        )
 
     def diag(self):
         return np.diag(self.K).copy()
@@ -183,8 +187,17 @@ def dense_from_factors(W, sigma, *, device="auto", dtype=None, tile_size=4096):
     return out
 
 
-def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYTES,
-                     device="auto", dtype=None, tile_size=4096, factor=None):
+def make_interaction(
+    A,
+    M,
+    *,
+    form="auto",
+    max_dense_bytes=DEFAULT_MAX_DENSE_BYTES,
+    device="auto",
+    dtype=None,
+    tile_size=4096,
+    factor=None,
+):
     """Build the interaction operator ``K = A M A'`` in the requested form.
 
     Parameters
@@ -202,9 +215,7 @@ def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYT
         ``r0 x r0`` middle matrix is the costly step for many parameters).
     """
     if form not in ("auto", "dense", "implicit"):
-        raise ValueError(
-            f"form must be 'auto', 'dense' or 'implicit'; got {form!r}."
-        )
+        raise ValueError(f"form must be 'auto', 'dense' or 'implicit'; got {form!r}.")
     n = A.shape[0]
     itemsize = np.dtype(resolve_dtype(dtype, None)).itemsize
     need = n * n * itemsize
@@ -218,6 +229,7 @@ def make_interaction(A, M, *, form="auto", max_dense_bytes=DEFAULT_MAX_DENSE_BYT
             "or raise max_dense_bytes."
         )
     if form == "dense" or (form == "auto" and need <= max_dense_bytes):
-        return DenseInteractionOperator(W, sigma, device=device, dtype=dtype,
-                                        tile_size=tile_size)
+        return DenseInteractionOperator(
+            W, sigma, device=device, dtype=dtype, tile_size=tile_size
+        )
     return InteractionOperator(W, sigma)

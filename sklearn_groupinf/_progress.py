@@ -29,8 +29,11 @@ def _plain_progress(iterable, *, desc, total):
         yield item
         if i % step == 0 or i == total:
             of = f"/{total}" if total else ""
-            print(f"{desc}: {i}{of} ({time.perf_counter() - start:.1f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{desc}: {i}{of} ({time.perf_counter() - start:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def log(message, *, verbose=0):

@@ -17,8 +17,11 @@ class _FrameBunch(Bunch):
 
     def __repr__(self):
         cols = ", ".join(c for c in self._columns if c in self)
-        n = len(self[self._columns[0]]) if self._columns and self._columns[0] in self \
+        n = (
+            len(self[self._columns[0]])
+            if self._columns and self._columns[0] in self
             else 0
+        )
         return f"{type(self).__name__}(n={n}, columns=[{cols}], method={self.method!r})"
 
 
@@ -59,8 +62,15 @@ class GroupScores(_FrameBunch):
     ['groups', 'size', 'first_order', 'estimate']
     """
 
-    _columns = ("groups", "size", "first_order", "interaction", "second_order",
-                "newton", "estimate")
+    _columns = (
+        "groups",
+        "size",
+        "first_order",
+        "interaction",
+        "second_order",
+        "newton",
+        "estimate",
+    )
 
 
 class Selection(_FrameBunch):
@@ -106,11 +116,17 @@ class Selection(_FrameBunch):
 
         unit = self["groups"] if "groups" in self else self["indices"]
         return pd.DataFrame(
-            {"step": np.arange(1, len(self["estimates"]) + 1), "unit": unit,
-             "estimate": self["estimates"], "round": self["round"]}
+            {
+                "step": np.arange(1, len(self["estimates"]) + 1),
+                "unit": unit,
+                "estimate": self["estimates"],
+                "round": self["round"],
+            }
         )
 
     def __repr__(self):
         n = len(self["estimates"])
-        return (f"Selection(n_selected={n}, action={self.action!r}, "
-                f"goal={self.goal!r}, method={self.method!r})")
+        return (
+            f"Selection(n_selected={n}, action={self.action!r}, "
+            f"goal={self.goal!r}, method={self.method!r})"
+        )

@@ -34,8 +34,13 @@ def _operator(gi, A, M, method):
     if A is None:
         return None
     return make_interaction(
-        A, M, form=gi.interaction, max_dense_bytes=gi.max_dense_bytes,
-        device=gi.device, dtype=gi.dtype, tile_size=gi.tile_size,
+        A,
+        M,
+        form=gi.interaction,
+        max_dense_bytes=gi.max_dense_bytes,
+        device=gi.device,
+        dtype=gi.dtype,
+        tile_size=gi.tile_size,
         factor=gi._state.middle_factor(method, M),
     )
 
@@ -67,8 +72,9 @@ def _check_candidates(gi, X_candidates, y_candidates, candidate_weight):
     if y_candidates is None:
         raise ValueError("y_candidates is required with X_candidates.")
     if not hasattr(X_candidates, "iloc"):
-        X_candidates = check_array(X_candidates, dtype=np.float64,
-                                   input_name="X_candidates")
+        X_candidates = check_array(
+            X_candidates, dtype=np.float64, input_name="X_candidates"
+        )
         if hasattr(gi, "n_features_in_") and X_candidates.shape[1] != gi.n_features_in_:
             raise ValueError(
                 f"X_candidates has {X_candidates.shape[1]} features, but the "
@@ -86,15 +92,30 @@ def _check_candidates(gi, X_candidates, y_candidates, candidate_weight):
     return X_candidates, y_candidates, w
 
 
-def run_selection(gi, budget, *, groups, goal, action, method, X_candidates,
-                  y_candidates, candidate_weight, n_rounds, stop_early):
+def run_selection(
+    gi,
+    budget,
+    *,
+    groups,
+    goal,
+    action,
+    method,
+    X_candidates,
+    y_candidates,
+    candidate_weight,
+    n_rounds,
+    stop_early,
+):
     """Implementation of :meth:`GroupInfluence.select` (see its docstring)."""
     if action not in ("remove", "add"):
         raise ValueError(f"action must be 'remove' or 'add'; got {action!r}.")
     if goal not in ("decrease", "increase"):
         raise ValueError(f"goal must be 'decrease' or 'increase'; got {goal!r}.")
-    if isinstance(n_rounds, bool) or not isinstance(n_rounds, numbers.Integral) \
-            or n_rounds < 1:
+    if (
+        isinstance(n_rounds, bool)
+        or not isinstance(n_rounds, numbers.Integral)
+        or n_rounds < 1
+    ):
         raise ValueError(f"n_rounds must be a positive integer; got {n_rounds!r}.")
     cand = _check_candidates(gi, X_candidates, y_candidates, candidate_weight)
     if action == "remove" and cand is not None:
@@ -111,8 +132,13 @@ def run_selection(gi, budget, *, groups, goal, action, method, X_candidates,
     membership = None if groups is None else GroupMembership(groups, n)
     group_labels = None if membership is None else membership.labels
     unit_of_row = None if membership is None else membership.inverse
-    n_pool = (len(cand[1]) if cand is not None else
-              membership.n_groups if membership is not None else n)
+    n_pool = (
+        len(cand[1])
+        if cand is not None
+        else membership.n_groups
+        if membership is not None
+        else n
+    )
     k = resolve_budget(budget, n_pool)
     if n_rounds > k:
         raise ValueError(f"n_rounds={n_rounds} exceeds the budget of {k} units.")
@@ -131,15 +157,19 @@ def run_selection(gi, budget, *, groups, goal, action, method, X_candidates,
             pool = cur_membership.labels  # original group numbers still present
         cur_cand = None
         if cand is not None:
-            cur_cand = tuple(None if a is None else _safe_indexing(a, pool)
-                             for a in cand)
+            cur_cand = tuple(
+                None if a is None else _safe_indexing(a, pool) for a in cand
+            )
         b, op = _round_terms(current, method, action, cur_membership, cur_cand)
         order, est = greedy_select(b, op, k_r, goal=goal, stop_early=stop_early)
         offset = measured[-1] - f_start
         # current training rows are ``rows`` followed by the up-weighted copies
         # ``extra`` (see _refit), so map greedy positions through both
-        picked = pool[order] if (cand is not None or membership is not None) \
+        picked = (
+            pool[order]
+            if (cand is not None or membership is not None)
             else np.concatenate([rows, np.asarray(extra, dtype=int)])[order]
+        )
         chosen.extend(picked.tolist())
         estimates.extend((offset + est).tolist())
         rounds.extend([r] * len(order))
@@ -159,14 +189,21 @@ def run_selection(gi, budget, *, groups, goal, action, method, X_candidates,
         current = _refit(gi, X, y, sw, rows, extra, cand)
         measured.append(current.target_value_)
     result = Selection(
-        estimates=np.asarray(estimates), round=np.asarray(rounds, dtype=int),
-        measured=np.asarray(measured), method=method, action=action, goal=goal,
+        estimates=np.asarray(estimates),
+        round=np.asarray(rounds, dtype=int),
+        measured=np.asarray(measured),
+        method=method,
+        action=action,
+        goal=goal,
     )
     chosen = np.asarray(chosen, dtype=int)
     if membership is not None:
         result["groups"] = group_labels[chosen]
-        result["indices"] = np.concatenate(
-            [membership.members(g) for g in chosen]) if len(chosen) else chosen
+        result["indices"] = (
+            np.concatenate([membership.members(g) for g in chosen])
+            if len(chosen)
+            else chosen
+        )
     else:
         result["indices"] = chosen
     return result
@@ -183,16 +220,21 @@ def _refit(gi, X, y, sw, rows, extra, cand):
     if extra:
         extra = np.asarray(extra, dtype=int)
         if cand is not None:
-            Xa, ya, wa = (_safe_indexing(cand[0], extra), cand[1][extra],
-                          None if cand[2] is None else cand[2][extra])
+            Xa, ya, wa = (
+                _safe_indexing(cand[0], extra),
+                cand[1][extra],
+                None if cand[2] is None else cand[2][extra],
+            )
         else:  # up-weighting training rows = adding a copy
             Xa, ya = _safe_indexing(X, extra), np.asarray(y)[extra]
             wa = None if sw is None else np.asarray(sw)[extra]
         Xn, yn = _concat(Xn, Xa), np.concatenate([yn, ya])
         if swn is not None or wa is not None:
-            swn = np.concatenate([
-                np.ones(len(rows)) if swn is None else swn,
-                np.ones(len(ya)) if wa is None else wa,
-            ])
+            swn = np.concatenate(
+                [
+                    np.ones(len(rows)) if swn is None else swn,
+                    np.ones(len(ya)) if wa is None else wa,
+                ]
+            )
     X_t, y_t, w_t = gi._target_data
     return new.fit(Xn, yn, swn, X_target=X_t, y_target=y_t, target_weight=w_t)

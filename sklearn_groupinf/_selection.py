@@ -80,7 +80,7 @@ def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=
         # K = 0: the greedy rule is top-k. A stable sort gives the same order
         # (ties by lowest index, as argmin) in O(n log n) instead of O(n k).
         score = np.where(available, direction * b, np.inf)
-        order = np.argsort(score, kind="stable")[:min(k, int(available.sum()))]
+        order = np.argsort(score, kind="stable")[: min(k, int(available.sum()))]
         if stop_early:
             order = order[: int(np.searchsorted(score[order] >= 0, True))]
         return order.astype(int), np.cumsum(b[order])

@@ -269,11 +269,12 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         """
         self._validate_params()
         self._fit(X, y, groups, sample_weight, refit=False)
-        return (_safe_indexing(X, self.sample_indices_),
-                _safe_indexing(y, self.sample_indices_))
+        return (
+            _safe_indexing(X, self.sample_indices_),
+            _safe_indexing(y, self.sample_indices_),
+        )
 
-    def set_fit_resample_request(self, *, groups=UNCHANGED,
-                                 sample_weight=UNCHANGED):
+    def set_fit_resample_request(self, *, groups=UNCHANGED, sample_weight=UNCHANGED):
         """Request metadata passed to :meth:`fit_resample` (metadata routing).
 
         imbalanced-learn's ``Pipeline`` passes metadata to a sampler only
@@ -302,8 +303,9 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
                 "before calling it."
             )
         setter = RequestMethod("fit_resample", ["groups", "sample_weight"])
-        return setter.__get__(self, type(self))(groups=groups,
-                                                 sample_weight=sample_weight)
+        return setter.__get__(self, type(self))(
+            groups=groups, sample_weight=sample_weight
+        )
 
     def _validate_input(self, X, y, groups, sample_weight):
         if isinstance(self.estimator, FrozenEstimator):
@@ -319,7 +321,11 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
                 y = y.ravel()
         else:
             X, y = validate_data(
-                self, X, y, accept_sparse=False, ensure_min_samples=2,
+                self,
+                X,
+                y,
+                accept_sparse=False,
+                ensure_min_samples=2,
                 y_numeric=not self._is_classifier,
                 multi_output=get_tags(self.estimator).target_tags.multi_output,
             )
@@ -343,8 +349,9 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
                 "set_fit_request(groups=True)), or set groups_as_units=False."
             )
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X,
-                                                 ensure_non_negative=True)
+            sample_weight = _check_sample_weight(
+                sample_weight, X, ensure_non_negative=True
+            )
         return X, y, groups, sample_weight
 
     def _splits(self, y, groups, seed):
@@ -398,8 +405,11 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         total = sum(pool_sizes)
         if k >= total or k > sum(s - 1 for s in pool_sizes):
             held = n_units - total
-            where = (f" (the other {held} are the validation split, which is never "
-                     "removed)" if held > 0 else "")
+            where = (
+                f" (the other {held} are the validation split, which is never removed)"
+                if held > 0
+                else ""
+            )
             limit = sum(s - 1 for s in pool_sizes)
             raise ValueError(
                 f"budget={self.budget!r} means removing {k} {unit_name}, but the "
@@ -419,8 +429,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         return share
 
     def _fit(self, X, y, groups, sample_weight, *, refit):
-        X, y, groups, sample_weight = self._validate_input(X, y, groups,
-                                                           sample_weight)
+        X, y, groups, sample_weight = self._validate_input(X, y, groups, sample_weight)
         n = len(y)
         if self.groups_as_units:
             unit_labels, unit_of_row = np.unique(groups, return_inverse=True)
@@ -452,13 +461,14 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
                 self.splits_.append((pool, target))
                 if k_s == 0:
                     continue
-                sel = self._select_in_split(X, y, groups, sample_weight, pool,
-                                            target, k_s, unit_of_row)
+                sel = self._select_in_split(
+                    X, y, groups, sample_weight, pool, target, k_s, unit_of_row
+                )
                 self.selections_.append(sel)
                 removed.append(pool[sel.indices])
                 if self.groups_as_units:
                     removed_units.append(unit_labels[sel.groups])
-        removed = (np.concatenate(removed) if removed else np.zeros(0, dtype=int))
+        removed = np.concatenate(removed) if removed else np.zeros(0, dtype=int)
         keep = np.ones(n, dtype=bool)
         keep[removed] = False
         if self._is_classifier:
@@ -466,13 +476,16 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         self.removed_indices_ = removed.astype(int)
         self.sample_indices_ = np.flatnonzero(keep)
         if self.groups_as_units:
-            self.removed_groups_ = (np.concatenate(removed_units) if removed_units
-                                    else unit_labels[:0])
+            self.removed_groups_ = (
+                np.concatenate(removed_units) if removed_units else unit_labels[:0]
+            )
         if refit:
             sw = None if sample_weight is None else sample_weight[keep]
             self.estimator_ = _fit_with_weight(
-                clone(self.estimator), _safe_indexing(X, self.sample_indices_),
-                _safe_indexing(y, self.sample_indices_), sw,
+                clone(self.estimator),
+                _safe_indexing(X, self.sample_indices_),
+                _safe_indexing(y, self.sample_indices_),
+                sw,
             )
             if hasattr(self.estimator_, "classes_"):
                 self.classes_ = self.estimator_.classes_
@@ -480,20 +493,31 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
             self.classes_ = np.unique(y)
         return self
 
-    def _select_in_split(self, X, y, groups, sample_weight, pool, target, k,
-                         unit_of_row):
+    def _select_in_split(
+        self, X, y, groups, sample_weight, pool, target, k, unit_of_row
+    ):
         def rows(a, idx):
             return None if a is None else _safe_indexing(a, idx)
 
-        gi = GroupInfluence(clone(self.estimator), method=self.method,
-                            damping=self.damping)
-        gi.fit(rows(X, pool), rows(y, pool), rows(sample_weight, pool),
-               X_target=rows(X, target), y_target=rows(y, target),
-               target_weight=rows(sample_weight, target))
+        gi = GroupInfluence(
+            clone(self.estimator), method=self.method, damping=self.damping
+        )
+        gi.fit(
+            rows(X, pool),
+            rows(y, pool),
+            rows(sample_weight, pool),
+            X_target=rows(X, target),
+            y_target=rows(y, target),
+            target_weight=rows(sample_weight, target),
+        )
         return gi.select(
-            k, groups=unit_of_row[pool] if self.groups_as_units else None,
-            goal="decrease", action="remove", method=self.method,
-            n_rounds=min(self.n_rounds, k), stop_early=self.stop_early,
+            k,
+            groups=unit_of_row[pool] if self.groups_as_units else None,
+            goal="decrease",
+            action="remove",
+            method=self.method,
+            n_rounds=min(self.n_rounds, k),
+            stop_early=self.stop_early,
         )
 
     def _check_no_class_vanishes(self, y, keep, k, unit_name):

@@ -81,7 +81,7 @@ class RawCSV:
         pieces, pos = [], 0
         for span in self.row_spans:
             if span in drop:
-                pieces.append(self.data[pos:span[0]])
+                pieces.append(self.data[pos : span[0]])
                 pos = span[1]
         pieces.append(self.data[pos:])
         out = b"".join(pieces)
@@ -155,8 +155,10 @@ def feature_columns(df, *, label, groups=None, drop=(), path):
     excluded = {label, groups, *drop}
     features = [c for c in df.columns if c not in excluded]
     if not features:
-        raise InputError(f"{path!r} has no feature columns left besides the "
-                         "label, groups and dropped columns")
+        raise InputError(
+            f"{path!r} has no feature columns left besides the "
+            "label, groups and dropped columns"
+        )
     empty = [c for c in features if df[c].isna().all()]
     if empty:
         raise InputError(
@@ -187,20 +189,26 @@ def check_label(y, model, *, column, path, classes=None):
     if y.isna().all():
         raise InputError(f"label column {column!r} of {path!r} is entirely missing")
     if y.isna().any():
-        raise InputError(f"label column {column!r} of {path!r} is missing in "
-                         f"{_missing_rows(y.isna().to_numpy())}; drop or fill them")
+        raise InputError(
+            f"label column {column!r} of {path!r} is missing in "
+            f"{_missing_rows(y.isna().to_numpy())}; drop or fill them"
+        )
     if model in CLASSIFIERS:
         values = y.to_numpy()
-        found = np.unique(values.astype(str)) if values.dtype == object else \
-            np.unique(values)
+        found = (
+            np.unique(values.astype(str))
+            if values.dtype == object
+            else np.unique(values)
+        )
         if classes is None and len(found) < 2:
             raise InputError(
                 f"label column {column!r} of {path!r} has a single class "
                 f"({found[0].item()!r}); a classifier needs at least two"
             )
         if classes is not None:
-            unseen = sorted(map(str, set(found.tolist())
-                                    - set(np.asarray(classes).tolist())))
+            unseen = sorted(
+                map(str, set(found.tolist()) - set(np.asarray(classes).tolist()))
+            )
             if unseen:
                 raise InputError(
                     f"label column {column!r} of {path!r} has class(es) "
@@ -216,11 +224,15 @@ def check_label(y, model, *, column, path, classes=None):
         )
     values = numeric.to_numpy(dtype=np.float64)
     if model == "poisson" and np.any(values < 0):
-        raise InputError(f"--model poisson needs a label >= 0; column {column!r} "
-                         f"of {path!r} has {values.min():g}")
+        raise InputError(
+            f"--model poisson needs a label >= 0; column {column!r} "
+            f"of {path!r} has {values.min():g}"
+        )
     if model == "gamma" and np.any(values <= 0):
-        raise InputError(f"--model gamma needs a label > 0; column {column!r} "
-                         f"of {path!r} has {values.min():g}")
+        raise InputError(
+            f"--model gamma needs a label > 0; column {column!r} "
+            f"of {path!r} has {values.min():g}"
+        )
     return values
 
 
@@ -275,21 +287,34 @@ def make_pipeline(X, model, **kw):
     from sklearn.pipeline import make_pipeline as mk
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c])
-               and not pd.api.types.is_bool_dtype(X[c])]
+    numeric = [
+        c
+        for c in X.columns
+        if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+    ]
     categorical = [c for c in X.columns if c not in numeric]
     steps = []
     if numeric:
-        steps.append(("numeric", mk(SimpleImputer(strategy="median"),
-                                    StandardScaler()), numeric))
+        steps.append(
+            ("numeric", mk(SimpleImputer(strategy="median"), StandardScaler()), numeric)
+        )
     if categorical:
-        steps.append(("categorical", mk(
-            SimpleImputer(strategy="constant", fill_value="missing"),
-            # unpenalised models: drop one level so the dummies and the
-            # intercept are not collinear (singular Hessian)
-            OneHotEncoder(handle_unknown="ignore", sparse_output=False,
-                          drop="first" if model == "linear" else None),
-        ), categorical))
+        steps.append(
+            (
+                "categorical",
+                mk(
+                    SimpleImputer(strategy="constant", fill_value="missing"),
+                    # unpenalised models: drop one level so the dummies and the
+                    # intercept are not collinear (singular Hessian)
+                    OneHotEncoder(
+                        handle_unknown="ignore",
+                        sparse_output=False,
+                        drop="first" if model == "linear" else None,
+                    ),
+                ),
+                categorical,
+            )
+        )
     pre = ColumnTransformer(steps, sparse_threshold=0.0)
     return Pipeline([("features", pre), ("model", make_estimator(model, **kw))])
 
@@ -312,7 +337,8 @@ def target_metric(model):
 
     if model in CLASSIFIERS:
         return lambda y, est, X: metrics.log_loss(
-            y, est.predict_proba(X), labels=est.classes_)
+            y, est.predict_proba(X), labels=est.classes_
+        )
     if model == "poisson":
         return lambda y, est, X: metrics.mean_poisson_deviance(y, est.predict(X))
     if model == "gamma":

@@ -106,8 +106,9 @@ def _tight_clone(est, warm_from, *, tol, max_iter, class_weight):
         new["tol"] = min(float(params["tol"]), tol)
     if "max_iter" in params:
         current = params["max_iter"]
-        new["max_iter"] = max(current if isinstance(current, numbers.Integral) else 0,
-                              max_iter)
+        new["max_iter"] = max(
+            current if isinstance(current, numbers.Integral) else 0, max_iter
+        )
     if class_weight is not None and "class_weight" in params:
         new["class_weight"] = class_weight
     warm = "warm_start" in params and params.get("solver") != "liblinear"
@@ -149,8 +150,12 @@ def _refit_one(est, X, y, sample_weight, keep, target_kw, return_model=False):
     final, _ = unwrap_estimator(est)
     n_iter = getattr(final, "n_iter_", None)
     n_iter = -1 if n_iter is None else int(np.max(n_iter))
-    return float(backend.target_value()), n_iter, converged, (
-        est if return_model else None)
+    return (
+        float(backend.target_value()),
+        n_iter,
+        converged,
+        (est if return_model else None),
+    )
 
 
 def leave_group_out(
@@ -280,9 +285,7 @@ def leave_group_out(
     True
     """
     if refit not in ("final_estimator", "all"):
-        raise ValueError(
-            f"refit must be 'final_estimator' or 'all'; got {refit!r}."
-        )
+        raise ValueError(f"refit must be 'final_estimator' or 'all'; got {refit!r}.")
     if not (isinstance(tol, numbers.Real) and tol > 0):
         raise ValueError(f"tol must be a positive float; got {tol!r}.")
     if not (isinstance(max_iter, numbers.Integral) and max_iter >= 1):
@@ -299,8 +302,9 @@ def leave_group_out(
     check_consistent_length(X, y)
     n = len(y)
     if sample_weight is not None:
-        sample_weight = _check_sample_weight(sample_weight, np.empty((n, 0)),
-                                             ensure_non_negative=True)
+        sample_weight = _check_sample_weight(
+            sample_weight, np.empty((n, 0)), ensure_non_negative=True
+        )
     labels, sizes, removed = _check_membership(groups, n)
     if X_target is None:
         if y_target is not None:
@@ -319,30 +323,45 @@ def leave_group_out(
     final, _ = unwrap_estimator(fitted)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="class_weight='balanced'")
-        spec_backend = get_backend(fitted, X, y, sample_weight=sample_weight,
-                                   X_target=X_target, y_target=y_target,
-                                   target_weight=target_weight, target=target)
+        spec_backend = get_backend(
+            fitted,
+            X,
+            y,
+            sample_weight=sample_weight,
+            X_target=X_target,
+            y_target=y_target,
+            target_weight=target_weight,
+            target=target,
+        )
     class_weight = getattr(getattr(spec_backend, "spec", None), "class_weight", None)
 
     if pipeline and refit == "final_estimator":
         prefix = fitted[:-1]
         Xfit = prefix.transform(X) if len(fitted.steps) > 1 else X
         Xt = prefix.transform(X_target) if len(fitted.steps) > 1 else X_target
-        template = _tight_clone(final, final, tol=tol, max_iter=max_iter,
-                                class_weight=class_weight)
+        template = _tight_clone(
+            final, final, tol=tol, max_iter=max_iter, class_weight=class_weight
+        )
     elif pipeline:  # refit the whole pipeline
         Xfit, Xt = X, X_target
         template = clone(model)
         last = template.steps[-1][0]
-        tight = _tight_clone(template.steps[-1][1], None, tol=tol,
-                             max_iter=max_iter, class_weight=class_weight)
+        tight = _tight_clone(
+            template.steps[-1][1],
+            None,
+            tol=tol,
+            max_iter=max_iter,
+            class_weight=class_weight,
+        )
         template.set_params(**{last: tight})
     else:
         Xfit, Xt = X, X_target
-        template = _tight_clone(final, final, tol=tol, max_iter=max_iter,
-                                class_weight=class_weight)
-    target_kw = dict(X_target=Xt, y_target=y_target, target_weight=target_weight,
-                     target=target)
+        template = _tight_clone(
+            final, final, tol=tol, max_iter=max_iter, class_weight=class_weight
+        )
+    target_kw = dict(
+        X_target=Xt, y_target=y_target, target_weight=target_weight, target=target
+    )
 
     if is_classifier(final):
         classes = np.unique(y)
@@ -357,21 +376,25 @@ def leave_group_out(
                     "leave examples of every class."
                 )
 
-    f0, _, ok0, ref = _refit_one(template, Xfit, y, sample_weight, None, target_kw,
-                                 return_model=True)
+    f0, _, ok0, ref = _refit_one(
+        template, Xfit, y, sample_weight, None, target_kw, return_model=True
+    )
     if not ok0:
         warnings.warn(
             f"The reference fit on all the data did not converge within "
-            f"max_iter={max_iter}; increase max_iter.", ConvergenceWarning,
+            f"max_iter={max_iter}; increase max_iter.",
+            ConvergenceWarning,
             stacklevel=2,
         )
     if not (pipeline and refit == "all"):
-        template = _tight_clone(template, ref, tol=tol, max_iter=max_iter,
-                                class_weight=class_weight)
+        template = _tight_clone(
+            template, ref, tol=tol, max_iter=max_iter, class_weight=class_weight
+        )
     log(f"leave_group_out: {len(labels)} refits", verbose=verbose)
     results = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_refit_one)(_clone_warm(template), Xfit, y, sample_weight,
-                            ~rm, target_kw)
+        delayed(_refit_one)(
+            _clone_warm(template), Xfit, y, sample_weight, ~rm, target_kw
+        )
         for rm in removed
     )
     refit_value = np.array([r[0] for r in results])
@@ -381,7 +404,8 @@ def leave_group_out(
         warnings.warn(
             f"{int((~converged).sum())} of {len(converged)} refits stopped at "
             f"max_iter={max_iter} before reaching tol={tol!r}; their actual "
-            "changes are inexact. Increase max_iter.", ConvergenceWarning,
+            "changes are inexact. Increase max_iter.",
+            ConvergenceWarning,
             stacklevel=2,
         )
     actual = refit_value - f0
@@ -392,10 +416,16 @@ def leave_group_out(
             "diverged or predicts probability 0 for a target label)."
         )
     return GroupRefits(
-        groups=labels, size=sizes, actual=actual, refit_value=refit_value,
-        n_iter=n_iter, converged=converged, target_value=f0,
+        groups=labels,
+        size=sizes,
+        actual=actual,
+        refit_value=refit_value,
+        n_iter=n_iter,
+        converged=converged,
+        target_value=f0,
         target_name=spec_backend.target_name,
-        elapsed=time.perf_counter() - start, method="refit",
+        elapsed=time.perf_counter() - start,
+        method="refit",
     )
 
 
@@ -449,8 +479,10 @@ def agreement(estimate, actual):
             f"estimate has {est.size} values but actual has {act.size}; pass one "
             "value per group, in the same order."
         )
-    if g_est is not None and g_act is not None and not np.array_equal(
-        np.asarray(g_est), np.asarray(g_act)
+    if (
+        g_est is not None
+        and g_act is not None
+        and not np.array_equal(np.asarray(g_est), np.asarray(g_act))
     ):
         raise ValueError(
             "estimate and actual are for different groups (their `groups` "
@@ -467,21 +499,25 @@ def agreement(estimate, actual):
     if not nonzero.all():
         warnings.warn(
             f"{int((~nonzero).sum())} groups have an actual change of exactly 0; "
-            "they are left out of the median relative error.", UserWarning,
+            "they are left out of the median relative error.",
+            UserWarning,
             stacklevel=2,
         )
     rel = np.abs(est - act)[nonzero] / np.abs(act[nonzero])
     if np.ptp(est) == 0 or np.ptp(act) == 0:
         warnings.warn(
             "A constant input makes the correlations undefined; they are NaN.",
-            UserWarning, stacklevel=2,
+            UserWarning,
+            stacklevel=2,
         )
         pear = spear = np.nan
     else:
         pear = float(pearsonr(est, act)[0])
         spear = float(spearmanr(est, act)[0])
     return Bunch(
-        pearson=pear, spearman=spear,
+        pearson=pear,
+        spearman=spear,
         median_relative_error=float(np.median(rel)) if rel.size else np.nan,
-        median_abs_error=float(np.median(np.abs(est - act))), n=int(est.size),
+        median_abs_error=float(np.median(np.abs(est - act))),
+        n=int(est.size),
     )

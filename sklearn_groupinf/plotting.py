@@ -13,8 +13,7 @@ units, when the group is removed (positive: removal raises the target).
 
 import numpy as np
 
-__all__ = ["GroupInfluenceDisplay", "InteractionHeatmapDisplay",
-           "SelectionPathDisplay"]
+__all__ = ["GroupInfluenceDisplay", "InteractionHeatmapDisplay", "SelectionPathDisplay"]
 
 
 def _axes(ax):
@@ -81,8 +80,16 @@ class GroupInfluenceDisplay:
     True
     """
 
-    def __init__(self, *, groups, first_order, estimate, actual=None,
-                 method="interaction", target_name=None):
+    def __init__(
+        self,
+        *,
+        groups,
+        first_order,
+        estimate,
+        actual=None,
+        method="interaction",
+        target_name=None,
+    ):
         self.groups = np.asarray(groups)
         self.first_order = np.asarray(first_order, dtype=float)
         self.estimate = np.asarray(estimate, dtype=float)
@@ -91,8 +98,9 @@ class GroupInfluenceDisplay:
         self.target_name = target_name
 
     @classmethod
-    def from_estimator(cls, estimator, groups, *, method=None, actual=None,
-                       top=None, ax=None):
+    def from_estimator(
+        cls, estimator, groups, *, method=None, actual=None, top=None, ax=None
+    ):
         """Score the groups with a fitted ``GroupInfluence`` and plot them.
 
         Parameters
@@ -115,12 +123,12 @@ class GroupInfluenceDisplay:
         display : GroupInfluenceDisplay
         """
         scores = estimator.score_groups(groups, method=method)
-        return cls.from_scores(scores, actual=actual, top=top,
-                               target_name=estimator.target_name_, ax=ax)
+        return cls.from_scores(
+            scores, actual=actual, top=top, target_name=estimator.target_name_, ax=ax
+        )
 
     @classmethod
-    def from_scores(cls, scores, *, actual=None, top=None, target_name=None,
-                    ax=None):
+    def from_scores(cls, scores, *, actual=None, top=None, target_name=None, ax=None):
         """Plot a :class:`~sklearn_groupinf.GroupScores` (``score_groups`` output).
 
         Parameters
@@ -140,17 +148,25 @@ class GroupInfluenceDisplay:
         """
         if isinstance(actual, dict) and "actual" in actual:  # GroupRefits
             if "groups" in actual and not np.array_equal(
-                    np.asarray(actual["groups"]), np.asarray(scores.groups)):
-                raise ValueError("actual (GroupRefits) is for other groups than "
-                                 "scores; refit the same group labels.")
+                np.asarray(actual["groups"]), np.asarray(scores.groups)
+            ):
+                raise ValueError(
+                    "actual (GroupRefits) is for other groups than "
+                    "scores; refit the same group labels."
+                )
             actual = actual["actual"]
         keep = np.arange(len(scores.groups))
         if top is not None:
             keep = np.sort(np.argsort(-np.abs(scores.estimate), kind="stable")[:top])
         act = None if actual is None else np.asarray(actual, dtype=float)[keep]
-        disp = cls(groups=scores.groups[keep], first_order=scores.first_order[keep],
-                   estimate=scores.estimate[keep], actual=act,
-                   method=scores.method, target_name=target_name)
+        disp = cls(
+            groups=scores.groups[keep],
+            first_order=scores.first_order[keep],
+            estimate=scores.estimate[keep],
+            actual=act,
+            method=scores.method,
+            target_name=target_name,
+        )
         return disp.plot(ax=ax)
 
     def plot(self, ax=None):
@@ -175,12 +191,17 @@ class GroupInfluenceDisplay:
         width = 0.8 / len(series)
         self.bars_ = {}
         for k, (name, values) in enumerate(series.items()):
-            self.bars_[name] = ax.bar(x + (k - (len(series) - 1) / 2) * width,
-                                      values, width, label=name.replace("_", "-"))
+            self.bars_[name] = ax.bar(
+                x + (k - (len(series) - 1) / 2) * width,
+                values,
+                width,
+                label=name.replace("_", "-"),
+            )
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(x)
-        ax.set_xticklabels([str(g) for g in self.groups],
-                           rotation=45 if len(x) > 8 else 0)
+        ax.set_xticklabels(
+            [str(g) for g in self.groups], rotation=45 if len(x) > 8 else 0
+        )
         ax.set_xlabel("group")
         ax.set_ylabel(_ylabel(self.target_name))
         ax.legend()
@@ -228,8 +249,9 @@ class InteractionHeatmapDisplay:
         self.target_name = target_name
 
     @classmethod
-    def from_estimator(cls, estimator, groups, *, method=None,
-                       include_diagonal=True, ax=None):
+    def from_estimator(
+        cls, estimator, groups, *, method=None, include_diagonal=True, ax=None
+    ):
         """Interactions among the groups of a fitted ``GroupInfluence``.
 
         Parameters
@@ -284,8 +306,7 @@ class InteractionHeatmapDisplay:
         ax.set_xlabel("group")
         ax.set_ylabel("group")
         self.colorbar_ = fig.colorbar(self.im_, ax=ax)
-        self.colorbar_.set_label(f"interaction ({self.target_name or 'target'} "
-                                 "units)")
+        self.colorbar_.set_label(f"interaction ({self.target_name or 'target'} units)")
         self.ax_, self.figure_ = ax, fig
         return self
 
@@ -333,8 +354,9 @@ class SelectionPathDisplay:
         self.steps = np.arange(len(self.estimates) + 1)
 
     @classmethod
-    def from_estimator(cls, estimator, budget, *, actual=None, ax=None,
-                       **select_params):
+    def from_estimator(
+        cls, estimator, budget, *, actual=None, ax=None, **select_params
+    ):
         """Run ``estimator.select(budget, **select_params)`` and plot its path.
 
         Parameters
@@ -353,8 +375,9 @@ class SelectionPathDisplay:
         display : SelectionPathDisplay
         """
         selection = estimator.select(budget, **select_params)
-        return cls.from_selection(selection, actual=actual,
-                                  target_name=estimator.target_name_, ax=ax)
+        return cls.from_selection(
+            selection, actual=actual, target_name=estimator.target_name_, ax=ax
+        )
 
     @classmethod
     def from_selection(cls, selection, *, actual=None, target_name=None, ax=None):
@@ -372,8 +395,9 @@ class SelectionPathDisplay:
         display : SelectionPathDisplay
         """
         label = f"{selection.method} ({selection.action}, {selection.goal})"
-        return cls(selection.estimates, actual=actual, label=label,
-                   target_name=target_name).plot(ax=ax)
+        return cls(
+            selection.estimates, actual=actual, label=label, target_name=target_name
+        ).plot(ax=ax)
 
     def plot(self, ax=None, **line_kw):
         """Draw the path (and measured points); returns the display.
@@ -391,14 +415,19 @@ class SelectionPathDisplay:
         """
         ax, fig = _axes(ax)
         y = np.concatenate([[0.0], self.estimates])
-        (self.line_,) = ax.plot(self.steps, y, marker=".",
-                                label=self.label or "estimated", **line_kw)
+        (self.line_,) = ax.plot(
+            self.steps, y, marker=".", label=self.label or "estimated", **line_kw
+        )
         self.actual_line_ = None
         if self.actual is not None:
             (self.actual_line_,) = ax.plot(
-                self.steps, np.concatenate([[0.0], self.actual]), "o",
-                color=self.line_.get_color(), alpha=0.7,
-                label=f"{self.label or 'estimated'}: actual")
+                self.steps,
+                np.concatenate([[0.0], self.actual]),
+                "o",
+                color=self.line_.get_color(),
+                alpha=0.7,
+                label=f"{self.label or 'estimated'}: actual",
+            )
         ax.set_xlabel("number of units selected")
         if self.target_name or not ax.get_ylabel():
             ax.set_ylabel(f"change of {self.target_name or 'target'}")

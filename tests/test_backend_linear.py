@@ -51,30 +51,59 @@ def _data(kind, n=150):
 
 
 CASES = {
-    "logistic_binary": (lambda: LogisticRegression(C=0.7, tol=1e-12, max_iter=10000),
-                        "binary", {0: 1.0, 1: 2.5}),
-    "logistic_liblinear": (lambda: LogisticRegression(
-        C=0.7, solver="liblinear", tol=1e-12, max_iter=10000, intercept_scaling=2.0),
-        "binary", None),
-    "logistic_multinomial": (lambda: LogisticRegression(
-        C=0.3, solver="newton-cholesky", tol=1e-12, max_iter=1000), "multiclass",
-        {0: 1.0, 1: 0.5, 2: 2.0, 3: 1.0}),
-    "logistic_unpenalised": (lambda: LogisticRegression(
-        C=np.inf, tol=1e-12, max_iter=10000), "multiclass", None),
+    "logistic_binary": (
+        lambda: LogisticRegression(C=0.7, tol=1e-12, max_iter=10000),
+        "binary",
+        {0: 1.0, 1: 2.5},
+    ),
+    "logistic_liblinear": (
+        lambda: LogisticRegression(
+            C=0.7, solver="liblinear", tol=1e-12, max_iter=10000, intercept_scaling=2.0
+        ),
+        "binary",
+        None,
+    ),
+    "logistic_multinomial": (
+        lambda: LogisticRegression(
+            C=0.3, solver="newton-cholesky", tol=1e-12, max_iter=1000
+        ),
+        "multiclass",
+        {0: 1.0, 1: 0.5, 2: 2.0, 3: 1.0},
+    ),
+    "logistic_unpenalised": (
+        lambda: LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000),
+        "multiclass",
+        None,
+    ),
     "ridge": (lambda: Ridge(alpha=3.0), "regression", None),
     "ridge_multioutput": (lambda: Ridge(alpha=[1.0, 5.0]), "multioutput", None),
-    "ridge_classifier": (lambda: RidgeClassifier(alpha=2.0), "binary",
-                         {0: 1.0, 1: 3.0}),
+    "ridge_classifier": (
+        lambda: RidgeClassifier(alpha=2.0),
+        "binary",
+        {0: 1.0, 1: 3.0},
+    ),
     "ridge_classifier_multi": (lambda: RidgeClassifier(alpha=2.0), "multiclass", None),
     "linear_regression": (lambda: LinearRegression(), "regression", None),
-    "poisson": (lambda: PoissonRegressor(alpha=0.1, tol=1e-12, max_iter=1000),
-                "positive", None),
-    "gamma": (lambda: GammaRegressor(alpha=0.1, tol=1e-12, max_iter=1000),
-              "positive", None),
-    "tweedie": (lambda: TweedieRegressor(power=1.5, alpha=0.1, tol=1e-12,
-                                         max_iter=1000), "positive", None),
-    "tweedie_normal": (lambda: TweedieRegressor(power=0, alpha=0.1, tol=1e-12,
-                                                max_iter=1000), "regression", None),
+    "poisson": (
+        lambda: PoissonRegressor(alpha=0.1, tol=1e-12, max_iter=1000),
+        "positive",
+        None,
+    ),
+    "gamma": (
+        lambda: GammaRegressor(alpha=0.1, tol=1e-12, max_iter=1000),
+        "positive",
+        None,
+    ),
+    "tweedie": (
+        lambda: TweedieRegressor(power=1.5, alpha=0.1, tol=1e-12, max_iter=1000),
+        "positive",
+        None,
+    ),
+    "tweedie_normal": (
+        lambda: TweedieRegressor(power=0, alpha=0.1, tol=1e-12, max_iter=1000),
+        "regression",
+        None,
+    ),
 }
 
 
@@ -87,8 +116,9 @@ def _fitted_backend(name, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y, sample_weight=sw)
-    backend = get_backend(est, X, y, sample_weight=sw, X_target=X[:40],
-                          y_target=y[:40], **kw)
+    backend = get_backend(
+        est, X, y, sample_weight=sw, X_target=X[:40], y_target=y[:40], **kw
+    )
     return est, backend, (X, y, sw)
 
 
@@ -120,8 +150,9 @@ def test_derivatives_match_finite_differences(name):
     theta0 = backend.get_theta() + 0.05 * rng.normal(size=backend.n_params)
     backend.set_theta(theta0)
     fd = _fd_gradient(backend.objective, theta0)
-    np.testing.assert_allclose(backend.gradient(), fd, rtol=1e-5,
-                               atol=1e-6 * np.abs(fd).max())
+    np.testing.assert_allclose(
+        backend.gradient(), fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max()
+    )
 
     def grad_at(t):
         backend.set_theta(t)
@@ -135,24 +166,41 @@ def test_derivatives_match_finite_differences(name):
     np.testing.assert_allclose(H @ v, hv_fd, rtol=1e-5, atol=1e-6 * np.abs(hv_fd).max())
     # target gradient and Hessian
     gf_fd = _fd_gradient(backend.target_value, theta0)
-    np.testing.assert_allclose(backend.target_gradient(), gf_fd, rtol=1e-5,
-                               atol=1e-7 * max(np.abs(gf_fd).max(), 1e-12))
+    np.testing.assert_allclose(
+        backend.target_gradient(),
+        gf_fd,
+        rtol=1e-5,
+        atol=1e-7 * max(np.abs(gf_fd).max(), 1e-12),
+    )
     tg_at = lambda t: (backend.set_theta(t), backend.target_gradient())[1]
     hf_fd = (tg_at(theta0 + eps * v) - tg_at(theta0 - eps * v)) / (2 * eps)
     backend.set_theta(theta0)
-    np.testing.assert_allclose(backend.target_hessian() @ v, hf_fd, rtol=1e-5,
-                               atol=1e-7 * max(np.abs(hf_fd).max(), 1e-12))
+    np.testing.assert_allclose(
+        backend.target_hessian() @ v,
+        hf_fd,
+        rtol=1e-5,
+        atol=1e-7 * max(np.abs(hf_fd).max(), 1e-12),
+    )
     # third derivative: T_v = d/dt H(theta + t v)
     H_at = lambda t: (backend.set_theta(t), backend.hessian())[1]
     T_fd = (H_at(theta0 + eps * v) - H_at(theta0 - eps * v)) / (2 * eps)
     backend.set_theta(theta0)
     T = backend.third_derivative_matrix(v)
-    np.testing.assert_allclose(T, T_fd, rtol=1e-4, atol=1e-6 * max(np.abs(T_fd).max(),
-                                                                   1e-12))
+    np.testing.assert_allclose(
+        T, T_fd, rtol=1e-4, atol=1e-6 * max(np.abs(T_fd).max(), 1e-12)
+    )
 
 
-@pytest.mark.parametrize("name", ["logistic_binary", "logistic_multinomial", "poisson",
-                                  "ridge_multioutput", "gamma"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "logistic_binary",
+        "logistic_multinomial",
+        "poisson",
+        "ridge_multioutput",
+        "gamma",
+    ],
+)
 def test_per_example_quantities_are_consistent(name):
     """Removal gradients, per-example HVPs and group Hessians sum up correctly."""
     _, backend, (X, y, sw) = _fitted_backend(name)
@@ -181,28 +229,39 @@ def test_removal_gradient_matches_objective_derivative():
         i = 7
         sw2 = sw.copy()
         sw2[i] = 0.0
-        b2 = get_backend(est, X, y, sample_weight=sw2, X_target=X[:40],
-                         y_target=y[:40])
+        b2 = get_backend(est, X, y, sample_weight=sw2, X_target=X[:40], y_target=y[:40])
         b2.set_theta(backend.get_theta())
-        np.testing.assert_allclose(backend.gradient() - b2.gradient(), Q[i],
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            backend.gradient() - b2.gradient(), Q[i], rtol=1e-9, atol=1e-12
+        )
 
 
-@pytest.mark.parametrize("name,metric", [
-    ("logistic_binary", lambda y, est, X: log_loss(y, est.predict_proba(X))),
-    ("logistic_multinomial", lambda y, est, X: log_loss(y, est.predict_proba(X))),
-    ("ridge", lambda y, est, X: mean_squared_error(y, est.predict(X))),
-    ("ridge_multioutput", lambda y, est, X: mean_squared_error(y, est.predict(X))),
-    ("ridge_classifier", lambda y, est, X: mean_squared_error(
-        np.where(y == 1, 1.0, -1.0), est.decision_function(X))),
-    ("poisson", lambda y, est, X: mean_poisson_deviance(y, est.predict(X))),
-    ("gamma", lambda y, est, X: mean_gamma_deviance(y, est.predict(X))),
-    ("tweedie", lambda y, est, X: mean_tweedie_deviance(y, est.predict(X), power=1.5)),
-])
+@pytest.mark.parametrize(
+    "name,metric",
+    [
+        ("logistic_binary", lambda y, est, X: log_loss(y, est.predict_proba(X))),
+        ("logistic_multinomial", lambda y, est, X: log_loss(y, est.predict_proba(X))),
+        ("ridge", lambda y, est, X: mean_squared_error(y, est.predict(X))),
+        ("ridge_multioutput", lambda y, est, X: mean_squared_error(y, est.predict(X))),
+        (
+            "ridge_classifier",
+            lambda y, est, X: mean_squared_error(
+                np.where(y == 1, 1.0, -1.0), est.decision_function(X)
+            ),
+        ),
+        ("poisson", lambda y, est, X: mean_poisson_deviance(y, est.predict(X))),
+        ("gamma", lambda y, est, X: mean_gamma_deviance(y, est.predict(X))),
+        (
+            "tweedie",
+            lambda y, est, X: mean_tweedie_deviance(y, est.predict(X), power=1.5),
+        ),
+    ],
+)
 def test_default_target_equals_sklearn_metric(name, metric):
     est, backend, (X, y, _) = _fitted_backend(name)
-    assert backend.target_value() == pytest.approx(metric(y[:40], est, X[:40]),
-                                                   rel=1e-10)
+    assert backend.target_value() == pytest.approx(
+        metric(y[:40], est, X[:40]), rel=1e-10
+    )
 
 
 def test_pipeline_prefix_is_a_fixed_feature_map():
@@ -215,8 +274,9 @@ def test_pipeline_prefix_is_a_fixed_feature_map():
     np.testing.assert_allclose(b_pipe.hessian(), b_lr.hessian())
     np.testing.assert_allclose(b_pipe.removal_gradients(), b_lr.removal_gradients())
     # frozen estimators are used as they are
-    b_frozen = get_backend(FrozenEstimator(pipe), X, y, X_target=X[:20],
-                           y_target=y[:20])
+    b_frozen = get_backend(
+        FrozenEstimator(pipe), X, y, X_target=X[:20], y_target=y[:20]
+    )
     np.testing.assert_allclose(b_frozen.get_theta(), b_pipe.get_theta())
 
 
@@ -231,17 +291,21 @@ def test_balanced_class_weight_is_frozen_with_warning():
     np.testing.assert_allclose(backend.sample_weight, sw * cw[y])
 
 
-@pytest.mark.parametrize("est,match", [
-    (LogisticRegression(l1_ratio=1.0, solver="saga"), "L1 or elastic-net"),
-    (LogisticRegression(l1_ratio=0.5, solver="saga"), "L1 or elastic-net"),
-    (LinearSVC(), "does not support LinearSVC"),
-    (SGDClassifier(), "does not support SGDClassifier"),
-    (Ridge(positive=True), "bound-constrained"),
-    (TweedieRegressor(power=1.5, link="identity"), "non-convex"),
-])
+@pytest.mark.parametrize(
+    "est,match",
+    [
+        (LogisticRegression(l1_ratio=1.0, solver="saga"), "L1 or elastic-net"),
+        (LogisticRegression(l1_ratio=0.5, solver="saga"), "L1 or elastic-net"),
+        (LinearSVC(), "does not support LinearSVC"),
+        (SGDClassifier(), "does not support SGDClassifier"),
+        (Ridge(positive=True), "bound-constrained"),
+        (TweedieRegressor(power=1.5, link="identity"), "non-convex"),
+    ],
+)
 def test_unsupported_estimators_raise_clear_errors(est, match):
-    X, y, _ = _data("positive" if isinstance(est, (TweedieRegressor, Ridge))
-                    else "binary")
+    X, y, _ = _data(
+        "positive" if isinstance(est, (TweedieRegressor, Ridge)) else "binary"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y)

@@ -28,14 +28,16 @@ def _one_blas_thread():
 
 def _manual(est, X, y, Xt, yt, groups, metric, sample_weight=None, wt=None):
     """Reference: drop the rows, refit, evaluate the sklearn metric."""
+
     def value(keep):
         if sample_weight is None:
             model = est.fit(X[keep], y[keep])
         else:
             model = est.fit(X[keep], y[keep], sample_weight=sample_weight[keep])
         if metric == "log_loss":
-            return log_loss(yt, model.predict_proba(Xt), sample_weight=wt,
-                            labels=model.classes_)
+            return log_loss(
+                yt, model.predict_proba(Xt), sample_weight=wt, labels=model.classes_
+            )
         if metric == "mse":
             return mean_squared_error(yt, model.predict(Xt), sample_weight=wt)
         return mean_poisson_deviance(yt, model.predict(Xt), sample_weight=wt)
@@ -46,7 +48,8 @@ def _manual(est, X, y, Xt, yt, groups, metric, sample_weight=None, wt=None):
 
 @pytest.mark.parametrize("case", ["binary", "ridge", "poisson"])
 def test_leave_group_out_equals_manual_refits_and_sklearn_metric(
-        case, breast_cancer, concrete):
+    case, breast_cancer, concrete
+):
     rng = np.random.default_rng(0)
     if case == "binary":
         X, y, Xt, yt = breast_cancer
@@ -62,8 +65,9 @@ def test_leave_group_out_equals_manual_refits_and_sklearn_metric(
     sw = rng.uniform(0.5, 2.0, len(y))
     wt = rng.uniform(0.5, 2.0, len(yt))
     groups = np.array(["b", "c", "a", "d"])[rng.integers(0, 4, len(y))]
-    refits = leave_group_out(est, X, y, groups, X_target=Xt, y_target=yt,
-                             sample_weight=sw, target_weight=wt)
+    refits = leave_group_out(
+        est, X, y, groups, X_target=Xt, y_target=yt, sample_weight=sw, target_weight=wt
+    )
     f0, actual = _manual(est, X, y, Xt, yt, groups, metric, sw, wt)
     # same sorted group order as score_groups, same target definition
     np.testing.assert_array_equal(refits.groups, ["a", "b", "c", "d"])
@@ -71,8 +75,7 @@ def test_leave_group_out_equals_manual_refits_and_sklearn_metric(
     assert refits.target_value == pytest.approx(f0, rel=1e-10)
     np.testing.assert_allclose(refits.actual, actual, rtol=1e-7)
     assert refits.converged.all()
-    gi = GroupInfluence(est).fit(X, y, sw, X_target=Xt, y_target=yt,
-                                 target_weight=wt)
+    gi = GroupInfluence(est).fit(X, y, sw, X_target=Xt, y_target=yt, target_weight=wt)
     np.testing.assert_array_equal(gi.score_groups(groups).groups, refits.groups)
     assert gi.target_value_ == pytest.approx(f0, rel=1e-10)
     assert refits.target_name == gi.target_name_
@@ -95,8 +98,7 @@ def test_tight_refit_is_needed_and_warm_start_changes_nothing(digits):
     groups = np.arange(len(y)) % 4
     est = LogisticRegression(C=0.1)  # lbfgs, default tol=1e-4
     refits = leave_group_out(est, X, y, groups, X_target=Xt, y_target=yt)
-    ref = LogisticRegression(C=0.1, solver="newton-cholesky", tol=1e-12,
-                             max_iter=100)
+    ref = LogisticRegression(C=0.1, solver="newton-cholesky", tol=1e-12, max_iter=100)
     f0, actual = _manual(ref, X, y, Xt, yt, groups, "log_loss")
     np.testing.assert_allclose(refits.actual, actual, rtol=1e-5)
     _, loose = _manual(LogisticRegression(C=0.1), X, y, Xt, yt, groups, "log_loss")
@@ -105,8 +107,9 @@ def test_tight_refit_is_needed_and_warm_start_changes_nothing(digits):
 
 def test_balanced_class_weight_is_frozen(breast_cancer):
     X, y, Xt, yt = breast_cancer
-    est = LogisticRegression(C=0.3, class_weight="balanced",
-                             solver="newton-cholesky", tol=1e-12)
+    est = LogisticRegression(
+        C=0.3, class_weight="balanced", solver="newton-cholesky", tol=1e-12
+    )
     in_S = (y == 1) & (np.arange(len(y)) % 6 == 0)  # a sixth of class 1
     with pytest.warns(UserWarning, match="class_weight='balanced'"):
         gi = GroupInfluence(est).fit(X, y, X_target=Xt, y_target=yt)
@@ -117,8 +120,11 @@ def test_balanced_class_weight_is_frozen(breast_cancer):
         return log_loss(yt, model.fit(X[~in_S], y[~in_S]).predict_proba(Xt)) - f0
 
     frozen = dict(zip([0, 1], len(y) / (2 * np.bincount(y))))
-    actual = change(LogisticRegression(C=0.3, class_weight=frozen,
-                                       solver="newton-cholesky", tol=1e-12))
+    actual = change(
+        LogisticRegression(
+            C=0.3, class_weight=frozen, solver="newton-cholesky", tol=1e-12
+        )
+    )
     assert refits.actual[0] == pytest.approx(actual, rel=1e-7)
     recomputed = change(est)  # what "balanced" would do: every weight moves
     assert abs(recomputed - actual) > 1e-2 * abs(actual)
@@ -134,11 +140,11 @@ def test_pipeline_keeps_preprocessing_fixed_unless_refit_all(breast_cancer):
     groups = np.arange(len(y)) % 3
     fixed = leave_group_out(pipe, X, y, groups, X_target=Xt, y_target=yt)
     scaler = StandardScaler().fit(X)
-    _, actual = _manual(final, scaler.transform(X), y, scaler.transform(Xt), yt,
-                        groups, "log_loss")
+    _, actual = _manual(
+        final, scaler.transform(X), y, scaler.transform(Xt), yt, groups, "log_loss"
+    )
     np.testing.assert_allclose(fixed.actual, actual, rtol=1e-7)
-    moving = leave_group_out(pipe, X, y, groups, X_target=Xt, y_target=yt,
-                             refit="all")
+    moving = leave_group_out(pipe, X, y, groups, X_target=Xt, y_target=yt, refit="all")
     _, actual_all = _manual(pipe, X, y, Xt, yt, groups, "log_loss")
     np.testing.assert_allclose(moving.actual, actual_all, rtol=1e-7)
     assert np.max(np.abs(moving.actual - fixed.actual)) > 1e-6
@@ -157,8 +163,9 @@ def test_membership_matrix_equals_labels_for_overlapping_groups(breast_cancer):
     np.testing.assert_array_equal(by_matrix.groups, [0, 1, 2])
     np.testing.assert_array_equal(by_matrix.size, masks.sum(axis=1))
     for g, mask in enumerate(masks):
-        by_label = leave_group_out(est, X, y, mask.astype(int), X_target=Xt,
-                                   y_target=yt)
+        by_label = leave_group_out(
+            est, X, y, mask.astype(int), X_target=Xt, y_target=yt
+        )
         assert by_label.actual[1] == pytest.approx(by_matrix.actual[g], rel=1e-9)
 
 
@@ -181,13 +188,18 @@ def test_dask_local_cluster_equals_sequential(breast_cancer):
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True,
-            host="127.0.0.1", dashboard_address=None,
-        ) as cluster, distributed.Client(cluster) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             with parallel_config(backend="dask"):
-                par = leave_group_out(est, X, y, groups, X_target=Xt,
-                                      y_target=yt)
+                par = leave_group_out(est, X, y, groups, X_target=Xt, y_target=yt)
             # the refits did run on the cluster's worker processes
             assert sum(client.run(lambda: 1).values()) == 2
     np.testing.assert_allclose(par.actual, seq.actual, rtol=1e-12, atol=1e-15)
@@ -208,9 +220,15 @@ def test_refit_errors_and_warnings(breast_cancer, digits):
         leave_group_out(Ridge(), X, y, y, y_target=yt)
     Xd, yd, Xdt, ydt = digits
     with pytest.warns(ConvergenceWarning, match="refits stopped at max_iter"):
-        r = leave_group_out(LogisticRegression(C=10.0, max_iter=2), Xd, yd,
-                            np.arange(len(yd)) % 2, X_target=Xdt, y_target=ydt,
-                            max_iter=2)
+        r = leave_group_out(
+            LogisticRegression(C=10.0, max_iter=2),
+            Xd,
+            yd,
+            np.arange(len(yd)) % 2,
+            X_target=Xdt,
+            y_target=ydt,
+            max_iter=2,
+        )
     assert not r.converged.any()
 
 
@@ -222,7 +240,8 @@ def test_agreement_against_scipy():
     assert r.pearson == pytest.approx(pearsonr(est, act)[0])
     assert r.spearman == pytest.approx(spearmanr(est, act)[0])
     assert r.median_relative_error == pytest.approx(
-        np.median(np.abs(est - act) / np.abs(act)))
+        np.median(np.abs(est - act) / np.abs(act))
+    )
     assert r.median_abs_error == pytest.approx(np.median(np.abs(est - act)))
     assert r.n == 20
     with pytest.raises(ValueError, match="estimate has 3 values but actual has 20"):

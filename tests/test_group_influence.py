@@ -33,8 +33,9 @@ def fitted(breast_cancer):
 @pytest.fixture(scope="module")
 def fitted_multi(digits):
     X, y, Xt, yt = digits
-    gi = GroupInfluence(LogisticRegression(C=0.1)).fit(X[:300], y[:300],
-                                                      X_target=Xt, y_target=yt)
+    gi = GroupInfluence(LogisticRegression(C=0.1)).fit(
+        X[:300], y[:300], X_target=Xt, y_target=yt
+    )
     return gi, X[:300], y[:300]
 
 
@@ -70,8 +71,9 @@ def test_singleton_groups_reproduce_influence(fitted):
     # interaction of a singleton = a_i + kappa_ii / 2
     K = gi.interaction_matrix()
     res = gi.score_groups(np.arange(len(y)))
-    np.testing.assert_allclose(res.estimate, gi.influence_ + 0.5 * np.diag(K),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        res.estimate, gi.influence_ + 0.5 * np.diag(K), rtol=1e-10
+    )
 
 
 def test_relabelling_groups_permutes_scores(fitted):
@@ -98,8 +100,9 @@ def test_dense_and_operator_interactions_agree(fitted_multi):
         op = gi.interaction_matrix(groups=g, form="implicit")
         assert isinstance(op, spla.LinearOperator)
         eye = np.eye(dense.shape[0])
-        np.testing.assert_allclose(op @ eye, dense, rtol=1e-9,
-                                   atol=1e-12 * np.abs(dense).max())
+        np.testing.assert_allclose(
+            op @ eye, dense, rtol=1e-9, atol=1e-12 * np.abs(dense).max()
+        )
     # over the memory budget "auto" returns an operator, "dense" refuses
     small = clone(gi).set_params(max_dense_bytes=1000)
     small._state, small.influence_ = gi._state, gi.influence_
@@ -143,8 +146,9 @@ def test_callable_torch_target_equals_default(breast_cancer):
     b = GroupInfluence(est, target=log_loss_phi).fit(X, y, X_target=Xt, y_target=yt)
     np.testing.assert_allclose(b.influence_, a.influence_, rtol=1e-9)
     groups = np.arange(len(y)) % 9
-    np.testing.assert_allclose(b.score_groups(groups).estimate,
-                               a.score_groups(groups).estimate, rtol=1e-9)
+    np.testing.assert_allclose(
+        b.score_groups(groups).estimate, a.score_groups(groups).estimate, rtol=1e-9
+    )
 
 
 def test_default_target_is_training_metric(breast_cancer):
@@ -157,8 +161,9 @@ def test_default_target_is_training_metric(breast_cancer):
 
 def test_import_does_not_import_torch():
     code = "import sys, sklearn_groupinf; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -168,8 +173,7 @@ def test_frozen_estimator_is_not_refitted(breast_cancer):
     coef = model[-1].coef_.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotStationaryWarning)
-        gi = GroupInfluence(FrozenEstimator(model)).fit(X, y, X_target=Xt,
-                                                       y_target=yt)
+        gi = GroupInfluence(FrozenEstimator(model)).fit(X, y, X_target=Xt, y_target=yt)
     assert gi.estimator_ is gi.estimator
     np.testing.assert_array_equal(model[-1].coef_, coef)
     # the estimates expand around the polished stationary point
@@ -180,7 +184,8 @@ def test_polish_false_warns_with_the_fix(breast_cancer):
     X, y, Xt, yt = breast_cancer
     with pytest.warns(NotStationaryWarning, match="smaller `tol`"):
         GroupInfluence(LogisticRegression(max_iter=3), polish=False).fit(
-            X, y, X_target=Xt, y_target=yt)
+            X, y, X_target=Xt, y_target=yt
+        )
 
 
 def test_user_estimator_not_mutated(breast_cancer):

@@ -35,15 +35,19 @@ def _refit_changes(est, X, y, Xt, yt, metric, removals, f0):
 
 
 TIGHT = {
-    "binary": LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-12,
-                                 max_iter=1000, warm_start=True),
-    "binary_parity": LogisticRegression(C=0.1, solver="newton-cholesky", tol=1e-12,
-                                        max_iter=1000, warm_start=True),
-    "multinomial": LogisticRegression(C=0.1, solver="newton-cholesky", tol=1e-12,
-                                      max_iter=1000, warm_start=True),
+    "binary": LogisticRegression(
+        C=1.0, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
+    ),
+    "binary_parity": LogisticRegression(
+        C=0.1, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
+    ),
+    "multinomial": LogisticRegression(
+        C=0.1, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
+    ),
     "ridge": Ridge(alpha=1.0),
-    "poisson": PoissonRegressor(alpha=0.01, solver="newton-cholesky", tol=1e-12,
-                                max_iter=1000, warm_start=True),
+    "poisson": PoissonRegressor(
+        alpha=0.01, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
+    ),
 }
 
 
@@ -76,15 +80,25 @@ def test_first_order_matches_leave_one_out(case, breast_cancer, digits, concrete
     rows = np.random.default_rng(0).choice(len(y), size=30, replace=False)
     singletons = np.arange(len(y))
     for j in (0, 1):
-        gi = GroupInfluence(clone(est)).fit(X, y, X_target=Xt[j : j + 1],
-                                            y_target=yt[j : j + 1])
-        actual = _refit_changes(est, X, y, Xt[j : j + 1], yt[j : j + 1], metric,
-                                [[i] for i in rows], gi.target_value_)
+        gi = GroupInfluence(clone(est)).fit(
+            X, y, X_target=Xt[j : j + 1], y_target=yt[j : j + 1]
+        )
+        actual = _refit_changes(
+            est,
+            X,
+            y,
+            Xt[j : j + 1],
+            yt[j : j + 1],
+            metric,
+            [[i] for i in rows],
+            gi.target_value_,
+        )
         r = pearsonr(gi.influence_[rows], actual)[0]
         assert r >= 0.999, (j, r)
     gi = GroupInfluence(clone(est)).fit(X, y, X_target=Xt, y_target=yt)
-    actual = _refit_changes(est, X, y, Xt, yt, metric, [[i] for i in rows],
-                            gi.target_value_)
+    actual = _refit_changes(
+        est, X, y, Xt, yt, metric, [[i] for i in rows], gi.target_value_
+    )
     newton = gi.score_groups(singletons, method="newton").estimate[rows]
     inter = gi.score_groups(singletons, method="interaction").estimate[rows]
     assert pearsonr(newton, actual)[0] >= 0.999
@@ -100,13 +114,17 @@ def _class_groups(labels, rng, shares=(0.3, 0.6)):
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         for share in shares:
-            out.append(rng.choice(members, size=max(1, int(share * len(members))),
-                                  replace=False))
+            out.append(
+                rng.choice(
+                    members, size=max(1, int(share * len(members))), replace=False
+                )
+            )
     return out
 
 
 BREAST_CANCER_CLASS = pytest.param(
-    "binary", "class",
+    "binary",
+    "class",
     marks=pytest.mark.xfail(
         strict=True,
         reason="Known limitation, measured: on breast cancer (near-separable, "
@@ -117,12 +135,20 @@ BREAST_CANCER_CLASS = pytest.param(
 )
 
 
-@pytest.mark.parametrize("case,family", [
-    ("binary", "random"), BREAST_CANCER_CLASS, ("multinomial", "random"),
-    ("multinomial", "class"), ("ridge", "random"), ("ridge", "class"),
-])
-def test_interaction_beats_first_order_on_groups(case, family, breast_cancer,
-                                                 digits, concrete):
+@pytest.mark.parametrize(
+    "case,family",
+    [
+        ("binary", "random"),
+        BREAST_CANCER_CLASS,
+        ("multinomial", "random"),
+        ("multinomial", "class"),
+        ("ridge", "random"),
+        ("ridge", "class"),
+    ],
+)
+def test_interaction_beats_first_order_on_groups(
+    case, family, breast_cancer, digits, concrete
+):
     """Against leave-group-out refits: higher Spearman, lower median rel. error.
 
     Random groups of 1-20 % of n (40 groups) and class-coherent groups (5-50 %
@@ -135,8 +161,9 @@ def test_interaction_beats_first_order_on_groups(case, family, breast_cancer,
     if family == "random":
         removals = _random_groups(len(y), rng, np.linspace(0.01, 0.2, 40))
     else:
-        labels = y if case != "ridge" else np.digitize(y, np.quantile(y, [0.25, 0.5,
-                                                                          0.75]))
+        labels = (
+            y if case != "ridge" else np.digitize(y, np.quantile(y, [0.25, 0.5, 0.75]))
+        )
         removals = _class_groups(labels, rng, shares=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5))
     actual = _refit_changes(est, X, y, Xt, yt, metric, removals, gi.target_value_)
     # score each removal as a two-group labelling: the group vs the rest

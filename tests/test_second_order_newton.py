@@ -60,17 +60,18 @@ def test_newton_equals_refit_for_quadratic_problems(case, concrete):
         y = np.column_stack([y, X[:, 0] * y])
         yt = np.column_stack([yt, Xt[:, 0] * yt])
     else:  # mean form: the penalty share of the group enters H_S
-        est = TweedieRegressor(power=0, link="identity", alpha=0.05,
-                               solver="newton-cholesky", tol=1e-12)
+        est = TweedieRegressor(
+            power=0, link="identity", alpha=0.05, solver="newton-cholesky", tol=1e-12
+        )
     # groups of 1 %-25 % of n, and two single examples
     rng = np.random.default_rng(1)
-    groups = rng.choice(8, size=len(y), p=[.25, .2, .2, .15, .1, .05, .03, .02])
+    groups = rng.choice(8, size=len(y), p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.05, 0.03, 0.02])
     groups[:2] = [100, 101]
-    gi = GroupInfluence(est, method="newton").fit(X, y, sw, X_target=Xt,
-                                                  y_target=yt)
+    gi = GroupInfluence(est, method="newton").fit(X, y, sw, X_target=Xt, y_target=yt)
     est_scores = gi.score_groups(groups)
-    refits = leave_group_out(est, X, y, groups, X_target=Xt, y_target=yt,
-                             sample_weight=sw)
+    refits = leave_group_out(
+        est, X, y, groups, X_target=Xt, y_target=yt, sample_weight=sw
+    )
     np.testing.assert_array_equal(est_scores.groups, refits.groups)
     assert refits.target_value == pytest.approx(gi.target_value_, rel=1e-10)
     np.testing.assert_allclose(est_scores.estimate, refits.actual, rtol=1e-8)
@@ -113,20 +114,23 @@ def _fd_case(name, concrete):
     if name == "binary":
         X, y = load_breast_cancer(return_X_y=True)
         X = StandardScaler().fit_transform(X)[:, :8]
-        est = LogisticRegression(C=0.5, solver="newton-cholesky", tol=1e-14,
-                                 max_iter=1000)
+        est = LogisticRegression(
+            C=0.5, solver="newton-cholesky", tol=1e-14, max_iter=1000
+        )
         return X[:120], y[:120], X[400:], y[400:], est, _log_loss
     if name == "multinomial":
         X, y = load_iris(return_X_y=True)
         X = StandardScaler().fit_transform(X)
         perm = np.random.default_rng(0).permutation(len(y))
         X, y = X[perm], y[perm]
-        est = LogisticRegression(C=0.5, solver="newton-cholesky", tol=1e-14,
-                                 max_iter=1000)
+        est = LogisticRegression(
+            C=0.5, solver="newton-cholesky", tol=1e-14, max_iter=1000
+        )
         return X[:90], y[:90], X[90:], y[90:], est, _log_loss
     X, y, Xt, yt = concrete  # mean-form GLM: re-normalisation included
-    est = PoissonRegressor(alpha=0.05, solver="newton-cholesky", tol=1e-14,
-                           max_iter=1000)
+    est = PoissonRegressor(
+        alpha=0.05, solver="newton-cholesky", tol=1e-14, max_iter=1000
+    )
     return X[:150], y[:150] / 10, Xt, yt / 10, est, _poisson
 
 
@@ -145,8 +149,10 @@ def test_second_order_matches_finite_difference_of_refits(name, concrete):
     in_S = np.zeros(n, dtype=bool)
     in_S[np.random.default_rng(1).choice(n, n // 5, replace=False)] = True
     gi = GroupInfluence(est).fit(X, y, X_target=Xt, y_target=yt)
-    scores = {m: gi.score_groups(in_S.astype(int), method=m).estimate[1]
-              for m in ("first_order", "interaction", "second_order")}
+    scores = {
+        m: gi.score_groups(in_S.astype(int), method=m).estimate[1]
+        for m in ("first_order", "interaction", "second_order")
+    }
 
     def F(t):  # target after refitting with the group's weights 1 - t
         model = clone(est).fit(X, y, sample_weight=1.0 - t * in_S)
@@ -175,8 +181,9 @@ def test_second_order_matches_finite_difference_of_refits(name, concrete):
 # weights: second_order is then no better than interaction at these sizes,
 # and only newton is asserted there.
 @pytest.mark.parametrize("case", ["breast_cancer", "digits", "concrete"])
-def test_second_order_and_newton_beat_interaction(case, breast_cancer, digits,
-                                                  concrete):
+def test_second_order_and_newton_beat_interaction(
+    case, breast_cancer, digits, concrete
+):
     better = ("second_order", "newton")
     if case == "breast_cancer":
         X, y, Xt, yt = breast_cancer
@@ -192,9 +199,10 @@ def test_second_order_and_newton_beat_interaction(case, breast_cancer, digits,
     assert np.all((sizes >= 0.1) & (sizes <= 0.2))
     gi = GroupInfluence(est).fit(X, y, X_target=Xt, y_target=yt)
     refits = leave_group_out(est, X, y, groups, X_target=Xt, y_target=yt)
-    err = {m: agreement(gi.score_groups(groups, method=m), refits)
-           .median_relative_error
-           for m in ("first_order", "interaction", "second_order", "newton")}
+    err = {
+        m: agreement(gi.score_groups(groups, method=m), refits).median_relative_error
+        for m in ("first_order", "interaction", "second_order", "newton")
+    }
     assert err["interaction"] < err["first_order"]
     for m in better:
         assert err[m] < err["interaction"], (m, err)

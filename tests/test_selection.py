@@ -51,8 +51,9 @@ def test_greedy_equals_brute_force(seed, goal, form):
     np.testing.assert_allclose(est, path, rtol=1e-10)
     # the estimates are the quadratic estimate of each prefix set
     for t in range(1, 6):
-        assert est[t - 1] == pytest.approx(quadratic_estimate(b, op, order[:t]),
-                                           rel=1e-10)
+        assert est[t - 1] == pytest.approx(
+            quadratic_estimate(b, op, order[:t]), rel=1e-10
+        )
 
 
 def test_zero_interaction_is_top_k():
@@ -94,8 +95,12 @@ def test_dense_build_does_not_depend_on_tile_size():
     W, sigma = rng.normal(size=(257, 9)), np.sign(rng.normal(size=9))
     ref = dense_from_factors(W, sigma, tile_size=1000)
     for tile in (1, 16, 100, 256):  # equal up to BLAS summation order
-        np.testing.assert_allclose(dense_from_factors(W, sigma, tile_size=tile), ref,
-                                   rtol=1e-13, atol=1e-13 * np.abs(ref).max())
+        np.testing.assert_allclose(
+            dense_from_factors(W, sigma, tile_size=tile),
+            ref,
+            rtol=1e-13,
+            atol=1e-13 * np.abs(ref).max(),
+        )
     K32 = dense_from_factors(W, sigma, dtype="float32")
     assert K32.dtype == np.float32
     np.testing.assert_allclose(K32, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -104,8 +109,7 @@ def test_dense_build_does_not_depend_on_tile_size():
 @pytest.fixture(scope="module")
 def gi(breast_cancer):
     X, y, Xt, yt = breast_cancer
-    return GroupInfluence(LogisticRegression(C=0.5)).fit(X, y, X_target=Xt,
-                                                        y_target=yt)
+    return GroupInfluence(LogisticRegression(C=0.5)).fit(X, y, X_target=Xt, y_target=yt)
 
 
 def test_select_matches_pure_greedy_and_groups(gi):
@@ -130,7 +134,8 @@ def test_select_increase_is_robustness_audit(gi):
     sel = gi.select(10, goal="increase")
     assert np.all(np.diff(sel.estimates) > 0)
     assert sel.estimates[0] == pytest.approx(
-        (gi.influence_ + 0.5 * np.diag(gi.interaction_matrix())).max(), rel=1e-9)
+        (gi.influence_ + 0.5 * np.diag(gi.interaction_matrix())).max(), rel=1e-9
+    )
 
 
 def test_interaction_avoids_redundant_duplicates():
@@ -143,8 +148,7 @@ def test_interaction_avoids_redundant_duplicates():
     y = np.concatenate([y, np.repeat(y[:3], 6)])
     Xt = rng.normal(size=(300, 5))
     yt = (Xt[:, 0] > 0).astype(int)
-    gi = GroupInfluence(LogisticRegression(C=1.0)).fit(X, y, X_target=Xt,
-                                                      y_target=yt)
+    gi = GroupInfluence(LogisticRegression(C=1.0)).fit(X, y, X_target=Xt, y_target=yt)
     est = lambda idx: _refit_loss(X, y, Xt, yt, idx) - gi.target_value_
     first = gi.select(8, method="first_order").indices
     inter = gi.select(8).indices
@@ -182,8 +186,7 @@ def test_add_candidate_estimates_agree_with_refits(breast_cancer):
     assert rel(inter) < rel(first)
     # the sign convention: adding a helpful candidate lowers the target
     best = gi.select(1, action="add", X_candidates=Xc, y_candidates=yc)
-    m = clone(est).fit(np.vstack([Xtr, Xc[best.indices]]),
-                       np.r_[ytr, yc[best.indices]])
+    m = clone(est).fit(np.vstack([Xtr, Xc[best.indices]]), np.r_[ytr, yc[best.indices]])
     assert best.estimates[0] < 0
     assert log_loss(yt, m.predict_proba(Xt)) < gi.target_value_
 
@@ -208,16 +211,22 @@ def test_rounds_refit_between_slices(breast_cancer):
     # measured after round 1 = refit without the first 10 picks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = GroupInfluence(est).fit(np.delete(X, sel.indices[:10], axis=0),
-                                      np.delete(y, sel.indices[:10]),
-                                      X_target=Xt, y_target=yt)
+        ref = GroupInfluence(est).fit(
+            np.delete(X, sel.indices[:10], axis=0),
+            np.delete(y, sel.indices[:10]),
+            X_target=Xt,
+            y_target=yt,
+        )
     assert sel.measured[1] == pytest.approx(ref.target_value_, rel=1e-8)
     # round 2's first pick is the one-shot pick of the refitted model
-    assert sel.indices[10] == np.delete(np.arange(len(y)), sel.indices[:10])[
-        ref.select(1).indices[0]]
+    assert (
+        sel.indices[10]
+        == np.delete(np.arange(len(y)), sel.indices[:10])[ref.select(1).indices[0]]
+    )
     # add with rounds
-    sel = gi.select(6, action="add", X_candidates=Xt[:50], y_candidates=yt[:50],
-                    n_rounds=2)
+    sel = gi.select(
+        6, action="add", X_candidates=Xt[:50], y_candidates=yt[:50], n_rounds=2
+    )
     assert len(np.unique(sel.indices)) == 6 and np.all(sel.indices < 50)
 
 
@@ -242,16 +251,19 @@ def test_selection_bad_input(gi, breast_cancer):
     with pytest.raises(ValueError, match="n_rounds"):
         gi.select(3, n_rounds=0)
     with pytest.raises(MemoryError, match="max_dense_bytes"):
-        make_interaction(np.ones((5000, 2)), np.eye(2), form="dense",
-                         max_dense_bytes=10**6)
+        make_interaction(
+            np.ones((5000, 2)), np.eye(2), form="dense", max_dense_bytes=10**6
+        )
 
 
 def test_ridge_selection_runs_with_implicit_form(concrete):
     X, y, Xt, yt = concrete
-    gi = GroupInfluence(Ridge(), interaction="implicit").fit(X, y, X_target=Xt,
-                                                            y_target=yt)
-    dense = clone(gi).set_params(interaction="dense").fit(X, y, X_target=Xt,
-                                                          y_target=yt)
+    gi = GroupInfluence(Ridge(), interaction="implicit").fit(
+        X, y, X_target=Xt, y_target=yt
+    )
+    dense = (
+        clone(gi).set_params(interaction="dense").fit(X, y, X_target=Xt, y_target=yt)
+    )
     a, b = gi.select(25), dense.select(25)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_allclose(a.estimates, b.estimates, rtol=1e-9)
@@ -260,11 +272,11 @@ def test_ridge_selection_runs_with_implicit_form(concrete):
 def test_upweighting_with_rounds_maps_to_training_rows(breast_cancer):
     """Regression: add without candidates and n_rounds > 1 (copies re-selectable)."""
     X, y, Xt, yt = breast_cancer
-    gi = GroupInfluence(LogisticRegression(C=0.5)).fit(X[:100], y[:100],
-                                                      X_target=Xt, y_target=yt)
+    gi = GroupInfluence(LogisticRegression(C=0.5)).fit(
+        X[:100], y[:100], X_target=Xt, y_target=yt
+    )
     sel = gi.select(40, action="add", n_rounds=2)
     assert len(sel.indices) == 40
     assert sel.indices.min() >= 0 and sel.indices.max() < 100
     # the first round is the one-shot selection of its slice
-    np.testing.assert_array_equal(sel.indices[:20],
-                                  gi.select(20, action="add").indices)
+    np.testing.assert_array_equal(sel.indices[:20], gi.select(20, action="add").indices)

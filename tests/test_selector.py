@@ -43,24 +43,25 @@ def _lr():
 # --------------------------------------------------------------- reference
 def test_removal_equals_groupinfluence_select_on_same_split(cancer):
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=20, validation=0.2,
-                        random_state=0).fit(X, y)
-    (pool, target), = sel.splits_
+    sel = GroupSelector(_lr(), budget=20, validation=0.2, random_state=0).fit(X, y)
+    ((pool, target),) = sel.splits_
     # the split: a stratified 20 % hold-out, disjoint from the pool
     assert len(target) == int(np.ceil(0.2 * len(y)))
     assert_array_equal(np.sort(np.concatenate([pool, target])), np.arange(len(y)))
     for c in (0, 1):
         assert abs(np.sum(y[target] == c) - 0.2 * np.sum(y == c)) <= 1
     # the removal: exactly what GroupInfluence.select picks on that split
-    gi = GroupInfluence(_lr()).fit(X[pool], y[pool], X_target=X[target],
-                                   y_target=y[target])
+    gi = GroupInfluence(_lr()).fit(
+        X[pool], y[pool], X_target=X[target], y_target=y[target]
+    )
     ref = gi.select(20, method="interaction")
     assert_array_equal(sel.removed_indices_, pool[ref.indices])
     assert_allclose(sel.selections_[0].estimates, ref.estimates)
     assert not np.isin(sel.removed_indices_, target).any()
     # kept rows are the complement; the refit is a plain fit on them
-    assert_array_equal(sel.sample_indices_,
-                       np.setdiff1d(np.arange(len(y)), sel.removed_indices_))
+    assert_array_equal(
+        sel.sample_indices_, np.setdiff1d(np.arange(len(y)), sel.removed_indices_)
+    )
     plain = _lr().fit(X[sel.sample_indices_], y[sel.sample_indices_])
     assert_allclose(sel.estimator_.coef_, plain.coef_, rtol=1e-10, atol=1e-12)
     assert_allclose(sel.predict_proba(X), plain.predict_proba(X), atol=1e-12)
@@ -71,9 +72,8 @@ def test_removal_lowers_the_measured_target_loss(cancer):
     # the selected removal must actually lower the validation log-loss when the
     # pool is refitted without it (a measured refit, not the estimate)
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=10, validation=0.2,
-                        random_state=1).fit(X, y)
-    (pool, target), = sel.splits_
+    sel = GroupSelector(_lr(), budget=10, validation=0.2, random_state=1).fit(X, y)
+    ((pool, target),) = sel.splits_
     before = log_loss(y[target], _lr().fit(X[pool], y[pool]).predict_proba(X[target]))
     kept = np.setdiff1d(pool, sel.removed_indices_)
     after = log_loss(y[target], _lr().fit(X[kept], y[kept]).predict_proba(X[target]))
@@ -86,8 +86,9 @@ def test_removal_lowers_the_measured_target_loss(cancer):
 
 def test_cross_fit_scores_every_row(cancer):
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=0.1, validation="cross_fit",
-                        method="first_order", random_state=0).fit(X, y)
+    sel = GroupSelector(
+        _lr(), budget=0.1, validation="cross_fit", method="first_order", random_state=0
+    ).fit(X, y)
     (p0, t0), (p1, t1) = sel.splits_
     assert_array_equal(p0, t1)
     assert_array_equal(p1, t0)
@@ -115,40 +116,54 @@ def test_budget_zero_is_a_plain_fit(cancer):
 def test_sample_weight_is_sliced(cancer):
     X, y, _ = cancer
     w = np.random.default_rng(3).uniform(0.2, 3.0, size=len(y))
-    sel = GroupSelector(_lr(), budget=15, validation=0.2,
-                        random_state=2).fit(X, y, sample_weight=w)
-    (pool, target), = sel.splits_
-    gi = GroupInfluence(_lr()).fit(X[pool], y[pool], w[pool], X_target=X[target],
-                                   y_target=y[target], target_weight=w[target])
+    sel = GroupSelector(_lr(), budget=15, validation=0.2, random_state=2).fit(
+        X, y, sample_weight=w
+    )
+    ((pool, target),) = sel.splits_
+    gi = GroupInfluence(_lr()).fit(
+        X[pool],
+        y[pool],
+        w[pool],
+        X_target=X[target],
+        y_target=y[target],
+        target_weight=w[target],
+    )
     assert_array_equal(sel.removed_indices_, pool[gi.select(15).indices])
     keep = sel.sample_indices_
     plain = _lr().fit(X[keep], y[keep], sample_weight=w[keep])
     assert_allclose(sel.estimator_.coef_, plain.coef_, rtol=1e-10, atol=1e-12)
     # the weights matter: unweighted selection or refit differs
-    unweighted = GroupSelector(_lr(), budget=15, validation=0.2,
-                               random_state=2).fit(X, y)
+    unweighted = GroupSelector(_lr(), budget=15, validation=0.2, random_state=2).fit(
+        X, y
+    )
     assert not np.allclose(unweighted.estimator_.coef_, sel.estimator_.coef_)
 
 
 # ---------------------------------------------------------------- pipelines
 def test_pipeline_removes_whole_groups(diabetes):
     X, y, groups = diabetes
-    pipe = make_pipeline(StandardScaler(),
-                         GroupSelector(Ridge(), budget=3, groups_as_units=True,
-                                       validation=0.2, random_state=0))
+    pipe = make_pipeline(
+        StandardScaler(),
+        GroupSelector(
+            Ridge(), budget=3, groups_as_units=True, validation=0.2, random_state=0
+        ),
+    )
     assert is_regressor(pipe)
     pipe.fit(X, y, groupselector__groups=groups)
     sel = pipe[-1]
     assert len(sel.removed_groups_) == 3
     # validation holds out whole groups; removed rows are exactly their rows
-    (pool, target), = sel.splits_
+    ((pool, target),) = sel.splits_
     assert not np.isin(groups[target], groups[pool]).any()
     assert not np.isin(sel.removed_groups_, groups[target]).any()
-    assert_array_equal(np.sort(sel.removed_indices_),
-                       np.flatnonzero(np.isin(groups, sel.removed_groups_)))
+    assert_array_equal(
+        np.sort(sel.removed_indices_),
+        np.flatnonzero(np.isin(groups, sel.removed_groups_)),
+    )
     Xs = pipe[0].transform(X)
-    gi = GroupInfluence(Ridge()).fit(Xs[pool], y[pool], X_target=Xs[target],
-                                     y_target=y[target])
+    gi = GroupInfluence(Ridge()).fit(
+        Xs[pool], y[pool], X_target=Xs[target], y_target=y[target]
+    )
     assert_array_equal(sel.removed_groups_, gi.select(3, groups=groups[pool]).groups)
     plain = Ridge().fit(Xs[sel.sample_indices_], y[sel.sample_indices_])
     assert_allclose(pipe.predict(X), plain.predict(Xs), rtol=1e-10)
@@ -165,18 +180,22 @@ def test_gridsearch_routes_the_same_groups_as_groupkfold(cancer):
             return super().fit(X, y, groups=groups, sample_weight=sample_weight)
 
     with sklearn.config_context(enable_metadata_routing=True):
-        selector = (Recording(LogisticRegression(), groups_as_units=True,
-                              random_state=0)
-                    .set_fit_request(groups=True, sample_weight=True)
-                    .set_score_request(sample_weight=True))
+        selector = (
+            Recording(LogisticRegression(), groups_as_units=True, random_state=0)
+            .set_fit_request(groups=True, sample_weight=True)
+            .set_score_request(sample_weight=True)
+        )
         scaler = StandardScaler().set_fit_request(sample_weight=False)
         pipe = make_pipeline(scaler, selector)
         assert is_classifier(pipe)
-        grid = {"recording__budget": [0, 0.02, 0.05],
-                "recording__estimator__C": [0.1, 1]}
+        grid = {
+            "recording__budget": [0, 0.02, 0.05],
+            "recording__estimator__C": [0.1, 1],
+        }
         cv = GroupKFold(n_splits=3)
-        search = GridSearchCV(pipe, grid, cv=cv).fit(X, y, groups=groups,
-                                                      sample_weight=w)
+        search = GridSearchCV(pipe, grid, cv=cv).fit(
+            X, y, groups=groups, sample_weight=w
+        )
     assert len(search.cv_results_["params"]) == 6
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
     folds = list(cv.split(X, y, groups))
@@ -192,8 +211,10 @@ def test_gridsearch_routes_the_same_groups_as_groupkfold(cancer):
     n_groups = len(np.unique(groups))
     expect = {0: 0, 0.02: max(1, int(0.02 * n_groups)), 0.05: int(0.05 * n_groups)}
     assert len(best.removed_groups_) == expect[best.budget]
-    assert_array_equal(np.sort(best.removed_indices_),
-                       np.flatnonzero(np.isin(groups, best.removed_groups_)))
+    assert_array_equal(
+        np.sort(best.removed_indices_),
+        np.flatnonzero(np.isin(groups, best.removed_groups_)),
+    )
 
 
 def test_routing_slices_sample_weight_through_pipeline(cancer):
@@ -201,11 +222,13 @@ def test_routing_slices_sample_weight_through_pipeline(cancer):
     w = np.random.default_rng(5).uniform(0.2, 3.0, size=len(y))
     with sklearn.config_context(enable_metadata_routing=True):
         sel = GroupSelector(_lr(), budget=12, random_state=0).set_fit_request(
-            sample_weight=True)
+            sample_weight=True
+        )
         scaler = StandardScaler().set_fit_request(sample_weight=False)
         pipe = make_pipeline(scaler, sel).fit(X, y, sample_weight=w)
     direct = GroupSelector(_lr(), budget=12, random_state=0).fit(
-        StandardScaler().fit_transform(X), y, sample_weight=w)
+        StandardScaler().fit_transform(X), y, sample_weight=w
+    )
     assert_array_equal(pipe[-1].removed_indices_, direct.removed_indices_)
     assert_allclose(pipe[-1].estimator_.coef_, direct.estimator_.coef_)
 
@@ -213,10 +236,12 @@ def test_routing_slices_sample_weight_through_pipeline(cancer):
 def test_fit_resample_in_imblearn_pipeline(cancer, diabetes):
     imblearn_pipeline = pytest.importorskip("imblearn.pipeline")
     X, y, groups = cancer
-    pipe = imblearn_pipeline.Pipeline([
-        ("sel", GroupSelector(_lr(), budget=0.05, random_state=0)),
-        ("clf", _lr()),
-    ]).fit(X, y)
+    pipe = imblearn_pipeline.Pipeline(
+        [
+            ("sel", GroupSelector(_lr(), budget=0.05, random_state=0)),
+            ("clf", _lr()),
+        ]
+    ).fit(X, y)
     sel = pipe["sel"]
     assert not hasattr(sel, "estimator_")  # fit_resample does not refit
     ref = GroupSelector(_lr(), budget=0.05, random_state=0).fit(X, y)
@@ -227,11 +252,14 @@ def test_fit_resample_in_imblearn_pipeline(cancer, diabetes):
     # regressor, groups routed to fit_resample
     Xd, yd, gd = diabetes
     with sklearn.config_context(enable_metadata_routing=True):
-        sel = (GroupSelector(Ridge(), budget=2, groups_as_units=True,
-                             random_state=0)
-               .set_fit_request(groups=True).set_fit_resample_request(groups=True))
-        pipe = imblearn_pipeline.Pipeline([("scale", StandardScaler()),
-                                           ("sel", sel), ("reg", Ridge())])
+        sel = (
+            GroupSelector(Ridge(), budget=2, groups_as_units=True, random_state=0)
+            .set_fit_request(groups=True)
+            .set_fit_resample_request(groups=True)
+        )
+        pipe = imblearn_pipeline.Pipeline(
+            [("scale", StandardScaler()), ("sel", sel), ("reg", Ridge())]
+        )
         pipe.fit(Xd, yd, groups=gd)
     kept = pipe["sel"].sample_indices_
     assert len(pipe["sel"].removed_groups_) == 2
@@ -257,13 +285,18 @@ def test_fit_resample_returns_two_arrays_and_keeps_containers(diabetes):
 def test_budget_at_least_the_pool_is_refused(cancer):
     X, y, _ = cancer
     n_pool = len(y) - int(np.ceil(0.2 * len(y)))
-    with pytest.raises(ValueError, match=rf"budget={n_pool}.*pool has {n_pool}"
-                                         r".*validation split.*budget <="):
-        GroupSelector(_lr(), budget=n_pool, validation=0.2,
-                      random_state=0).fit(X, y)
+    with pytest.raises(
+        ValueError,
+        match=rf"budget={n_pool}.*pool has {n_pool}"
+        r".*validation split.*budget <=",
+    ):
+        GroupSelector(_lr(), budget=n_pool, validation=0.2, random_state=0).fit(X, y)
     # cross-fitting: every row is a candidate, each half keeps one row
-    with pytest.raises(ValueError, match=rf"budget={len(y) - 1}.*pool has "
-                                         rf"{len(y)} examples.*budget <= {len(y) - 2}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"budget={len(y) - 1}.*pool has "
+        rf"{len(y)} examples.*budget <= {len(y) - 2}",
+    ):
         GroupSelector(_lr(), budget=len(y) - 1).fit(X, y)
     with pytest.raises(InvalidParameterError, match="'budget' parameter"):
         GroupSelector(_lr(), budget=1.0).fit(X, y)
@@ -277,16 +310,23 @@ def test_vanishing_class_is_refused():
     X = rng.normal(size=(30, 3))
     y = np.repeat([0, 1, 2], 10)
     X[:, 0] += y
-    with pytest.raises(ValueError, match=r"budget=28\) would remove every row of "
-                                         r"class \d \(10 rows\).*Lower budget"):
-        GroupSelector(_lr(), budget=28, validation="cross_fit",
-                      random_state=0).fit(X, y)
+    with pytest.raises(
+        ValueError,
+        match=r"budget=28\) would remove every row of "
+        r"class \d \(10 rows\).*Lower budget",
+    ):
+        GroupSelector(_lr(), budget=28, validation="cross_fit", random_state=0).fit(
+            X, y
+        )
 
 
 def test_groups_of_the_wrong_length(cancer):
     X, y, groups = cancer
-    with pytest.raises(ValueError, match=rf"groups has shape \(10,\) but X has "
-                                         rf"{len(y)} rows.*one group label per row"):
+    with pytest.raises(
+        ValueError,
+        match=rf"groups has shape \(10,\) but X has "
+        rf"{len(y)} rows.*one group label per row",
+    ):
         GroupSelector(_lr(), groups_as_units=True).fit(X, y, groups=groups[:10])
     with pytest.raises(ValueError, match="groups_as_units=True.*groups=None"):
         GroupSelector(_lr(), groups_as_units=True).fit(X, y)
@@ -318,8 +358,11 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    [GroupSelector(LogisticRegression()), GroupSelector(Ridge()),
-     GroupSelector(Ridge(), validation=0.2, method="first_order")],
+    [
+        GroupSelector(LogisticRegression()),
+        GroupSelector(Ridge()),
+        GroupSelector(Ridge(), validation=0.2, method="first_order"),
+    ],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible(estimator, check):
@@ -333,5 +376,6 @@ def test_param_validation():
 def test_tags_follow_the_estimator():
     assert is_classifier(GroupSelector(LogisticRegression()))
     assert is_regressor(GroupSelector(Ridge()))
-    assert is_classifier(clone(GroupSelector(make_pipeline(StandardScaler(),
-                                                           LogisticRegression()))))
+    assert is_classifier(
+        clone(GroupSelector(make_pipeline(StandardScaler(), LogisticRegression())))
+    )

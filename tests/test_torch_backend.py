@@ -27,8 +27,9 @@ pytestmark = pytest.mark.torch
 
 def _mlp(d, h, k, seed=0):
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.Tanh(),
-                               torch.nn.Linear(h, k))
+    return torch.nn.Sequential(
+        torch.nn.Linear(d, h), torch.nn.Tanh(), torch.nn.Linear(h, k)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +42,26 @@ def small_digits(digits):
 def mlp_backend(small_digits):
     """A fitted tanh MLP (64-6-10, 490 parameters) and its backend."""
     X, y, Xt, yt = small_digits
-    net = TorchModel(_mlp(64, 6, 10), weight_decay=1.0, device="cpu",
-                     batch_size=64).fit(X, y)
+    net = TorchModel(
+        _mlp(64, 6, 10), weight_decay=1.0, device="cpu", batch_size=64
+    ).fit(X, y)
     return net, make_torch_backend(net, X, y, X_target=Xt, y_target=yt)
 
 
 def test_import_does_not_load_torch():
-    code = ("import sys, sklearn_groupinf, sklearn_groupinf.backends; "
-            "sys.exit(int('torch' in sys.modules))")
+    code = (
+        "import sys, sklearn_groupinf, sklearn_groupinf.backends; "
+        "sys.exit(int('torch' in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 # --------------------------------------------------- equivalence with sklearn
 def _compare(gi_sk, gi_t, groups, methods, rtol=1e-8):
     scale = np.abs(gi_sk.influence_).max()
-    np.testing.assert_allclose(gi_t.influence_, gi_sk.influence_, rtol=rtol,
-                               atol=rtol * scale)
+    np.testing.assert_allclose(
+        gi_t.influence_, gi_sk.influence_, rtol=rtol, atol=rtol * scale
+    )
     K_sk, K_t = gi_sk.interaction_matrix(), gi_t.interaction_matrix()
     np.testing.assert_allclose(K_t, K_sk, rtol=rtol, atol=rtol * np.abs(K_sk).max())
     assert gi_t.target_value_ == pytest.approx(gi_sk.target_value_, rel=1e-10)
@@ -73,8 +78,13 @@ def test_binary_linear_matches_sklearn_backend(breast_cancer):
     gi_sk = GroupInfluence(LogisticRegression(C=C, tol=1e-12, max_iter=10_000))
     gi_sk.fit(X, y, X_target=Xt, y_target=yt)
     torch.manual_seed(0)
-    net = TorchModel(torch.nn.Linear(30, 1), loss="binary_cross_entropy",
-                     weight_decay=1 / C, decay_bias=False, device="cpu")
+    net = TorchModel(
+        torch.nn.Linear(30, 1),
+        loss="binary_cross_entropy",
+        weight_decay=1 / C,
+        decay_bias=False,
+        device="cpu",
+    )
     gi_t = GroupInfluence(net).fit(X, y, X_target=Xt, y_target=yt)
     assert gi_t.stationarity_[1] < 1e-9
     groups = np.arange(len(y)) % 7
@@ -86,17 +96,18 @@ def test_softmax_linear_matches_sklearn_backend(digits):
     X, y, Xt, yt = digits
     X, y = X[:300], y[:300]
     C, damping = 1.0, 1e-3
-    gi_sk = GroupInfluence(LogisticRegression(C=C, tol=1e-12, max_iter=10_000),
-                           damping=damping)
+    gi_sk = GroupInfluence(
+        LogisticRegression(C=C, tol=1e-12, max_iter=10_000), damping=damping
+    )
     gi_sk.fit(X, y, X_target=Xt, y_target=yt)
     torch.manual_seed(0)
-    net = TorchModel(torch.nn.Linear(64, 10), weight_decay=1 / C, decay_bias=False,
-                     device="cpu")
+    net = TorchModel(
+        torch.nn.Linear(64, 10), weight_decay=1 / C, decay_bias=False, device="cpu"
+    )
     with warnings.catch_warnings():
         # the gauge direction makes the undamped polishing Hessian singular
         warnings.simplefilter("ignore")
-        gi_t = GroupInfluence(net, damping=damping).fit(X, y, X_target=Xt,
-                                                        y_target=yt)
+        gi_t = GroupInfluence(net, damping=damping).fit(X, y, X_target=Xt, y_target=yt)
     _compare(gi_sk, gi_t, y, ["interaction"], rtol=1e-7)
 
 
@@ -107,13 +118,18 @@ def test_callable_target_matches_sklearn_backend(breast_cancer):
     def phi(yy, z):
         return torch.sigmoid(z) * (yy == 1)
 
-    gi_sk = GroupInfluence(LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000),
-                           target=phi).fit(X, y, X_target=Xt[:5], y_target=yt[:5])
+    gi_sk = GroupInfluence(
+        LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000), target=phi
+    ).fit(X, y, X_target=Xt[:5], y_target=yt[:5])
     torch.manual_seed(0)
-    net = TorchModel(torch.nn.Linear(30, 1), loss="binary_cross_entropy",
-                     weight_decay=1.0, decay_bias=False, device="cpu")
-    gi_t = GroupInfluence(net, target=phi).fit(X, y, X_target=Xt[:5],
-                                               y_target=yt[:5])
+    net = TorchModel(
+        torch.nn.Linear(30, 1),
+        loss="binary_cross_entropy",
+        weight_decay=1.0,
+        decay_bias=False,
+        device="cpu",
+    )
+    gi_t = GroupInfluence(net, target=phi).fit(X, y, X_target=Xt[:5], y_target=yt[:5])
     assert gi_t.target_name_ == "callable"
     _compare(gi_sk, gi_t, np.arange(len(y)) % 5, ["interaction"])
 
@@ -132,8 +148,9 @@ def test_vmap_gradients_equal_per_example_loop(mlp_backend, small_digits):
         np.testing.assert_allclose(Q[i], g.numpy(), rtol=1e-12, atol=1e-14)
     # rows subset and gradient of J = sum q_i + weight_decay * theta
     np.testing.assert_allclose(be.removal_gradients([3, 5]), Q[[3, 5]])
-    np.testing.assert_allclose(be.gradient(), Q.sum(0) + 1.0 * be.get_theta(),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        be.gradient(), Q.sum(0) + 1.0 * be.get_theta(), atol=1e-12
+    )
 
 
 def test_hessian_equals_autograd_hessian(mlp_backend):
@@ -146,8 +163,9 @@ def test_hessian_equals_autograd_hessian(mlp_backend):
         return data + be._penalty(t)
 
     H_ref = torch.func.hessian(J)(theta).numpy()
-    np.testing.assert_allclose(be.hessian(), H_ref, rtol=1e-10,
-                               atol=1e-12 * np.abs(H_ref).max())
+    np.testing.assert_allclose(
+        be.hessian(), H_ref, rtol=1e-10, atol=1e-12 * np.abs(H_ref).max()
+    )
     assert be.objective() == pytest.approx(float(J(theta)), rel=1e-13)
 
 
@@ -159,26 +177,29 @@ def test_ggn_equals_hessian_for_linear_model(breast_cancer):
     be_h = make_torch_backend(net, X, y, X_target=Xt, y_target=yt)
     net.set_params(curvature="ggn")
     be_g = make_torch_backend(net, X, y, X_target=Xt, y_target=yt)
-    np.testing.assert_allclose(be_g.hessian(), be_h.hessian(), rtol=1e-12,
-                               atol=1e-12)
-    np.testing.assert_allclose(be_g.target_hessian(), be_h.target_hessian(),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(be_g.hessian(), be_h.hessian(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        be_g.target_hessian(), be_h.target_hessian(), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_thin_target_factor_equals_dense_ggn(mlp_backend, small_digits):
     net, _ = mlp_backend
     X, y, Xt, yt = small_digits
-    net = TorchModel(**{**net.get_params(), "curvature": "ggn",
-                        "hessian_solver": "cg"})
-    net.module_, net.device_, net.dtype_ = mlp_backend[0].module_, \
-        torch.device("cpu"), torch.float64
+    net = TorchModel(**{**net.get_params(), "curvature": "ggn", "hessian_solver": "cg"})
+    net.module_, net.device_, net.dtype_ = (
+        mlp_backend[0].module_,
+        torch.device("cpu"),
+        torch.float64,
+    )
     net.classes_ = mlp_backend[0].classes_
     be = make_torch_backend(net, X, y, X_target=Xt, y_target=yt)
     B, M = be.target_hessian_factor()
     assert B.shape[0] == be.n_params and B.shape[1] <= len(yt) * 10
     dense = be.target_hessian()
-    np.testing.assert_allclose(B @ M @ B.T, dense, rtol=1e-10,
-                               atol=1e-12 * np.abs(dense).max())
+    np.testing.assert_allclose(
+        B @ M @ B.T, dense, rtol=1e-10, atol=1e-12 * np.abs(dense).max()
+    )
 
 
 def test_example_hvp_and_group_hessian(mlp_backend):
@@ -190,8 +211,9 @@ def test_example_hvp_and_group_hessian(mlp_backend):
     H_S = be.group_hessian(rows)
     np.testing.assert_allclose(H_S @ v, R[rows].sum(0), rtol=1e-10, atol=1e-12)
     # sum of per-example products + penalty = full Hessian product
-    np.testing.assert_allclose(R.sum(0) + 1.0 * v, be.hessian() @ v, rtol=1e-10,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        R.sum(0) + 1.0 * v, be.hessian() @ v, rtol=1e-10, atol=1e-10
+    )
     # third derivative: symmetric derivative of the Hessian along v
     v = v / np.linalg.norm(v)
     T = be.third_derivative_matrix(v)
@@ -201,8 +223,9 @@ def test_example_hvp_and_group_hessian(mlp_backend):
     be.set_theta(theta - eps * v)
     Hm = be.hessian()
     be.set_theta(theta)
-    np.testing.assert_allclose(T, (Hp - Hm) / (2 * eps), rtol=1e-6,
-                               atol=1e-7 * np.abs(T).max())
+    np.testing.assert_allclose(
+        T, (Hp - Hm) / (2 * eps), rtol=1e-6, atol=1e-7 * np.abs(T).max()
+    )
 
 
 # ------------------------------------------------------------ solvers
@@ -215,13 +238,14 @@ def test_cg_solve_equals_dense_solve(mlp_backend):
     be.cg_tol, be.cg_block_size = 1e-12, 3
     cg = CGHessianSolver(be, damping)
     X = cg.solve(V)
-    np.testing.assert_allclose(X, dense.solve(V), rtol=1e-9,
-                               atol=1e-10 * np.abs(X).max())
+    np.testing.assert_allclose(
+        X, dense.solve(V), rtol=1e-9, atol=1e-10 * np.abs(X).max()
+    )
     be.cg_block_size = 2  # blocks of right-hand sides do not change results
-    np.testing.assert_allclose(cg.solve(V), X, rtol=1e-10,
-                               atol=1e-11 * np.abs(X).max())
-    np.testing.assert_allclose(cg.solve(V[:, 0]), X[:, 0], rtol=1e-10,
-                               atol=1e-11 * np.abs(X).max())
+    np.testing.assert_allclose(cg.solve(V), X, rtol=1e-10, atol=1e-11 * np.abs(X).max())
+    np.testing.assert_allclose(
+        cg.solve(V[:, 0]), X[:, 0], rtol=1e-10, atol=1e-11 * np.abs(X).max()
+    )
     be.cg_block_size = 64
 
 
@@ -234,12 +258,18 @@ def test_cg_influence_equals_dense_influence(small_digits):
         net = TorchModel(_mlp(64, 4, 10), hessian_solver=solver, **kw)
         gi = GroupInfluence(net, damping=1e-3).fit(X, y, X_target=Xt, y_target=yt)
         res[solver] = gi
-    np.testing.assert_allclose(res["cg"].influence_, res["dense"].influence_,
-                               rtol=1e-7, atol=1e-9 * np.abs(
-                                   res["dense"].influence_).max())
+    np.testing.assert_allclose(
+        res["cg"].influence_,
+        res["dense"].influence_,
+        rtol=1e-7,
+        atol=1e-9 * np.abs(res["dense"].influence_).max(),
+    )
     g = y % 4
-    np.testing.assert_allclose(res["cg"].score_groups(g).estimate,
-                               res["dense"].score_groups(g).estimate, rtol=1e-7)
+    np.testing.assert_allclose(
+        res["cg"].score_groups(g).estimate,
+        res["dense"].score_groups(g).estimate,
+        rtol=1e-7,
+    )
 
 
 def test_results_do_not_depend_on_batch_size(mlp_backend, small_digits):
@@ -254,9 +284,16 @@ def test_results_do_not_depend_on_batch_size(mlp_backend, small_digits):
             warnings.simplefilter("ignore")  # polish=False: stationarity warning
             gi = GroupInfluence(FrozenEstimator(net), damping=1e-3, polish=False)
             gi.fit(X, y, X_target=Xt, y_target=yt)
-        out.append((be.removal_gradients(), be.hessian(), be.target_gradient(),
-                    be.target_hessian(), gi.influence_,
-                    gi.score_groups(y % 3).estimate))
+        out.append(
+            (
+                be.removal_gradients(),
+                be.hessian(),
+                be.target_gradient(),
+                be.target_hessian(),
+                gi.influence_,
+                gi.score_groups(y % 3).estimate,
+            )
+        )
     net.set_params(batch_size=64)
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max())
@@ -275,8 +312,9 @@ def test_indefinite_hessian_says_damping(small_digits):
     with pytest.raises(IndefiniteHessianError, match="damping"):
         be.hessian_solver(0.0)
     with pytest.raises(IndefiniteHessianError, match="damping"):
-        CGHessianSolver(be, 0.0).solve(np.random.default_rng(0).standard_normal(
-            (be.n_params, 3)))
+        CGHessianSolver(be, 0.0).solve(
+            np.random.default_rng(0).standard_normal((be.n_params, 3))
+        )
     # enough damping makes both work
     damping = 2 * (-lam_min) / be.data_weight
     be.hessian_solver(damping)
@@ -307,8 +345,9 @@ def test_frozen_module_trained_elsewhere(mlp_backend, small_digits):
     # the documented formula, by hand from the backend
     H = be.hessian() + 1e-3 * be.data_weight * np.eye(be.n_params)
     ref = be.removal_gradients() @ np.linalg.solve(H, be.target_gradient())
-    np.testing.assert_allclose(gi.influence_, ref, rtol=1e-9,
-                               atol=1e-11 * np.abs(ref).max())
+    np.testing.assert_allclose(
+        gi.influence_, ref, rtol=1e-9, atol=1e-11 * np.abs(ref).max()
+    )
 
 
 def test_backend_is_a_torch_backend(mlp_backend):
@@ -327,9 +366,15 @@ def test_skorch_net_mean_form_matches_refits(digits):
     wd = 0.1
     torch.manual_seed(0)
     net = skorch.NeuralNetClassifier(
-        torch.nn.Linear(64, 10), criterion=torch.nn.CrossEntropyLoss,
-        optimizer=torch.optim.SGD, optimizer__weight_decay=wd, lr=0.5,
-        max_epochs=30, batch_size=250, train_split=None, verbose=0,
+        torch.nn.Linear(64, 10),
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        optimizer__weight_decay=wd,
+        lr=0.5,
+        max_epochs=30,
+        batch_size=250,
+        train_split=None,
+        verbose=0,
     ).fit(X, y)
     before = [p.detach().clone() for p in net.module_.parameters()]
     gi = GroupInfluence(FrozenEstimator(net), method="newton")
@@ -340,18 +385,19 @@ def test_skorch_net_mean_form_matches_refits(digits):
     # with weight_decay = (n - |S|) * wd.
     be = gi._state.backend
     module = torch.nn.Linear(64, 10).double()
-    torch.nn.utils.vector_to_parameters(torch.as_tensor(gi.theta_),
-                                        module.parameters())
+    torch.nn.utils.vector_to_parameters(torch.as_tensor(gi.theta_), module.parameters())
     groups = np.arange(len(y)) % 20  # 5 % of the rows each
     est = gi.score_groups(groups).estimate
     from sklearn.metrics import log_loss
 
     for g in range(3):
         keep = groups != g
-        ref = TorchModel(module, weight_decay=keep.sum() * wd,
-                         device="cpu").fit(X[keep], y[keep])
-        actual = log_loss(yt, ref.predict_proba(Xt), labels=np.arange(10)) \
-            - gi.target_value_
+        ref = TorchModel(module, weight_decay=keep.sum() * wd, device="cpu").fit(
+            X[keep], y[keep]
+        )
+        actual = (
+            log_loss(yt, ref.predict_proba(Xt), labels=np.arange(10)) - gi.target_value_
+        )
         # measured: within 0.4-3 % (Newton on a 650-parameter softmax)
         assert est[g] == pytest.approx(actual, rel=5e-2)
     assert be.penalty_form == "mean"
@@ -377,32 +423,45 @@ def test_cpu_and_gpu_agree(small_digits):
     X, y, Xt, yt = small_digits
     res = {}
     for device in ["cpu", "cuda"]:
-        net = TorchModel(_mlp(64, 6, 10), weight_decay=1.0, device=device,
-                         dtype="float32", tol=1e-5)
+        net = TorchModel(
+            _mlp(64, 6, 10), weight_decay=1.0, device=device, dtype="float32", tol=1e-5
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gi = GroupInfluence(net, damping=1e-2, polish=False).fit(
-                X, y, X_target=Xt, y_target=yt)
+                X, y, X_target=Xt, y_target=yt
+            )
         res[device] = gi
         assert gi.estimator_.device_.type == device
     a, b = res["cpu"], res["cuda"]
     np.testing.assert_allclose(b.theta_, a.theta_, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(b.influence_, a.influence_, rtol=1e-3,
-                               atol=1e-3 * np.abs(a.influence_).max())
-    np.testing.assert_allclose(b.score_groups(y % 4).estimate,
-                               a.score_groups(y % 4).estimate, rtol=1e-3)
+    np.testing.assert_allclose(
+        b.influence_, a.influence_, rtol=1e-3, atol=1e-3 * np.abs(a.influence_).max()
+    )
+    np.testing.assert_allclose(
+        b.score_groups(y % 4).estimate, a.score_groups(y % 4).estimate, rtol=1e-3
+    )
 
 
 # ------------------------------------------- streaming: no n x P matrix in fit
 def _cg_ggn_gi(small_digits, n_target, **gi_kw):
     X, y, Xt, yt = small_digits
-    net = TorchModel(_mlp(64, 4, 10), weight_decay=1.0, device="cpu",
-                     curvature="ggn", hessian_solver="cg", cg_tol=1e-12,
-                     cg_block_size=128, batch_size=64, max_iter=300)
+    net = TorchModel(
+        _mlp(64, 4, 10),
+        weight_decay=1.0,
+        device="cpu",
+        curvature="ggn",
+        hessian_solver="cg",
+        cg_tol=1e-12,
+        cg_block_size=128,
+        batch_size=64,
+        max_iter=300,
+    )
     with warnings.catch_warnings():  # the identities below hold at any theta
         warnings.simplefilter("ignore")
         return GroupInfluence(net, damping=1e-3, polish=False, **gi_kw).fit(
-            X, y, X_target=Xt[:n_target], y_target=yt[:n_target])
+            X, y, X_target=Xt[:n_target], y_target=yt[:n_target]
+        )
 
 
 def test_streamed_gradient_products_equal_dense(mlp_backend):
@@ -410,12 +469,21 @@ def test_streamed_gradient_products_equal_dense(mlp_backend):
     Q = be.removal_gradients()
     V = np.random.default_rng(0).normal(size=(be.n_params, 3))
     M = GroupMembership(np.arange(be.n_samples) % 7, be.n_samples).matrix
-    np.testing.assert_allclose(be.removal_gradient_products(V), Q @ V,
-                               rtol=1e-12, atol=1e-12 * np.abs(Q @ V).max())
-    np.testing.assert_allclose(be.aggregated_removal_gradients(M), M @ Q,
-                               rtol=1e-12, atol=1e-14 * np.abs(Q).max())
-    np.testing.assert_allclose(be.removal_gradient_norms(),
-                               np.linalg.norm(Q, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        be.removal_gradient_products(V),
+        Q @ V,
+        rtol=1e-12,
+        atol=1e-12 * np.abs(Q @ V).max(),
+    )
+    np.testing.assert_allclose(
+        be.aggregated_removal_gradients(M),
+        M @ Q,
+        rtol=1e-12,
+        atol=1e-14 * np.abs(Q).max(),
+    )
+    np.testing.assert_allclose(
+        be.removal_gradient_norms(), np.linalg.norm(Q, axis=1), rtol=1e-12
+    )
 
 
 def test_fit_and_group_scores_never_form_q(small_digits, monkeypatch):
@@ -435,19 +503,28 @@ def test_fit_and_group_scores_never_form_q(small_digits, monkeypatch):
 
     monkeypatch.setattr(TorchBackend, "removal_gradients", forbidden)
     gi = _cg_ggn_gi(small_digits, 10, max_dense_bytes=10**5)
-    np.testing.assert_allclose(gi.influence_, U @ st.grad_f, rtol=1e-8,
-                               atol=1e-10 * np.abs(gi.influence_).max())
+    np.testing.assert_allclose(
+        gi.influence_,
+        U @ st.grad_f,
+        rtol=1e-8,
+        atol=1e-10 * np.abs(gi.influence_).max(),
+    )
     y = small_digits[1]
     g = y % 5
     member = GroupMembership(g, len(y))
     UG = member.aggregate(U)
     expect = member.aggregate(U @ st.grad_f[:, None])[:, 0] + 0.5 * np.einsum(
-        "ij,ij->i", UG @ B @ Mf, UG @ B)
+        "ij,ij->i", UG @ B @ Mf, UG @ B
+    )
     np.testing.assert_allclose(gi.score_groups(g).estimate, expect, rtol=1e-8)
     K = gi.interaction_matrix(form="implicit")  # rows Q (H^-1 B): r solves
     E = np.eye(len(y))[:, :5]
-    np.testing.assert_allclose(K @ E, U @ B @ Mf @ (B.T @ U[:5].T), rtol=1e-7,
-                               atol=1e-9 * np.abs(U @ B).max() ** 2)
+    np.testing.assert_allclose(
+        K @ E,
+        U @ B @ Mf @ (B.T @ U[:5].T),
+        rtol=1e-7,
+        atol=1e-9 * np.abs(U @ B).max() ** 2,
+    )
     sel = gi.select(2, groups=g)
     assert len(sel.groups) == 2
     with pytest.raises(MemoryError, match="max_dense_bytes"):
@@ -461,10 +538,18 @@ def test_polish_uses_exact_newton_steps(small_digits, solver, monkeypatch):
     Matrix-free backends polish by conjugate gradients (no dense Hessian).
     """
     X, y, Xt, yt = small_digits
-    net = TorchModel(_mlp(64, 4, 10), weight_decay=1.0, device="cpu",
-                     curvature="ggn", tol=1e-10, max_iter=2000,
-                     hessian_solver=solver, cg_tol=1e-12)
+    net = TorchModel(
+        _mlp(64, 4, 10),
+        weight_decay=1.0,
+        device="cpu",
+        curvature="ggn",
+        tol=1e-10,
+        max_iter=2000,
+        hessian_solver=solver,
+        cg_tol=1e-12,
+    )
     if solver == "cg":
+
         def no_dense(self):
             raise AssertionError("a dense Hessian was formed")
 
@@ -475,7 +560,8 @@ def test_polish_uses_exact_newton_steps(small_digits, solver, monkeypatch):
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         gi = GroupInfluence(FrozenEstimator(net), damping=1e-3).fit(
-            X, y, X_target=Xt, y_target=yt)
+            X, y, X_target=Xt, y_target=yt
+        )
     before, after = gi.stationarity_
     # polishing uses the exact Hessian (Newton), not the GGN of the influence
     # curvature, so it reaches the tolerance; with GGN steps it stalled at 2e-6

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.torch
 
 def _mlp(d, h, k, seed=0):
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.Tanh(),
-                               torch.nn.Linear(h, k))
+    return torch.nn.Sequential(
+        torch.nn.Linear(d, h), torch.nn.Tanh(), torch.nn.Linear(h, k)
+    )
 
 
 # ------------------------------------------------------------- the estimator
@@ -56,13 +57,18 @@ def test_linear_logistic_matches_sklearn_fit(breast_cancer):
     C = 0.3
     lr = LogisticRegression(C=C, tol=1e-12, max_iter=10_000).fit(X, y)
     torch.manual_seed(0)
-    net = TorchModel(torch.nn.Linear(30, 1), loss="binary_cross_entropy",
-                     weight_decay=1 / C, decay_bias=False, device="cpu").fit(X, y)
-    np.testing.assert_allclose(net.module_.weight.detach().numpy()[0], lr.coef_[0],
-                               rtol=1e-5, atol=1e-6)
+    net = TorchModel(
+        torch.nn.Linear(30, 1),
+        loss="binary_cross_entropy",
+        weight_decay=1 / C,
+        decay_bias=False,
+        device="cpu",
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        net.module_.weight.detach().numpy()[0], lr.coef_[0], rtol=1e-5, atol=1e-6
+    )
     # both stop at a gradient of ~1e-8 per example: probabilities agree to ~1e-7
-    np.testing.assert_allclose(net.predict_proba(X), lr.predict_proba(X),
-                               atol=1e-6)
+    np.testing.assert_allclose(net.predict_proba(X), lr.predict_proba(X), atol=1e-6)
     assert net.gradient_norm_ <= net.tol
     np.testing.assert_array_equal(net.classes_, lr.classes_)
     assert net.decision_function(X).shape == (len(y),)
@@ -71,8 +77,9 @@ def test_linear_logistic_matches_sklearn_fit(breast_cancer):
 def test_string_labels_and_predict(digits):
     X, y, _, _ = digits
     labels = np.array(list("abcdefghij"))[y[:150]]
-    net = TorchModel(torch.nn.Linear(64, 10), weight_decay=1.0,
-                     device="cpu").fit(X[:150], labels)
+    net = TorchModel(torch.nn.Linear(64, 10), weight_decay=1.0, device="cpu").fit(
+        X[:150], labels
+    )
     assert set(net.predict(X[:20])) <= set(labels)
     P = net.predict_proba(X[:20])
     np.testing.assert_allclose(P.sum(1), 1.0)
@@ -102,10 +109,10 @@ def test_callable_loss_is_a_regressor(concrete):
     kw = dict(weight_decay=1.0, device="cpu", tol=1e-10)
     a = TorchModel(torch.nn.Linear(8, 1), loss=half_sq, **kw).fit(X[:200], y[:200])
     b = TorchModel(torch.nn.Linear(8, 1), loss="squared_error", **kw).fit(
-        X[:200], y[:200])
+        X[:200], y[:200]
+    )
     np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-6, atol=1e-8)
-    gi = GroupInfluence(a).fit(X[:200], y[:200], X_target=Xt[:50],
-                               y_target=yt[:50])
+    gi = GroupInfluence(a).fit(X[:200], y[:200], X_target=Xt[:50], y_target=yt[:50])
     assert gi.target_name_ == "loss"
 
 
@@ -117,8 +124,9 @@ def test_nonconvergence_warns_with_fix(digits):
 
 def test_warm_start_continues(digits):
     X, y, _, _ = digits
-    net = TorchModel(_mlp(64, 5, 10), weight_decay=1.0, device="cpu",
-                     warm_start=True).fit(X[:150], y[:150])
+    net = TorchModel(
+        _mlp(64, 5, 10), weight_decay=1.0, device="cpu", warm_start=True
+    ).fit(X[:150], y[:150])
     first = net.module_
     net.fit(X[:150], y[:150])
     assert net.module_ is first and net.n_iter_ <= 2
@@ -126,26 +134,37 @@ def test_warm_start_continues(digits):
 
 def test_adam_then_lbfgs_reaches_stationary_point(digits):
     X, y, _, _ = digits
-    net = TorchModel(_mlp(64, 5, 10), weight_decay=1.0, optimizer="adam", lr=1e-2,
-                     max_epochs=20, batch_size=64, random_state=0, device="cpu")
+    net = TorchModel(
+        _mlp(64, 5, 10),
+        weight_decay=1.0,
+        optimizer="adam",
+        lr=1e-2,
+        max_epochs=20,
+        batch_size=64,
+        random_state=0,
+        device="cpu",
+    )
     net.fit(X[:200], y[:200])
     assert net.gradient_norm_ <= net.tol
 
 
 def test_bad_params_raise():
     with pytest.raises(ValueError, match="loss"):
-        TorchModel(torch.nn.Linear(2, 2), loss="hinge").fit(np.ones((4, 2)),
-                                                           [0, 1, 0, 1])
+        TorchModel(torch.nn.Linear(2, 2), loss="hinge").fit(
+            np.ones((4, 2)), [0, 1, 0, 1]
+        )
     with pytest.raises(ValueError, match="2 classes"):
         TorchModel(torch.nn.Linear(2, 1), loss="binary_cross_entropy").fit(
-            np.ones((3, 2)), [0, 1, 2])
+            np.ones((3, 2)), [0, 1, 2]
+        )
 
 
 def test_default_targets_are_sklearn_metrics(digits, concrete):
     X, y, Xt, yt = digits
     net = TorchModel(_mlp(64, 5, 10), weight_decay=1.0, device="cpu")
-    gi = GroupInfluence(net, damping=1e-3).fit(X[:150], y[:150], X_target=Xt,
-                                               y_target=yt)
+    gi = GroupInfluence(net, damping=1e-3).fit(
+        X[:150], y[:150], X_target=Xt, y_target=yt
+    )
     assert gi.target_name_ == "log_loss"
     ref = log_loss(yt, gi.estimator_.predict_proba(Xt), labels=np.arange(10))
     # at the (polished) theta_ the backend target equals sklearn's metric
@@ -155,7 +174,8 @@ def test_default_targets_are_sklearn_metrics(digits, concrete):
     gi = GroupInfluence(net).fit(X[:200], y[:200], X_target=Xt, y_target=yt)
     assert gi.target_name_ == "mean_squared_error"
     assert gi.target_value_ == pytest.approx(
-        mean_squared_error(yt, gi.estimator_.predict(Xt)), rel=1e-6)
+        mean_squared_error(yt, gi.estimator_.predict(Xt)), rel=1e-6
+    )
 
 
 # ---------------------------------------------- group estimates vs refits
@@ -192,9 +212,13 @@ def _digits_class_halves(gi, X, y, Xt, yt):
     gi.fit(X, y, X_target=Xt, y_target=yt)
     groups = _class_halves(y, np.random.default_rng(0))
     return _refit_comparison(
-        gi, X, y, groups,
+        gi,
+        X,
+        y,
+        groups,
         lambda m: log_loss(yt, m.predict_proba(Xt), labels=np.arange(10)),
-        slice(None))
+        slice(None),
+    )
 
 
 @pytest.mark.slow
@@ -230,13 +254,14 @@ def test_mlp_concrete_interaction_beats_first_order(concrete, seed):
     X, y, Xt, yt = concrete
     mu, sd = y.mean(), y.std()
     y, yt = (y - mu) / sd, (yt - mu) / sd
-    net = TorchModel(_mlp(8, 8, 1), loss="squared_error", weight_decay=10.0,
-                     device="cpu")
+    net = TorchModel(
+        _mlp(8, 8, 1), loss="squared_error", weight_decay=10.0, device="cpu"
+    )
     gi = GroupInfluence(net).fit(X, y, X_target=Xt, y_target=yt)
     groups = _bin_halves(y, 10, np.random.default_rng(seed))
     rho_f, rho_i = _refit_comparison(
-        gi, X, y, groups, lambda m: mean_squared_error(yt, m.predict(Xt)),
-        slice(None))
+        gi, X, y, groups, lambda m: mean_squared_error(yt, m.predict(Xt)), slice(None)
+    )
     # measured (2 shared cores, torch 2.13 CPU), split seeds 0/1/2:
     # first_order 0.980/0.955/0.947, interaction 0.989/0.995/0.986
     assert rho_i > rho_f and rho_i > 0.9, (rho_f, rho_i)
@@ -248,10 +273,14 @@ def test_cnn_digits_interaction_beats_first_order(digits):
     X, y = X[:500], y[:500]
     torch.manual_seed(0)
     cnn = torch.nn.Sequential(
-        torch.nn.Unflatten(1, (1, 8, 8)), torch.nn.Conv2d(1, 3, 3), torch.nn.Tanh(),
-        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(27, 10))
+        torch.nn.Unflatten(1, (1, 8, 8)),
+        torch.nn.Conv2d(1, 3, 3),
+        torch.nn.Tanh(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(27, 10),
+    )
     net = TorchModel(cnn, weight_decay=1.0, device="cpu")
-    rho_f, rho_i = _digits_class_halves(GroupInfluence(net, damping=1e-4), X, y,
-                                        Xt, yt)
+    rho_f, rho_i = _digits_class_halves(GroupInfluence(net, damping=1e-4), X, y, Xt, yt)
     # measured (2 shared cores, torch 2.13 CPU): first_order 0.32, interaction 0.49
     assert rho_i > rho_f and rho_i > 0.3, (rho_f, rho_i)

@@ -226,9 +226,9 @@ def _least_squares_spec(est, alpha, y, sample_weight, classifier):
         fit_intercept=est.fit_intercept,
         coef=coef,
         intercept=intercept if est.fit_intercept else np.zeros(k),
-        kind="binary" if classifier and k == 1 else (
-            "ovr" if classifier else "regression"
-        ),
+        kind="binary"
+        if classifier and k == 1
+        else ("ovr" if classifier else "regression"),
         classes=est.classes_ if classifier else None,
         class_weight=(
             _freeze_class_weight(est, y, sample_weight) if classifier else None

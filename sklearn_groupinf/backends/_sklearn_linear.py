@@ -90,8 +90,11 @@ class SklearnLinearBackend(ModelBackend):
             D[:, d] = spec.intercept_penalty
         self._D = D.ravel()
         self._pen_mult = self._s.sum() if spec.mean_form else 1.0
-        theta = np.hstack([spec.coef, spec.intercept[:, None]]) if spec.fit_intercept \
+        theta = (
+            np.hstack([spec.coef, spec.intercept[:, None]])
+            if spec.fit_intercept
             else spec.coef.copy()
+        )
         if spec.gauge:
             self.null_space = self._gauge_directions()
         self._set_target(X_target, y_target, target_weight, target)
@@ -109,8 +112,10 @@ class SklearnLinearBackend(ModelBackend):
     def _set_target(self, X_target, y_target, target_weight, target):
         self._Xf = self._design(X_target)
         m = self._Xf.shape[0]
-        self._wt = np.ones(m) if target_weight is None else np.asarray(
-            target_weight, dtype=np.float64
+        self._wt = (
+            np.ones(m)
+            if target_weight is None
+            else np.asarray(target_weight, dtype=np.float64)
         )
         if callable(target):
             self._phi = TorchCallableTarget(target, self._k)

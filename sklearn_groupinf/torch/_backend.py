@@ -30,7 +30,6 @@ curvature twice (torch and its Cholesky factor); CG holds ``5 k P`` values
 plus the activations of ``b`` examples for ``k`` tangents.
 """
 
-
 import numpy as np
 import torch
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
@@ -43,8 +42,6 @@ from ._cg import CGHessianSolver, _to_numpy
 MAX_AUTO_DENSE_PARAMS = 4096
 #: largest dense ``P x P`` matrix the backend forms (bytes).
 MAX_DENSE_BYTES = 4 * 1024**3
-
-
 
 
 class TorchBackend(ModelBackend):
@@ -77,10 +74,29 @@ class TorchBackend(ModelBackend):
     batch_size, cg_tol, cg_max_iter, cg_block_size : see ``TorchModel``.
     """
 
-    def __init__(self, module, loss, X, y, *, sample_weight, weight_decay, mask,
-                 penalty_form, X_target, y_target, target_weight, target,
-                 target_name, curvature="hessian", hessian_solver="auto",
-                 batch_size=512, cg_tol=1e-10, cg_max_iter=1000, cg_block_size=64):
+    def __init__(
+        self,
+        module,
+        loss,
+        X,
+        y,
+        *,
+        sample_weight,
+        weight_decay,
+        mask,
+        penalty_form,
+        X_target,
+        y_target,
+        target_weight,
+        target,
+        target_name,
+        curvature="hessian",
+        hessian_solver="auto",
+        batch_size=512,
+        cg_tol=1e-10,
+        cg_max_iter=1000,
+        cg_block_size=64,
+    ):
         self.module = module
         self._loss = loss
         self._X, self._y, self._s = X, y, sample_weight
@@ -98,8 +114,9 @@ class TorchBackend(ModelBackend):
         self._names = [k for k, _ in named]
         self._shapes = [p.shape for _, p in named]
         self._numels = [p.numel() for _, p in named]
-        self._const = {k: p.detach() for k, p in module.named_parameters()
-                       if not p.requires_grad}
+        self._const = {
+            k: p.detach() for k, p in module.named_parameters() if not p.requires_grad
+        }
         self._const.update({k: b for k, b in module.named_buffers()})
         ref = named[0][1]
         self.device, self.dtype = ref.device, ref.dtype
@@ -117,8 +134,15 @@ class TorchBackend(ModelBackend):
 
     # ------------------------------------------------------------ functional
     def _unflatten(self, theta):
-        params = dict(zip(self._names, (t.view(s) for t, s in zip(
-            torch.split(theta, self._numels), self._shapes))))
+        params = dict(
+            zip(
+                self._names,
+                (
+                    t.view(s)
+                    for t, s in zip(torch.split(theta, self._numels), self._shapes)
+                ),
+            )
+        )
         params.update(self._const)
         return params
 
@@ -138,8 +162,11 @@ class TorchBackend(ModelBackend):
         return 1.0 if self.penalty_form == "sum" else self._s_sum
 
     def _batches(self, n, rows=None):
-        idx = None if rows is None else torch.as_tensor(np.asarray(rows),
-                                                        device=self.device)
+        idx = (
+            None
+            if rows is None
+            else torch.as_tensor(np.asarray(rows), device=self.device)
+        )
         m = n if idx is None else len(idx)
         for i0 in range(0, m, self.batch_size):
             if idx is None:
@@ -204,8 +231,7 @@ class TorchBackend(ModelBackend):
         out = np.empty((n, self.n_params))
         i = 0
         for b in self._batches(self.n_samples, rows):
-            G = self._per_example_grads(self._theta, self._X[b], self._y[b],
-                                        self._s[b])
+            G = self._per_example_grads(self._theta, self._X[b], self._y[b], self._s[b])
             out[i : i + len(G)] = _to_numpy(G)
             i += len(G)
         return out
@@ -213,18 +239,22 @@ class TorchBackend(ModelBackend):
     def _gradient_batches(self):
         """``(slice, G)`` per batch: ``G`` the ``(b, P)`` removal gradients."""
         for b in self._batches(self.n_samples):
-            yield b, self._per_example_grads(self._theta, self._X[b], self._y[b],
-                                             self._s[b])
+            yield (
+                b,
+                self._per_example_grads(
+                    self._theta, self._X[b], self._y[b], self._s[b]
+                ),
+            )
 
     def removal_gradient_norms(self):
-        return np.concatenate([_to_numpy(G.norm(dim=1))
-                               for _, G in self._gradient_batches()])
+        return np.concatenate(
+            [_to_numpy(G.norm(dim=1)) for _, G in self._gradient_batches()]
+        )
 
     def removal_gradient_products(self, V):
         """``Q V`` ``(n, k)``, streaming ``Q`` in batches (never ``n x P``)."""
         Vt = self._tensor(V)
-        return np.concatenate([_to_numpy(G @ Vt)
-                               for _, G in self._gradient_batches()])
+        return np.concatenate([_to_numpy(G @ Vt) for _, G in self._gradient_batches()])
 
     def aggregated_removal_gradients(self, matrix):
         """``matrix @ Q`` ``(g, P)`` for a sparse ``(g, n)`` matrix, in batches."""
@@ -238,13 +268,17 @@ class TorchBackend(ModelBackend):
 
     def candidate_gradients(self, X, y, sample_weight=None):
         X, y = self._encode_candidates(X, y)
-        s = torch.ones(X.shape[0], dtype=self.dtype, device=self.device) \
-            if sample_weight is None else self._tensor(sample_weight)
+        s = (
+            torch.ones(X.shape[0], dtype=self.dtype, device=self.device)
+            if sample_weight is None
+            else self._tensor(sample_weight)
+        )
         out = []
         for i0 in range(0, X.shape[0], self.batch_size):
             sl = slice(i0, i0 + self.batch_size)
-            out.append(_to_numpy(self._per_example_grads(self._theta, X[sl], y[sl],
-                                                         s[sl])))
+            out.append(
+                _to_numpy(self._per_example_grads(self._theta, X[sl], y[sl], s[sl]))
+            )
         return np.concatenate(out) if out else np.zeros((0, self.n_params))
 
     def _encode_candidates(self, X, y):  # replaced by make_torch_backend
@@ -280,6 +314,7 @@ class TorchBackend(ModelBackend):
 
     def _loss_output_hessian(self, z, y):
         """``Lambda_i = d^2 l_i / dz^2`` ``(b, K, K)``."""
+
         def single(zi, yi):
             return self._loss(zi[None], yi[None])[0]
 
@@ -322,8 +357,9 @@ class TorchBackend(ModelBackend):
         self._check_dense("Hessian")
         if self.curvature == "ggn":
             diag = self._pen_mult * self.weight_decay * self._mask
-            return self._dense_ggn(self._X, self._y, self._s,
-                                   self._loss_output_hessian, extra_diag=diag)
+            return self._dense_ggn(
+                self._X, self._y, self._s, self._loss_output_hessian, extra_diag=diag
+            )
         return self._dense_from_matvec(self.curvature_matvec)
 
     def hessian(self):
@@ -365,8 +401,9 @@ class TorchBackend(ModelBackend):
 
     def hessian_solver(self, damping):
         if self.hessian_solver_kind == "dense":
-            return DenseHessianSolver(self.hessian(), damping=damping,
-                                      data_weight=self.data_weight)
+            return DenseHessianSolver(
+                self.hessian(), damping=damping, data_weight=self.data_weight
+            )
         return CGHessianSolver(self, damping)
 
     # ---------------------------------------------------------------- target
@@ -382,15 +419,17 @@ class TorchBackend(ModelBackend):
         total = 0.0
         with torch.no_grad():
             for b in self._batches(self._Xf.shape[0]):
-                total += float(self._target_obj(th, self._Xf[b], self._yf[b],
-                                                self._wt[b]))
+                total += float(
+                    self._target_obj(th, self._Xf[b], self._yf[b], self._wt[b])
+                )
         return total
 
     def target_gradient(self):
         g = torch.zeros_like(self._theta)
         for b in self._batches(self._Xf.shape[0]):
-            g = g + grad(self._target_obj)(self._theta, self._Xf[b], self._yf[b],
-                                           self._wt[b])
+            g = g + grad(self._target_obj)(
+                self._theta, self._Xf[b], self._yf[b], self._wt[b]
+            )
         out = _to_numpy(g)
         if not np.all(np.isfinite(out)):
             raise FloatingPointError(
@@ -414,14 +453,16 @@ class TorchBackend(ModelBackend):
             x, y, w = self._Xf[b], self._yf[b], self._wt[b]
             if self.curvature == "hessian":
                 g = grad(self._target_obj)
-                out = out + vmap(lambda v: jvp(lambda t: g(t, x, y, w), (th,),
-                                               (v,))[1])(V)
+                out = out + vmap(
+                    lambda v: jvp(lambda t: g(t, x, y, w), (th,), (v,))[1]
+                )(V)
             else:
                 z, vjp_fn = vjp(lambda t: self._out(t, x), th)
                 Jv = vmap(lambda v: jvp(lambda t: self._out(t, x), (th,), (v,))[1])(V)
                 Lam = self._target_phi_hessian(z, y) * w[:, None, None]
                 out = out + vmap(lambda u: vjp_fn(u)[0])(
-                    torch.einsum("bkl,cbl->cbk", Lam, Jv))
+                    torch.einsum("bkl,cbl->cbk", Lam, Jv)
+                )
         return out
 
     @property
@@ -434,7 +475,8 @@ class TorchBackend(ModelBackend):
         out = np.empty_like(V)
         for j0 in range(0, len(V), self.cg_block_size):
             out[j0 : j0 + self.cg_block_size] = _to_numpy(
-                self._target_hvp(self._tensor(V[j0 : j0 + self.cg_block_size])))
+                self._target_hvp(self._tensor(V[j0 : j0 + self.cg_block_size]))
+            )
         return out
 
     def target_factor_width(self):
@@ -445,8 +487,7 @@ class TorchBackend(ModelBackend):
         """Dense target Hessian ``(P, P)`` (exact or GGN per ``curvature``)."""
         self._check_dense("target Hessian")
         if self.curvature == "ggn":
-            H = self._dense_ggn(self._Xf, self._yf, self._wt,
-                                self._target_phi_hessian)
+            H = self._dense_ggn(self._Xf, self._yf, self._wt, self._target_phi_hessian)
         else:
             H = self._dense_from_matvec(self._target_hvp)
         return _to_numpy(H)
@@ -469,7 +510,8 @@ class TorchBackend(ModelBackend):
             Lam = self._target_phi_hessian(self._out(self._theta, x), y)
             lam, V = torch.linalg.eigh(0.5 * (Lam + Lam.transpose(1, 2)))
             keep = lam.abs() > 1e-12 * lam.abs().amax(dim=1, keepdim=True).clamp_min(
-                torch.finfo(lam.dtype).tiny)
+                torch.finfo(lam.dtype).tiny
+            )
             Bt = torch.einsum("bkp,bkr->brp", J, V * lam.abs().sqrt()[:, None, :])
             sg = torch.sign(lam) * w[:, None]
             cols.append(Bt[keep])
@@ -511,8 +553,9 @@ class TorchBackend(ModelBackend):
                 def hv(t, e):
                     return jvp(lambda u: g(u, x, y, s), (t,), (e,))[1]
 
-                out = out + vmap(lambda e: jvp(lambda t: hv(t, e), (self._theta,),
-                                               (vt,))[1])(E)
+                out = out + vmap(
+                    lambda e: jvp(lambda t: hv(t, e), (self._theta,), (vt,))[1]
+                )(E)
             return out
 
         return _to_numpy(self._dense_from_matvec(matvec))
@@ -527,8 +570,11 @@ class TorchBackend(ModelBackend):
             out = torch.zeros_like(E)
             for i0 in range(0, X.shape[0], self.batch_size):
                 sl = slice(i0, i0 + self.batch_size)
-                out = out + vmap(lambda e: jvp(lambda t: g(t, X[sl], y[sl], s[sl]),
-                                               (self._theta,), (e,))[1])(E)
+                out = out + vmap(
+                    lambda e: jvp(
+                        lambda t: g(t, X[sl], y[sl], s[sl]), (self._theta,), (e,)
+                    )[1]
+                )(E)
             if self.penalty_form == "mean":
                 out = out + float(s.sum()) * self.weight_decay * self._mask * E
             return out

@@ -55,8 +55,9 @@ class CGHessianSolver:
 
     def _solve_block(self, Vb):
         be = self.backend
-        Bt = torch.as_tensor(np.ascontiguousarray(Vb.T), dtype=be.dtype,
-                             device=be.device)
+        Bt = torch.as_tensor(
+            np.ascontiguousarray(Vb.T), dtype=be.dtype, device=be.device
+        )
         bnorm = Bt.norm(dim=1)
         x = torch.zeros_like(Bt)
         r = Bt.clone()

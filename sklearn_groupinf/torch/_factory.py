@@ -16,13 +16,17 @@ def _default_target(kind):
     if kind == "binary_cross_entropy":
         return (lambda y, z: per_example_loss(kind, z.reshape(-1, 1), y)), "log_loss"
     if kind == "squared_error":
-        return (lambda y, z: ((z - y.reshape(z.shape)) ** 2).reshape(
-            z.shape[0], -1).mean(dim=1)), "mean_squared_error"
+        return (
+            lambda y, z: (
+                ((z - y.reshape(z.shape)) ** 2).reshape(z.shape[0], -1).mean(dim=1)
+            )
+        ), "mean_squared_error"
     return None, None
 
 
 def _user_target(func, classes):
     """Wrap ``phi(y, z)`` (y float: class index for classifiers)."""
+
     def phi(y, z):
         out = func(y, z)
         if out.shape[0] != z.shape[0] or out.dim() != 1:
@@ -80,14 +84,30 @@ def _skorch_parts(net):
     named = [(k, p) for k, p in net.module_.named_parameters() if p.requires_grad]
     values = sorted(set(wd_of.get(id(p), 0.0) for _, p in named))
     wd = values[-1] if values else 0.0
-    mask = [torch.full_like(p, (wd_of.get(id(p), 0.0) / wd) if wd else 0.0,
-                            dtype=torch.float64, device=device) for _, p in named]
+    mask = [
+        torch.full_like(
+            p,
+            (wd_of.get(id(p), 0.0) / wd) if wd else 0.0,
+            dtype=torch.float64,
+            device=device,
+        )
+        for _, p in named
+    ]
     return module, loss, wd, mask, kind, classes, device, log_probs
 
 
-def make_torch_backend(est, X, y, *, feature_map=None, sample_weight=None,
-                       X_target=None, y_target=None, target_weight=None,
-                       target="default"):
+def make_torch_backend(
+    est,
+    X,
+    y,
+    *,
+    feature_map=None,
+    sample_weight=None,
+    X_target=None,
+    y_target=None,
+    target_weight=None,
+    target="default",
+):
     """Build a :class:`TorchBackend` for a fitted ``TorchModel`` or skorch net.
 
     Parameters
@@ -106,14 +126,16 @@ def make_torch_backend(est, X, y, *, feature_map=None, sample_weight=None,
     -------
     backend : TorchBackend
     """
+
     def features(A):
         A = feature_map(A) if feature_map is not None else A
         return np.asarray(A, dtype=np.float64)
 
     if isinstance(est, TorchModel):
         if not hasattr(est, "module_"):
-            raise ValueError("TorchModel is not fitted; call fit or let "
-                             "GroupInfluence fit it.")
+            raise ValueError(
+                "TorchModel is not fitted; call fit or let GroupInfluence fit it."
+            )
         module, device, dtype = est.module_, est.device_, est.dtype_
         kind = est.loss if isinstance(est.loss, str) else "other"
         loss_name = est.loss
@@ -125,9 +147,14 @@ def make_torch_backend(est, X, y, *, feature_map=None, sample_weight=None,
         wd, mask = est.weight_decay, decay_mask(named, est.decay_bias)
         penalty_form = "sum"
         classes = getattr(est, "classes_", None)
-        opts = dict(curvature=est.curvature, hessian_solver=est.hessian_solver,
-                    batch_size=est.batch_size, cg_tol=est.cg_tol,
-                    cg_max_iter=est.cg_max_iter, cg_block_size=est.cg_block_size)
+        opts = dict(
+            curvature=est.curvature,
+            hessian_solver=est.hessian_solver,
+            batch_size=est.batch_size,
+            cg_tol=est.cg_tol,
+            cg_max_iter=est.cg_max_iter,
+            cg_block_size=est.cg_block_size,
+        )
         log_probs = False
     else:  # skorch
         module, loss, wd, mask, kind, classes, device, log_probs = _skorch_parts(est)
@@ -163,6 +190,7 @@ def make_torch_backend(est, X, y, *, feature_map=None, sample_weight=None,
     else:
         phi, name = _default_target(kind)
         if phi is None:  # callable or unknown training loss: its mean
+
             def phi(yy, z):
                 return loss(z.reshape(z.shape[0], -1), yy)
 
@@ -172,12 +200,23 @@ def make_torch_backend(est, X, y, *, feature_map=None, sample_weight=None,
 
             def phi(yy, z):
                 return base(yy, torch.log(z + 1e-7))
+
         yf = encode(y if y_target is None and X_target is None else y_target)
     backend = TorchBackend(
-        module, loss, tensor(features(X)), encode(y), sample_weight=tensor(s),
-        weight_decay=wd, mask=mask, penalty_form=penalty_form,
-        X_target=tensor(features(Xf)), y_target=yf, target_weight=tensor(wt),
-        target=phi, target_name=name, **opts,
+        module,
+        loss,
+        tensor(features(X)),
+        encode(y),
+        sample_weight=tensor(s),
+        weight_decay=wd,
+        mask=mask,
+        penalty_form=penalty_form,
+        X_target=tensor(features(Xf)),
+        y_target=yf,
+        target_weight=tensor(wt),
+        target=phi,
+        target_name=name,
+        **opts,
     )
 
     def encode_candidates(Xc, yc):

@@ -90,7 +90,8 @@ def raw_output(module, x):
 def decay_mask(named_params, decay_bias):
     """1 for decayed parameters, 0 for undecayed biases; list of tensors."""
     return [
-        torch.zeros_like(p) if (not decay_bias and name.split(".")[-1] == "bias")
+        torch.zeros_like(p)
+        if (not decay_bias and name.split(".")[-1] == "bias")
         else torch.ones_like(p)
         for name, p in named_params
     ]
@@ -317,9 +318,11 @@ class TorchModel(BaseEstimator):
 
     # ------------------------------------------------------------ encoding
     def _tensor(self, A, dtype=None):
-        return torch.as_tensor(np.ascontiguousarray(A),
-                               dtype=self.dtype_ if dtype is None else dtype,
-                               device=self.device_)
+        return torch.as_tensor(
+            np.ascontiguousarray(A),
+            dtype=self.dtype_ if dtype is None else dtype,
+            device=self.device_,
+        )
 
     def _encode_y(self, y):
         """Labels as the tensor the loss takes."""
@@ -392,9 +395,14 @@ class TorchModel(BaseEstimator):
         self : TorchModel
         """
         self._validate_params()
-        X, y = check_X_y(X, y, dtype=np.float64, allow_nd=True,
-                         multi_output=not self._is_classifier,
-                         y_numeric=not self._is_classifier)
+        X, y = check_X_y(
+            X,
+            y,
+            dtype=np.float64,
+            allow_nd=True,
+            multi_output=not self._is_classifier,
+            y_numeric=not self._is_classifier,
+        )
         self.n_features_in_ = X.shape[1]
         sw = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         if sw.sum() <= 0:
@@ -422,10 +430,13 @@ class TorchModel(BaseEstimator):
         self.n_params_ = int(sum(p.numel() for _, p in named))
         Xt, yt, st = self._tensor(X), self._encode_y(y), self._tensor(sw)
         s_sum = float(sw.sum())
-        seed = None if self.random_state is None else \
-            int(np.random.RandomState(self.random_state).randint(2**31 - 1)) \
-            if not isinstance(self.random_state, np.random.RandomState) else \
-            int(self.random_state.randint(2**31 - 1))
+        seed = (
+            None
+            if self.random_state is None
+            else int(np.random.RandomState(self.random_state).randint(2**31 - 1))
+            if not isinstance(self.random_state, np.random.RandomState)
+            else int(self.random_state.randint(2**31 - 1))
+        )
         devices = [self.device_] if self.device_.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
@@ -459,9 +470,14 @@ class TorchModel(BaseEstimator):
     def _fit_lbfgs(self, X, y, s, s_sum):
         params = self._params()
         opt = torch.optim.LBFGS(
-            params, lr=1.0, max_iter=self.max_iter,
-            max_eval=int(self.max_iter * 1.25) + 1, tolerance_grad=self.tol,
-            tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe",
+            params,
+            lr=1.0,
+            max_iter=self.max_iter,
+            max_eval=int(self.max_iter * 1.25) + 1,
+            tolerance_grad=self.tol,
+            tolerance_change=0.0,
+            history_size=50,
+            line_search_fn="strong_wolfe",
         )
 
         def closure():
@@ -497,7 +513,8 @@ class TorchModel(BaseEstimator):
                 loss = (s[idx] * per_example_loss(self.loss, z, y[idx])).sum()
                 if self.weight_decay > 0:
                     loss = loss + frac * 0.5 * self.weight_decay * sum(
-                        (m * p * p).sum() for m, p in zip(self._mask, params))
+                        (m * p * p).sum() for m, p in zip(self._mask, params)
+                    )
                 (loss / (frac * s_sum)).backward()
                 opt.step()
         return self.max_epochs
