@@ -31,39 +31,8 @@ from ._interaction import DEFAULT_MAX_DENSE_BYTES, make_interaction
 from ._progress import log
 from ._results import GroupScores
 from ._rounds import run_selection
+from ._utils import _estimator_has, _fit_with_weight, _plain, _wrapped_tags
 from .backends import get_backend, unwrap_estimator
-
-
-def _estimator_has(attr):
-    def check(self):
-        if hasattr(self, "estimator_"):
-            return hasattr(self.estimator_, attr)
-        return hasattr(self.estimator, attr)
-
-    return check
-
-
-def _wrapped_tags(tags, estimator):
-    """Tags of a meta-estimator that acts as ``estimator`` (dense input only)."""
-    inner = get_tags(estimator)
-    tags.estimator_type = inner.estimator_type
-    tags.classifier_tags = inner.classifier_tags
-    tags.regressor_tags = inner.regressor_tags
-    tags.target_tags.required = True
-    tags.target_tags.multi_output = inner.target_tags.multi_output
-    tags.input_tags.sparse = False
-    tags.input_tags.allow_nan = False
-    return tags
-
-
-def _fit_with_weight(estimator, X, y, sample_weight):
-    """``estimator.fit`` with ``sample_weight`` (to the last step of a Pipeline)."""
-    if sample_weight is None:
-        return estimator.fit(X, y)
-    if isinstance(estimator, Pipeline):
-        name = estimator.steps[-1][0]
-        return estimator.fit(X, y, **{f"{name}__sample_weight": sample_weight})
-    return estimator.fit(X, y, sample_weight=sample_weight)
 
 
 class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
@@ -613,7 +582,3 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         """Score of the fitted estimator (its own ``score`` method)."""
         check_is_fitted(self, "estimator_")
         return self.estimator_.score(X, y, sample_weight=sample_weight)
-
-
-def _plain(est):
-    return est.estimator if isinstance(est, FrozenEstimator) else est

@@ -40,12 +40,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._group_influence import (
-    GroupInfluence,
-    _estimator_has,
-    _fit_with_weight,
-    _wrapped_tags,
-)
+from ._group_influence import GroupInfluence
+from ._utils import _estimator_has, _fit_with_weight, _wrapped_tags
 
 
 class GroupSelector(MetaEstimatorMixin, BaseEstimator):
