@@ -9,10 +9,13 @@ factored once, ``M = V diag(lam) V'``, so that
 
 with ``W`` of width ``r <= r0`` (signed ``sigma`` for an indefinite target
 Hessian). The implicit form keeps ``W`` (``O(n r)`` memory); the dense form
-builds ``K`` in row tiles on the compute device with torch.
+builds ``K`` in row tiles on the compute device: with torch when it is
+installed (CPU or CUDA), with numpy/BLAS on the CPU otherwise.
 
 This is the only module that chooses a device.
 """
+
+import re
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
@@ -20,26 +23,73 @@ from scipy.sparse.linalg import LinearOperator
 DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
 
 
-def resolve_device(device="auto"):
-    """``"auto"``: CUDA when torch sees one, else CPU. Returns a torch device or None.
+TORCH_INSTALL = 'pip install "sklearn-groupinf[torch]"'
+_TORCH_DEVICE = re.compile(r"^(cuda|mps|xpu|hip)(:\d+)?$")
 
-    ``None`` means numpy on the CPU (torch not installed).
+
+def resolve_device(device="auto"):
+    """The compute device of dense interaction tiles.
+
+    Parameters
+    ----------
+    device : "auto", "cpu", "cuda", "cuda:N" or a torch device
+        ``"auto"``: CUDA when torch is installed and sees a device, else CPU.
+
+    Returns
+    -------
+    torch.device or None
+        ``None`` means numpy/BLAS on the CPU: torch is not installed and
+        ``device`` is ``"auto"`` or ``"cpu"``.
+
+    Raises
+    ------
+    ImportError
+        An accelerator was asked for and torch is not installed (the message
+        names the ``torch`` extra).
+    ValueError
+        ``device`` is not a device name, or names CUDA where torch sees none.
     """
     try:
         import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        if device not in ("auto", "cpu"):
-            raise ValueError(f"device={device!r} needs torch, which is not installed.")
-        return None
-    if device == "auto":
+    except ImportError:
+        if isinstance(device, str) and device in ("auto", "cpu"):
+            return None
+        if isinstance(device, str) and _TORCH_DEVICE.match(device):
+            raise ImportError(
+                f"device={device!r} needs torch, which is not installed. Install "
+                f"it with {TORCH_INSTALL} (install the torch build for your "
+                "accelerator first), or use device='cpu'."
+            ) from None
+        raise ValueError(
+            "device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (torch device names "
+            f"need torch); got device={device!r}."
+        ) from None
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device; got "
+            f"device={device!r}."
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but torch sees no CUDA device; use "
             "device='auto' or 'cpu'."
         )
     return dev
+
+
+def validate_device(device):
+    """Check ``device`` early (at ``fit``) with the errors of :func:`resolve_device`.
+
+    ``"auto"`` and ``"cpu"`` are accepted without importing torch, so that
+    linear models never pay for importing it.
+    """
+    if isinstance(device, str) and device in ("auto", "cpu"):
+        return
+    resolve_device(device)
 
 
 def resolve_dtype(dtype, device):
@@ -167,11 +217,8 @@ def dense_from_factors(W, sigma, *, device="auto", dtype=None, tile_size=4096):
     if W.shape[1] == 0:
         out[:] = 0.0
         return out
-    if dev is None:  # pragma: no cover - numpy fallback without torch
-        Ws = (W * sigma).astype(dt)
-        for i0 in range(0, n, tile_size):
-            out[i0 : i0 + tile_size] = Ws[i0 : i0 + tile_size] @ W.T.astype(dt)
-        return out
+    if dev is None:
+        return _dense_numpy(W, sigma, out, tile_size)
     import torch
 
     tdt = torch.float64 if dt == np.float64 else torch.float32
@@ -184,6 +231,16 @@ def dense_from_factors(W, sigma, *, device="auto", dtype=None, tile_size=4096):
             torch.matmul(Ws[i0 : i0 + tile_size], WtT, out=out_t[i0 : i0 + tile_size])
         else:
             out_t[i0 : i0 + tile_size].copy_((Ws[i0 : i0 + tile_size] @ WtT).cpu())
+    return out
+
+
+def _dense_numpy(W, sigma, out, tile_size):
+    """The CPU path without torch: the same row tiles with numpy/BLAS."""
+    dt = out.dtype
+    Ws = (W * sigma).astype(dt)
+    WtT = np.ascontiguousarray(W.T, dtype=dt)
+    for i0 in range(0, W.shape[0], tile_size):
+        np.matmul(Ws[i0 : i0 + tile_size], WtT, out=out[i0 : i0 + tile_size])
     return out
 
 

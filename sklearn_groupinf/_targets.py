@@ -46,6 +46,14 @@ class TorchCallableTarget(PointwiseLoss):
     name = "callable"
 
     def __init__(self, func, n_outputs):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "A callable target is differentiated with torch, which is not "
+                'installed. Install it with pip install "sklearn-groupinf[torch]", '
+                "or use target='default' (the estimator's scikit-learn metric)."
+            ) from None
         super().__init__(n_outputs)
         self.func = func
 
