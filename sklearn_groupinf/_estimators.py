@@ -1,4 +1,4 @@
-"""The group estimators of DESIGN.md section 2.3, in pairwise form.
+"""The group estimators, in pairwise form where they have one.
 
 With ``u_i = H^{-1} q_i`` (rows of ``U``), ``w = H^{-1} grad f``,
 ``H_f = grad^2 f``, ``r_i = H_i w`` and ``T_w = grad^3 J[w, ., .]``, every
@@ -127,6 +127,12 @@ class _FitState:
             return membership.aggregate(self._U)
         QG = self.backend.aggregated_removal_gradients(membership.matrix)
         return self.solver.solve(QG.T).T
+
+    def row_shifts(self, rows):
+        """``u_i = H^{-1} q_i`` of training rows ``rows`` ``(len(rows), P)``."""
+        if self._U is not None:
+            return self._U[rows]
+        return self.solver.solve(self.backend.removal_gradients(rows).T).T
 
     def interaction_rows(self, membership=None):
         """``(A, M)`` of the interaction estimator over the units.

@@ -94,6 +94,22 @@ class ModelBackend(ABC):
         """``matrix @ Q`` for a (sparse) ``(g, n)`` matrix: ``(g, P)``."""
         return np.asarray(matrix @ self.removal_gradients())
 
+    def loss_gradients(self, rows=None):
+        """``grad l_i`` of training rows ``rows``: ``(len(rows), P)``.
+
+        ``l_i`` is the example's data loss as the objective counts it, without
+        the weight ``s_i`` and without the penalty: ``J = sum_i s_i l_i + R``
+        for sum-form objectives (``q_i = s_i grad l_i``); for mean-form
+        objectives ``q_i = s_i (grad l_i + grad R)``. Used by self-influence.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not give per-example loss gradients."
+        )
+
+    def aggregated_loss_gradients(self, matrix, batch_size=2048):
+        """``matrix @ L`` (``L`` the loss gradients) for a ``(g, n)`` matrix."""
+        return _aggregate_rows(self.loss_gradients, matrix, batch_size)
+
     @abstractmethod
     def candidate_gradients(self, X, y, sample_weight=None):
         """Removal gradients of examples not in the training set ``(m, P)``.
@@ -183,3 +199,17 @@ class ModelBackend(ABC):
         raise NotImplementedError(
             f"{type(self).__name__} has no group Hessian factors."
         )
+
+
+def _aggregate_rows(rows_fn, matrix, batch_size):
+    """``matrix @ rows_fn(all)`` without holding all rows: ``(g, P)``."""
+    import scipy.sparse as sp
+
+    matrix = sp.csc_matrix(matrix)
+    out = None
+    n = matrix.shape[1]
+    for i0 in range(0, n, batch_size):
+        rows = np.arange(i0, min(n, i0 + batch_size))
+        part = np.asarray(matrix[:, rows] @ rows_fn(rows))
+        out = part if out is None else out + part
+    return out

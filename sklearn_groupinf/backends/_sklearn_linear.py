@@ -203,6 +203,11 @@ class SklearnLinearBackend(ModelBackend):
             Q += s[:, None] * (self._D * self._theta)[None, :]
         return Q
 
+    def loss_gradients(self, rows=None):
+        """``grad l_i = c g_i (x) x~_i``: the data loss, no weight, no penalty."""
+        r = self._rows(rows)
+        return self._outer(self.spec.c * self._g[r], self._Xt[r])
+
     def candidate_gradients(self, X, y, sample_weight=None):
         Xt = self._design(X)
         yy = self.spec.encode_y(y)
