@@ -101,6 +101,30 @@ def test_newton_woodbury_equals_direct(case, digits, concrete):
     np.testing.assert_allclose(auto, direct, rtol=1e-9)
 
 
+def test_newton_group_without_curvature():
+    """A group whose rows carry no curvature (one saturated logistic row).
+
+    Regression: the group Hessian factor had no columns and the backend raised
+    a reshape ValueError. With ``H_S = 0`` the Newton step is ``H^{-1} q``; it
+    must agree with a fresh Cholesky and with the refit.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
+    X[0], y[0] = [60.0, 0.0], 1  # p = 1 exactly in float64: zero curvature
+    groups = np.where(np.arange(100) == 0, 0, 1 + np.arange(100) % 3)
+    gi = GroupInfluence(LogisticRegression(tol=1e-10)).fit(X, y)
+    assert gi._state.backend.group_hessian([0]).max() == 0.0
+    res = gi.score_groups(groups, method="newton")
+    membership = GroupMembership(groups, len(y))
+    direct = newton_estimates(gi._state, membership, strategy="direct")
+    np.testing.assert_allclose(res.estimate, direct, rtol=1e-9, atol=1e-15)
+    # the saturated row has no gradient either: removing it changes nothing
+    actual = leave_group_out(LogisticRegression(), X, y, groups).actual
+    assert abs(res.estimate[0] - actual[0]) <= 1e-6 * np.abs(actual).max()
+    assert np.all(np.isfinite(res.estimate))
+
+
 def test_woodbury_rank_threshold_follows_cost():
     # small groups of a large model go through Woodbury, large ones direct
     P = 7850

@@ -286,6 +286,8 @@ class SklearnLinearBackend(ModelBackend):
         diag = s.sum() * self._D if self.spec.mean_form else None
         if max_rank is not None and len(ii) > max_rank:
             return None
+        if len(ii) == 0:  # no curvature (e.g. saturated logistic rows)
+            return np.zeros((self.n_params, 0)), np.zeros(0), diag
         coef = E[ii, :, jj] * np.sqrt(np.abs(lam[ii, jj]))[:, None]
         V = self._outer(coef, self._Xt[r][ii]).T
         return V, np.sign(lam[ii, jj]), diag
