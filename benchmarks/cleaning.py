@@ -1,4 +1,4 @@
-"""Data cleaning: removing rows with flipped labels (issue 3).
+"""Data cleaning: removing rows with flipped labels.
 
 On digits (multinomial LR) and breast cancer (binary LR), flip the labels of
 10 % / 20 % of the training rows (binary: 0 <-> 1; multiclass: a uniformly

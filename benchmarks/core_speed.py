@@ -1,4 +1,4 @@
-"""Core speed: GroupInfluence vs leave-group-out refits (issue 2).
+"""Core speed: GroupInfluence vs leave-group-out refits.
 
 Part A -- on bundled real data (breast cancer binary LR, digits multinomial LR,
 concrete Ridge), the wall time of ``GroupInfluence.fit`` + ``score_groups`` for

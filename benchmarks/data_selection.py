@@ -1,4 +1,4 @@
-"""The paper's data-selection experiment (issue 3).
+"""The paper's data-selection experiment.
 
 From a small random warm-up set (2 rows per class = 20 rows, stratified so
 that every class is present), select k examples to ADD from the rest of a pool

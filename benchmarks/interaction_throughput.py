@@ -1,4 +1,4 @@
-"""Dense interaction matrix throughput (issue 3).
+"""Dense interaction matrix throughput.
 
 Builds the dense interaction matrix ``K = W diag(sigma) W'`` for n = 20,000
 units and rank p = 100 with ``sklearn_groupinf._interaction.dense_from_factors``

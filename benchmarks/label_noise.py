@@ -1,4 +1,4 @@
-"""Label-noise cleaning with GroupSelector (issue 6).
+"""Label-noise cleaning with GroupSelector.
 
 On German Credit, breast cancer and digits (70/30 stratified train/test split,
 features standardised on the training part), flip 10 % and 20 % of the

@@ -1,4 +1,4 @@
-"""Scale: one million examples with the implicit interaction operator (issue 3).
+"""Scale: one million examples with the implicit interaction operator.
 
 Synthetic binary logistic regression with n = 1,000,000 training rows and
 p = 100 parameters (99 correlated features + intercept); target = log-loss on

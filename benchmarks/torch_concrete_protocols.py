@@ -1,6 +1,6 @@
 """Concrete MLP: ``first_order`` vs ``interaction`` against leave-group-out refits.
 
-Issue 5 asks whether, for a two-layer tanh MLP (8-h-1) fitted by ``TorchModel``
+Measures whether, for a two-layer tanh MLP (8-h-1) fitted by ``TorchModel``
 (squared error, L-BFGS, weight decay) on the concrete data, the ``interaction``
 group estimates rank the actual leave-group-out changes of the target MSE
 better (Spearman) than ``first_order`` for coherent groups. Refits are

@@ -4,18 +4,15 @@ Build (warning-free, runs the gallery examples):
 
     .venv/bin/python -m sphinx -W --keep-going -b html doc doc/_build/html
 
-Pages written by other contributors (user guide, evaluation, torch, selector,
-benchmark ``results_*`` pages) are listed in ``index.rst``; an optional page
-that does not exist yet is left out of the table of contents with an info
-message instead of a warning (see ``_prune_missing_pages``). The API page lists
-each module's ``__all__`` (generated/api_sections.rst, written below), so new
-public names appear without editing ``api.rst``.
+Every page is listed in ``index.rst``; a missing page or an API module that
+cannot be imported (e.g. ``sklearn_groupinf.torch`` without torch) is a
+warning, so ``-W`` fails the build instead of leaving it out. The API page
+lists each module's ``__all__`` (generated/api_sections.rst, written below), so
+new public names appear without editing ``api.rst``.
 """
 
-import glob
 import importlib
 import os
-import re
 import sys
 import warnings
 
@@ -78,15 +75,16 @@ from threadpoolctl import threadpool_limits
 _BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
 warnings.filterwarnings("ignore", message="Matplotlib is currently using agg")
 
-# Optional pages: left out of the toctree while they do not exist (no stubs).
-OPTIONAL_PAGES = ("user_guide", "selector", "evaluation", "torch")
-
 # API page sections: (module, title); each lists the module's ``__all__``.
 API_MODULES = [
     ("sklearn_groupinf", "Estimators, results, warnings and errors"),
     (
         "sklearn_groupinf.torch",
         "PyTorch models (``sklearn_groupinf.torch``, needs torch)",
+    ),
+    (
+        "sklearn_groupinf.backends",
+        "Model backends, the extension point (``sklearn_groupinf.backends``)",
     ),
     (
         "sklearn_groupinf.evaluation",
@@ -169,27 +167,16 @@ def _generate_api_stubs(app):
     )
 
 
-def _prune_missing_pages(app, docname, source):
-    if docname != "index":
-        return
+def _report_skipped_modules(app):
+    """An API module that could not be imported is a warning (fails ``-W``)."""
     from sphinx.util import logging
 
     logger = logging.getLogger(__name__)
     for skipped in _SKIPPED:
-        logger.info(f"[sklearn_groupinf] API page: {skipped} left out")
-    text = source[0]
-    for page in OPTIONAL_PAGES:
-        if not os.path.exists(os.path.join(HERE, f"{page}.rst")):
-            logger.info(
-                f"[sklearn_groupinf] doc/{page}.rst not written yet; "
-                "left out of the toctree"
-            )
-            text = re.sub(rf"^   {page}\n", "", text, flags=re.M)
-    results = sorted(glob.glob(os.path.join(HERE, "results_*.rst")))
-    if not results:
-        logger.info("[sklearn_groupinf] no doc/results_*.rst pages yet")
-        text = re.sub(r"^   results_\*\n", "", text, flags=re.M)
-    source[0] = text
+        logger.warning(
+            f"[sklearn_groupinf] API module {skipped} could not be imported and "
+            'is missing from the API page; install the extras: pip install -e ".[docs]"'
+        )
 
 
 def _skip_foreign_members(app, what, name, obj, skip, options):
@@ -203,4 +190,4 @@ def _skip_foreign_members(app, what, name, obj, skip, options):
 def setup(app):
     app.connect("autodoc-skip-member", _skip_foreign_members)
     app.connect("builder-inited", _generate_api_stubs)
-    app.connect("source-read", _prune_missing_pages)
+    app.connect("builder-inited", _report_skipped_modules)

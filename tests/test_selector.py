@@ -80,7 +80,7 @@ def test_removal_lowers_the_measured_target_loss(cancer):
     est = sel.selections_[0].estimates[-1]
     assert est < 0 and after < before
     # measured -0.0271 vs estimated -0.0218 (19 %): the pairwise estimate on a
-    # greedily chosen set (DESIGN.md 2.3 reports ~11 % median there)
+    # greedily chosen set
     assert_allclose(after - before, est, rtol=0.25)
 
 

@@ -3,16 +3,18 @@
 ``linear_spec(estimator)`` reads a *fitted* estimator and returns a
 :class:`LinearSpec`: the pointwise loss, the data scaling ``c``, the L2 penalty
 per parameter, the objective form (sum or mean) and the target encoding. The
-objectives are those of ``reference/ecosystem.md`` section 1 and are checked by
-``grad J(theta_hat) ~ 0`` at scikit-learn's own fitted parameters in the tests.
+objectives are those scikit-learn documents for each estimator (least squares
+halved, which keeps the minimiser and puts ``alpha`` itself on the Hessian) and
+are checked by ``grad J(theta_hat) ~ 0`` at scikit-learn's own fitted
+parameters in the tests.
 
 =========================  ===========================================  ======
 estimator                  objective (s_i = sample_weight x class_weight)  form
 =========================  ===========================================  ======
 LogisticRegression         C sum s_i l_i + 1/2 ||W||^2 (+ 1/2 (b/iota)^2   sum
                            for liblinear)
-Ridge / RidgeClassifier    sum s_i (y_i - z_i)^2 + alpha ||W||^2            sum
-LinearRegression           sum s_i (y_i - z_i)^2                            sum
+Ridge / RidgeClassifier    1/2 sum s_i (y_i - z_i)^2 + alpha/2 ||W||^2      sum
+LinearRegression           1/2 sum s_i (y_i - z_i)^2                        sum
 Poisson/Gamma/Tweedie      (1/S) sum s_i l_i + alpha/2 ||w||^2              mean
 =========================  ===========================================  ======
 """
