@@ -48,3 +48,57 @@ def concrete():
     perm = rng.permutation(len(y))
     X, y = X[perm], y[perm]
     return X[:700], y[:700], X[700:], y[700:]
+
+
+# ---------------------------------------------------------------- CPU times
+# `pytest --cpu-durations=N` lists the N tests with the most CPU time (this
+# process's threads plus finished child processes, e.g. the CLI subprocess
+# tests) and the suite's total: wall time misleads on a shared machine.
+_CPU = {}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cpu-durations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show the N tests with the most CPU time (0: all) and the total",
+    )
+
+
+def _cpu_now():
+    import resource
+    import time
+
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+class _CpuTimer:
+    """Registered as a plugin so that it also times the doctests of the package
+    and of doc/ (hooks of this conftest alone would see only tests/)."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        t0 = _cpu_now()
+        yield
+        _CPU[item.nodeid] = _cpu_now() - t0
+
+
+def pytest_configure(config):
+    if config.getoption("cpu_durations", None) is not None:
+        config.pluginmanager.register(_CpuTimer(), "groupinf-cpu-timer")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = config.getoption("cpu_durations")
+    if n is None or not _CPU:
+        return
+    ranked = sorted(_CPU.items(), key=lambda kv: -kv[1])
+    terminalreporter.section("CPU time per test (setup + call + teardown)")
+    for nodeid, t in ranked if n == 0 else ranked[:n]:
+        terminalreporter.write_line(f"{t:8.2f}s cpu  {nodeid}")
+    terminalreporter.write_line(
+        f"total {sum(_CPU.values()):.1f}s cpu over {len(_CPU)} tests"
+    )
