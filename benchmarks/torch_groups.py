@@ -45,9 +45,9 @@ from sklearn.frozen import FrozenEstimator
 
 from sklearn_groupinf import GroupInfluence, NotStationaryWarning
 from sklearn_groupinf._hessian import polish_parameters
+from sklearn_groupinf.backends._torch_factory import make_torch_backend
 from sklearn_groupinf.datasets import load_mnist_subset
 from sklearn_groupinf.torch import TorchModel
-from sklearn_groupinf.torch._factory import make_torch_backend
 
 
 def make_groups(y, n_groups, rng):

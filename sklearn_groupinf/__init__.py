@@ -6,6 +6,7 @@ when the example or group is removed (positive: removal raises the target).
 
 from ._group_influence import GroupInfluence
 from ._hessian import (
+    CGConvergenceWarning,
     IllConditionedHessianWarning,
     IndefiniteHessianError,
     NotStationaryWarning,
@@ -21,6 +22,7 @@ __all__ = [
     "GroupScores",
     "GroupSelector",
     "Selection",
+    "CGConvergenceWarning",
     "IllConditionedHessianWarning",
     "IndefiniteHessianError",
     "NotStationaryWarning",

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sla
+from sklearn.exceptions import ConvergenceWarning
 
 
 class IndefiniteHessianError(np.linalg.LinAlgError):
@@ -18,6 +19,10 @@ class IndefiniteHessianError(np.linalg.LinAlgError):
 
 class IllConditionedHessianWarning(UserWarning):
     """The Hessian is nearly singular; influence estimates may be unstable."""
+
+
+class CGConvergenceWarning(ConvergenceWarning):
+    """Conjugate gradients stopped before reaching their tolerance."""
 
 
 class NotStationaryWarning(UserWarning):

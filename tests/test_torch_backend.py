@@ -17,10 +17,10 @@ from sklearn.frozen import FrozenEstimator  # noqa: E402
 
 from sklearn_groupinf._groups import GroupMembership  # noqa: E402
 from sklearn_groupinf._hessian import IndefiniteHessianError  # noqa: E402
+from sklearn_groupinf.backends._torch import TorchBackend  # noqa: E402
+from sklearn_groupinf.backends._torch_cg import CGHessianSolver  # noqa: E402
+from sklearn_groupinf.backends._torch_factory import make_torch_backend  # noqa: E402
 from sklearn_groupinf.torch import TorchModel  # noqa: E402
-from sklearn_groupinf.torch._backend import TorchBackend  # noqa: E402
-from sklearn_groupinf.torch._cg import CGHessianSolver  # noqa: E402
-from sklearn_groupinf.torch._factory import make_torch_backend  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -322,7 +322,7 @@ def test_indefinite_hessian_says_damping(small_digits):
 
 
 def test_dense_guard_names_the_fix(mlp_backend, monkeypatch):
-    import sklearn_groupinf.torch._backend as mod
+    import sklearn_groupinf.backends._torch_curvature as mod
 
     _, be = mlp_backend
     monkeypatch.setattr(mod, "MAX_DENSE_BYTES", 1000)

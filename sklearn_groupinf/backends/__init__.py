@@ -5,6 +5,8 @@ the final estimator. Backends register themselves with
 :func:`register_backend`; the torch backend is imported lazily.
 """
 
+import sys
+
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
@@ -52,17 +54,26 @@ def _sklearn_linear_factory(est, X, y, *, feature_map=None, **kw):
     return SklearnLinearBackend(est, X, y, feature_map=feature_map, **kw)
 
 
-def _is_torch_model(est):
-    return type(est).__module__.startswith(("sklearn_groupinf.torch", "skorch"))
+def is_torch_model(est):
+    """``est`` is a ``TorchModel`` (or subclass) or a skorch ``NeuralNet``.
+
+    Checked without importing torch: such an object exists only once its
+    module has been imported.
+    """
+    torch_model = sys.modules.get("sklearn_groupinf.torch._model")
+    if torch_model is not None and isinstance(est, torch_model.TorchModel):
+        return True
+    skorch = sys.modules.get("skorch")
+    return skorch is not None and isinstance(est, skorch.NeuralNet)
 
 
 def _torch_factory(est, X, y, *, feature_map=None, **kw):
-    from ..torch._factory import make_torch_backend  # lazy: imports torch
+    from ._torch_factory import make_torch_backend  # lazy: imports torch
 
     return make_torch_backend(est, X, y, feature_map=feature_map, **kw)
 
 
-register_backend(_is_torch_model, _torch_factory)
+register_backend(is_torch_model, _torch_factory)
 register_backend(_is_sklearn_linear, _sklearn_linear_factory)
 
 

@@ -1,11 +1,13 @@
-"""PyTorch adapter: :class:`TorchModel` and the torch influence backend.
+"""PyTorch adapter: :class:`TorchModel`, a torch module as a scikit-learn estimator.
 
 Importing this subpackage imports torch; ``import sklearn_groupinf`` does not.
-A fitted :class:`TorchModel` (or skorch ``NeuralNet``) is routed to
-:class:`~sklearn_groupinf.torch._backend.TorchBackend` by
-:class:`sklearn_groupinf.GroupInfluence`.
+A fitted :class:`TorchModel` (or a subclass, or a skorch ``NeuralNet``) is
+routed by :class:`sklearn_groupinf.GroupInfluence` to the torch backend,
+:class:`sklearn_groupinf.backends._torch.TorchBackend`, which holds all the
+calculus (per-example gradients, curvature products, conjugate gradients).
 """
 
-from ._model import DeviceWarning, TorchModel
+from ._functional import DeviceWarning
+from ._model import TorchModel
 
 __all__ = ["DeviceWarning", "TorchModel"]

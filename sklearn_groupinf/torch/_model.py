@@ -31,70 +31,20 @@ from sklearn.utils.validation import (
     check_X_y,
 )
 
-CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
-LOSSES = CLASSIFICATION_LOSSES + ("squared_error",)
+from . import _training
+from ._functional import (
+    CLASSIFICATION_LOSSES,
+    LOSSES,
+    DeviceWarning,
+    check_output_width,
+    decay_mask,
+    probe_output_width,
+    raw_output,
+    resolve_torch_device,
+    resolve_torch_dtype,
+)
 
-
-class DeviceWarning(UserWarning):
-    """The requested device is not available; the computation falls back to CPU."""
-
-
-def resolve_torch_device(device):
-    """``"auto"``: CUDA if present, else CPU; ``"cuda"`` without CUDA: CPU, warning."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(
-            f"device={device!r} was requested but torch sees no CUDA device; "
-            "computing on the CPU. Pass device='auto' or 'cpu' to silence this.",
-            DeviceWarning,
-            stacklevel=3,
-        )
-        return torch.device("cpu")
-    return dev
-
-
-def resolve_torch_dtype(dtype):
-    if dtype in ("float64", np.float64, torch.float64):
-        return torch.float64
-    if dtype in ("float32", np.float32, torch.float32):
-        return torch.float32
-    raise ValueError(f"dtype must be 'float64' or 'float32'; got {dtype!r}.")
-
-
-def per_example_loss(loss, z, y):
-    """Per-example loss ``(n,)`` from raw outputs ``z`` ``(n, K)`` and encoded ``y``.
-
-    ``cross_entropy``: ``y`` class indices (long); ``binary_cross_entropy``:
-    ``y`` in {0, 1} (float), ``z`` one logit; ``squared_error``:
-    ``1/2 ||y_i - z_i||^2``; a callable ``loss(z, y)`` must return ``(n,)``.
-    """
-    # written out (not F.cross_entropy) so that third derivatives work
-    # under nested torch.func transforms
-    if loss == "cross_entropy":
-        return torch.logsumexp(z, dim=1) - torch.gather(z, 1, y[:, None])[:, 0]
-    if loss == "binary_cross_entropy":
-        return torch.nn.functional.softplus(z[:, 0]) - y * z[:, 0]
-    if loss == "squared_error":
-        return 0.5 * ((z - y.reshape(z.shape)) ** 2).sum(dim=1)
-    return loss(z, y).reshape(-1)
-
-
-def raw_output(module, x):
-    """Module output as ``(n, K)``."""
-    out = module(x)
-    return out.reshape(out.shape[0], -1)
-
-
-def decay_mask(named_params, decay_bias):
-    """1 for decayed parameters, 0 for undecayed biases; list of tensors."""
-    return [
-        torch.zeros_like(p)
-        if (not decay_bias and name.split(".")[-1] == "bias")
-        else torch.ones_like(p)
-        for name, p in named_params
-    ]
+__all__ = ["DeviceWarning", "TorchModel"]
 
 
 class TorchModel(BaseEstimator):
@@ -347,38 +297,37 @@ class TorchModel(BaseEstimator):
 
     # -------------------------------------------------------------- fitting
     def _params(self):
-        return [p for p in self.module_.parameters() if p.requires_grad]
+        return _training.trainable(self)
 
-    def _objective_and_grad(self, X, y, s, backward=True):
-        """``J`` accumulated over chunks; gradients into ``.grad`` when asked."""
-        params = self._params()
-        if backward:
-            for p in params:
-                p.grad = None
-        total = 0.0
-        n = X.shape[0]
-        for i0 in range(0, n, self.batch_size):
-            sl = slice(i0, i0 + self.batch_size)
-            with torch.set_grad_enabled(backward):
-                z = raw_output(self.module_, X[sl])
-                part = (s[sl] * per_example_loss(self.loss, z, y[sl])).sum()
-                if backward:
-                    part.backward()
-            total += float(part.detach())
-        pen = 0.0
-        if self.weight_decay > 0:
-            with torch.set_grad_enabled(backward):
-                terms = [(m * p * p).sum() for m, p in zip(self._mask, params)]
-                penalty = 0.5 * self.weight_decay * torch.stack(terms).sum()
-                if backward:
-                    penalty.backward()
-            pen = float(penalty.detach())
-        return total + pen
+    def _seed(self):
+        if self.random_state is None:
+            return None
+        rs = self.random_state
+        if not isinstance(rs, np.random.RandomState):
+            rs = np.random.RandomState(rs)
+        return int(rs.randint(2**31 - 1))
 
-    def _max_grad(self, X, y, s, s_sum):
-        self._objective_and_grad(X, y, s)
-        g = [p.grad.abs().max() for p in self._params() if p.grad is not None]
-        return float(torch.stack(g).max()) / s_sum if g else 0.0
+    def _check_module(self, X, y):
+        """Apply ``module_`` to two rows: its input and output widths must fit."""
+        x = self._tensor(X[:2])
+        n_out = probe_output_width(self.module_, x, X.shape[1])
+        if isinstance(self.loss, str):
+            check_output_width(
+                self.loss,
+                n_out,
+                n_classes=len(getattr(self, "classes_", ())),
+                y_width=1 if np.ndim(y) == 1 else np.shape(y)[1],
+            )
+            return
+        with torch.no_grad():
+            z = raw_output(self.module_, x)
+            val = self.loss(z, self._encode_y(y[:2]))
+        if not (torch.is_tensor(val) and val.numel() == x.shape[0]):
+            raise ValueError(
+                "A callable loss must return one value per row, shape (n,), from "
+                f"loss(z, y); on {x.shape[0]} rows it returned "
+                f"{tuple(val.shape) if torch.is_tensor(val) else type(val).__name__}."
+            )
 
     def fit(self, X, y, sample_weight=None):
         """Train a copy of ``module`` to a stationary point of the objective.
@@ -419,37 +368,34 @@ class TorchModel(BaseEstimator):
                     f"{len(classes)}. Use loss='cross_entropy'."
                 )
             self.classes_ = classes
-        if not (self.warm_start and hasattr(self, "module_")):
-            self.module_ = copy.deepcopy(self.module)
-        self.module_.to(device=self.device_, dtype=self.dtype_)
-        self.module_.eval()
-        named = [(k, p) for k, p in self.module_.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError("module has no trainable parameters (requires_grad).")
-        self._mask = decay_mask(named, self.decay_bias)
-        self.n_params_ = int(sum(p.numel() for _, p in named))
-        Xt, yt, st = self._tensor(X), self._encode_y(y), self._tensor(sw)
         s_sum = float(sw.sum())
-        seed = (
-            None
-            if self.random_state is None
-            else int(np.random.RandomState(self.random_state).randint(2**31 - 1))
-            if not isinstance(self.random_state, np.random.RandomState)
-            else int(self.random_state.randint(2**31 - 1))
-        )
         devices = [self.device_] if self.device_.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            seed = self._seed()
             if seed is not None:
                 torch.manual_seed(seed)
+            if not (self.warm_start and hasattr(self, "module_")):
+                self.module_ = copy.deepcopy(self.module)
+            self.module_.to(device=self.device_, dtype=self.dtype_)
+            self.module_.eval()
+            self._check_module(X, y)  # also initialises lazy modules
+            named = [
+                (k, p) for k, p in self.module_.named_parameters() if p.requires_grad
+            ]
+            if not named:
+                raise ValueError("module has no trainable parameters (requires_grad).")
+            self._mask = decay_mask(named, self.decay_bias)
+            self.n_params_ = int(sum(p.numel() for _, p in named))
+            Xt, yt, st = self._tensor(X), self._encode_y(y), self._tensor(sw)
             n_iter = 0
             if self.optimizer == "adam":
-                n_iter += self._fit_adam(Xt, yt, st, s_sum)
-            n_iter += self._fit_lbfgs(Xt, yt, st, s_sum)
+                n_iter += _training.fit_adam(self, Xt, yt, st, s_sum)
+            n_iter += _training.fit_lbfgs(self, Xt, yt, st, s_sum)
         self.n_iter_ = n_iter
-        self.gradient_norm_ = self._max_grad(Xt, yt, st, s_sum)
+        self.gradient_norm_ = _training.max_grad(self, Xt, yt, st, s_sum)
         for p in self._params():
             p.grad = None
-        self.objective_ = self._objective_and_grad(Xt, yt, st, backward=False)
+        self.objective_ = _training.objective_and_grad(self, Xt, yt, st, backward=False)
         if not np.isfinite(self.objective_):
             raise FloatingPointError(
                 "Training diverged: the objective is not finite. Scale the inputs, "
@@ -466,58 +412,6 @@ class TorchModel(BaseEstimator):
                 stacklevel=2,
             )
         return self
-
-    def _fit_lbfgs(self, X, y, s, s_sum):
-        params = self._params()
-        opt = torch.optim.LBFGS(
-            params,
-            lr=1.0,
-            max_iter=self.max_iter,
-            max_eval=int(self.max_iter * 1.25) + 1,
-            tolerance_grad=self.tol,
-            tolerance_change=0.0,
-            history_size=50,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            val = self._objective_and_grad(X, y, s) / s_sum
-            for p in params:
-                if p.grad is not None:
-                    p.grad /= s_sum
-            return torch.tensor(val, dtype=self.dtype_, device=self.device_)
-
-        n_iter = 0
-        for _ in range(4):  # restarts with a fresh history after a stall
-            left = self.max_iter - n_iter
-            opt.param_groups[0].update(max_iter=left, max_eval=int(left * 1.25) + 1)
-            opt.step(closure)
-            state = opt.state[opt._params[0]]
-            n_iter += int(state.get("n_iter", 0))
-            if self._max_grad(X, y, s, s_sum) <= self.tol or n_iter >= self.max_iter:
-                break
-            opt.state.clear()
-        return n_iter
-
-    def _fit_adam(self, X, y, s, s_sum):
-        params = self._params()
-        opt = torch.optim.Adam(params, lr=self.lr)
-        n = X.shape[0]
-        for _ in range(self.max_epochs):
-            perm = torch.randperm(n, device=self.device_)
-            for i0 in range(0, n, self.batch_size):
-                idx = perm[i0 : i0 + self.batch_size]
-                opt.zero_grad()
-                z = raw_output(self.module_, X[idx])
-                frac = len(idx) / n
-                loss = (s[idx] * per_example_loss(self.loss, z, y[idx])).sum()
-                if self.weight_decay > 0:
-                    loss = loss + frac * 0.5 * self.weight_decay * sum(
-                        (m * p * p).sum() for m, p in zip(self._mask, params)
-                    )
-                (loss / (frac * s_sum)).backward()
-                opt.step()
-        return self.max_epochs
 
     # ------------------------------------------------------------ predicting
     def _raw(self, X):

@@ -5,11 +5,7 @@ import warnings
 import numpy as np
 import torch
 
-from .._hessian import IndefiniteHessianError
-
-
-class CGConvergenceWarning(UserWarning):
-    """Conjugate gradients stopped before reaching ``cg_tol``."""
+from .._hessian import CGConvergenceWarning, IndefiniteHessianError
 
 
 def _to_numpy(t):
@@ -64,10 +60,9 @@ class CGHessianSolver:
         p = r.clone()
         rs = (r * r).sum(dim=1)
         done = rs.sqrt() <= be.cg_tol * bnorm
-        it = 0
-        for it in range(1, be.cg_max_iter + 1):
-            if bool(done.all()):
-                break
+        it = 0  # iterations run (products with the curvature)
+        while it < be.cg_max_iter and not bool(done.all()):
+            it += 1
             Ap = self._matvec(p)
             pAp = (p * Ap).sum(dim=1)
             pp = (p * p).sum(dim=1)
@@ -97,9 +92,9 @@ class CGHessianSolver:
         if not bool(done.all()):
             rel = float((rs.sqrt() / bnorm.clamp_min(1e-300)).max())
             warnings.warn(
-                f"Conjugate gradients did not converge in cg_max_iter="
-                f"{be.cg_max_iter} iterations (relative residual {rel:.2g} > "
-                f"cg_tol={be.cg_tol:g}). Raise cg_max_iter or damping.",
+                f"Conjugate gradients stopped after {it} iterations (cg_max_iter="
+                f"{be.cg_max_iter}) with relative residual {rel:.2g} > cg_tol="
+                f"{be.cg_tol:g}. Raise cg_max_iter or damping.",
                 CGConvergenceWarning,
                 stacklevel=4,
             )
