@@ -1,11 +1,11 @@
-"""What ``groupinf audit`` and ``groupinf clean`` do, given parsed options.
+"""What ``groupinf audit`` and ``groupinf clean`` compute, given parsed options.
 
 Every score is the estimated change of the target (the model's usual metric on
 the validation rows, in its units) when the group or row is removed; positive
 means removing it raises the validation loss, i.e. the data was helping.
+Nothing here writes a file: the results go back to ``_cli_output``.
 """
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,21 +18,58 @@ from ._tabular import (
     check_column,
     check_groups,
     check_label,
+    check_levels,
     choose_model,
+    default_max_levels,
     feature_columns,
     make_pipeline,
     read_csv,
     target_metric,
 )
 
+DEFAULT_VALIDATION_FRACTION = 0.2
+METRIC_NAMES = dict(
+    logistic="log_loss",
+    ridge="mean_squared_error",
+    linear="mean_squared_error",
+    poisson="mean_poisson_deviance",
+    gamma="mean_gamma_deviance",
+)
+
 
 @dataclass
-class Job:
-    """Data, split and fitted influence state shared by audit and clean."""
+class Table:
+    """The checked input: all rows, features, label and groups."""
 
     df: object
     raw: object
     model: str
+    features: list
+    X: object
+    y: np.ndarray
+    groups: object
+    verbose: int
+
+    def describe(self, args):
+        """One line saying which columns are features (printed on stdout)."""
+        text = f"# features ({len(self.features)}): {', '.join(self.features)}"
+        if args.groups:
+            cols = ", ".join(repr(c) for c in args.groups)
+            if args.keep_groups_as_feature:
+                text += f"; groups column(s) {cols} kept as features"
+            else:
+                text += (
+                    f"; groups column(s) {cols} not used as features "
+                    "(--keep-groups-as-feature keeps them)"
+                )
+        return text
+
+
+@dataclass
+class Job:
+    """Training / validation split and fitted influence state (audit, clean)."""
+
+    table: Table
     train: np.ndarray  # data-row indices of the training rows
     X: object
     y: np.ndarray
@@ -43,41 +80,43 @@ class Job:
     options: dict
 
 
-def _check_distinct(path, *others):
-    for other in others:
-        if (
-            other
-            and os.path.exists(path)
-            and os.path.exists(other)
-            and os.path.samefile(path, other)
-        ):
-            raise InputError(
-                f"output {other!r} is the input file {path!r}; the "
-                "input is never overwritten, choose another name"
-            )
-
-
-def prepare(args):
-    """Read, check and split the data, then fit ``GroupInfluence``."""
-    from sklearn.model_selection import train_test_split
-
-    from ._group_influence import GroupInfluence
-
+def read_table(args, *, copyable=False):
+    """Read and check the data file, the label, the groups and the features."""
     verbose = 0 if args.quiet else 1
     path = args.data
-    df, raw = read_csv(path)
+    df, raw = read_csv(path, copyable=copyable)
     check_column(df, args.label, path=path, option="--label")
     if df[args.label].isna().all():
         raise InputError(f"label column {args.label!r} of {path!r} is entirely missing")
     model = choose_model(args.model, df[args.label])
     y_all = check_label(df[args.label], model, column=args.label, path=path)
     groups_all = None
-    if args.groups is not None:
+    if args.groups:
+        if args.label in args.groups:
+            raise InputError(f"--label {args.label!r} cannot also be a --groups column")
         groups_all = check_groups(df, args.groups, path=path)
     features = feature_columns(
-        df, label=args.label, groups=args.groups, drop=args.drop, path=path
+        df,
+        label=args.label,
+        groups=args.groups or (),
+        drop=args.drop,
+        keep_groups=args.keep_groups_as_feature,
+        path=path,
     )
     X_all = as_categorical_safe(df[features])
+    max_levels = args.max_levels or default_max_levels(len(df))
+    check_levels(X_all, max_levels=max_levels, path=path)
+    return Table(df, raw, model, features, X_all, y_all, groups_all, verbose)
+
+
+def prepare(args, table=None):
+    """Split off the validation rows (or read them) and fit ``GroupInfluence``."""
+    from sklearn.model_selection import train_test_split
+
+    from ._group_influence import GroupInfluence
+
+    t = read_table(args) if table is None else table
+    path, model, features, y_all, X_all = args.data, t.model, t.features, t.y, t.X
     if args.validation is not None:
         dfv, _ = read_csv(args.validation, what="validation file")
         for col in [args.label, *features]:
@@ -87,7 +126,7 @@ def prepare(args):
                 path=args.validation,
                 option="feature" if col != args.label else "--label",
             )
-        train = np.arange(len(df))
+        train = np.arange(len(t.df))
         X_val = as_categorical_safe(dfv[features])
         y_val = check_label(
             dfv[args.label],
@@ -97,10 +136,8 @@ def prepare(args):
             classes=np.unique(y_all) if model in CLASSIFIERS else None,
         )
     else:
-        f = args.validation_fraction
-        if not 0 < f < 1:
-            raise InputError(f"--validation-fraction must be in (0, 1); got {f}")
-        idx = np.arange(len(df))
+        f = args.validation_fraction or DEFAULT_VALIDATION_FRACTION
+        idx = np.arange(len(t.df))
         strat = y_all if model in CLASSIFIERS else None
         if strat is not None and np.unique(strat, return_counts=True)[1].min() < 2:
             strat = None
@@ -110,13 +147,13 @@ def prepare(args):
             )
         except ValueError as exc:
             raise InputError(
-                f"cannot hold out --validation-fraction {f} of {len(df)} rows: {exc}"
+                f"cannot hold out --validation-fraction {f} of {len(t.df)} rows: {exc}"
             ) from None
         train = np.sort(train)
         val = np.sort(val)
         X_val, y_val = X_all.iloc[val], y_all[val]
     if model in CLASSIFIERS:
-        check_label(df[args.label].iloc[train], model, column=args.label, path=path)
+        check_label(t.df[args.label].iloc[train], model, column=args.label, path=path)
         unseen = sorted(
             set(np.unique(y_val).tolist()) - set(np.unique(y_all[train]).tolist())
         )
@@ -128,33 +165,27 @@ def prepare(args):
             )
     # progress starts once the data are checked: bad input gives one line only
     log(
-        f"groupinf: read {path} ({len(df)} rows, {df.shape[1]} columns)",
-        verbose=verbose,
+        f"groupinf: read {path} ({len(t.df)} rows, {t.df.shape[1]} columns)",
+        verbose=t.verbose,
     )
     X, y = X_all.iloc[train], y_all[train]
-    groups = None if groups_all is None else groups_all[train]
+    groups = None if t.groups is None else t.groups[train]
     pipe = make_pipeline(X, model, C=args.C, alpha=args.alpha)
     log(
         f"groupinf: model {type(pipe[-1]).__name__} on {len(train)} training rows "
         f"({len(features)} feature columns); target = its metric on "
         f"{len(y_val)} validation rows",
-        verbose=verbose,
+        verbose=t.verbose,
     )
-    gi = GroupInfluence(pipe, method=args.method, damping=args.damping, verbose=verbose)
+    gi = GroupInfluence(pipe, verbose=t.verbose, **_library_options(args))
     gi.fit(X, y, X_target=X_val, y_target=y_val)
-    return Job(
-        df,
-        raw,
-        model,
-        train,
-        X,
-        y,
-        groups,
-        X_val,
-        y_val,
-        gi,
-        dict(C=args.C, alpha=args.alpha, verbose=verbose),
-    )
+    options = dict(C=args.C, alpha=args.alpha, verbose=t.verbose)
+    return Job(t, train, X, y, groups, X_val, y_val, gi, options)
+
+
+def _library_options(args, names=("method", "damping")):
+    """The options the user gave; the others keep the library's defaults."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def _refit_metric(job, keep, *, fixed_features=False):
@@ -167,9 +198,8 @@ def _refit_metric(job, keep, *, fixed_features=False):
     """
     from sklearn.pipeline import Pipeline
 
-    pipe = make_pipeline(
-        job.X, job.model, tight=True, C=job.options["C"], alpha=job.options["alpha"]
-    )
+    model, opts = job.table.model, job.options
+    pipe = make_pipeline(job.X, model, tight=True, C=opts["C"], alpha=opts["alpha"])
     if fixed_features:
         features = job.gi.estimator_[:-1]
         Z = features.transform(job.X.iloc[keep])
@@ -178,10 +208,10 @@ def _refit_metric(job, keep, *, fixed_features=False):
         )
     else:
         pipe.fit(job.X.iloc[keep], job.y[keep])
-    return target_metric(job.model)(job.y_val, pipe, job.X_val)
+    return target_metric(model)(job.y_val, pipe, job.X_val)
 
 
-def _sign_note(gi):
+def sign_note(gi):
     return (
         f"estimated change of validation {gi.target_name_} (now "
         f"{gi.target_value_:.6g}) when the group is removed; positive: "
@@ -190,131 +220,206 @@ def _sign_note(gi):
 
 
 def audit(args):
-    """Score every group; return the report as a DataFrame (sorted)."""
+    """Score every group; return the job and the report (a sorted DataFrame)."""
     import pandas as pd
 
     job = prepare(args)
-    gi, method = job.gi, args.method
-    methods = ["first_order", "interaction"]
-    if method not in methods:
-        methods.append(method)
-    scores = {m: gi.score_groups(job.groups, method=m) for m in methods}
-    base = scores[methods[0]]
+    gi = job.gi
+    main = gi.score_groups(job.groups)  # the --method / library default
+    method = main.method
+    scores = {m: gi.score_groups(job.groups, method=m) for m in ("first_order",)}
+    if method != "interaction":
+        scores["interaction"] = gi.score_groups(job.groups, method="interaction")
+    scores[method] = main
     report = pd.DataFrame(
-        {"group": base.groups, "size": base.size, "share": base.size / len(job.y)}
+        {"group": main.groups, "size": main.size, "share": main.size / len(job.y)}
     )
-    for m in methods:
+    for m in ("first_order", "interaction", method):
         report[m] = scores[m].estimate
+    if main.get("reliable") is not None:  # the per-group trust flag
+        report["reliable"] = np.asarray(main["reliable"], dtype=bool)
     report = report.sort_values(method, ascending=False, kind="stable")
     report = report.reset_index(drop=True)
     report.insert(0, "rank", np.arange(1, len(report) + 1))
     if args.refit > 0:
         order = np.argsort(-np.abs(report[method].to_numpy()), kind="stable")
-        todo = order[: args.refit]
         actual = np.full(len(report), np.nan)
         ref = _refit_metric(job, np.arange(len(job.y)), fixed_features=True)
-        for r in progress(
-            todo, verbose=job.options["verbose"], desc="groupinf: refits"
-        ):
+        todo = order[: args.refit]
+        verbose = job.options["verbose"]
+        for r in progress(todo, verbose=verbose, desc="groupinf: refits"):
             keep = np.flatnonzero(job.groups != report["group"].iloc[r])
             if len(keep) == 0:
                 continue
             actual[r] = _refit_metric(job, keep, fixed_features=True) - ref
         report["actual"] = actual
-    return job, report
+    return job, method, report
 
 
 def parse_budget(text):
-    """``"10"`` -> 10 units, ``"0.2"`` -> a fraction of the pool."""
+    """``"10"`` or ``"10.0"`` -> 10 units, ``"0.2"`` -> a fraction, ``"auto"``."""
+    if text.strip().lower() == "auto":
+        return "auto"
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            raise InputError(
-                f"--budget must be a number of units or a fraction "
-                f"in (0, 1); got {text!r}"
-            ) from None
-        if not 0 < value <= 1:
-            raise InputError(f"a fractional --budget must be in (0, 1]; got {text}")
-        return value
+        value = np.nan
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(
+            f"--budget must be a number of units (e.g. 5), a fraction in (0, 1) "
+            f"(e.g. 0.05) or auto; got {text!r}"
+        )
     if value < 1:
-        raise InputError(f"--budget must be >= 1; got {text}")
-    return value
+        return value
+    if value != round(value):
+        raise InputError(
+            f"--budget {text} is neither a whole number of units (e.g. 5 or 5.0) "
+            "nor a fraction in (0, 1) (e.g. 0.05)"
+        )
+    return int(round(value))
+
+
+def _report_row(table, r, step, unit, why, extra=()):
+    row = dict(row=int(r), line=table.raw.row_lines[r], step=step)
+    if table.groups is not None:
+        row["group"] = unit
+    return dict(row, label=table.y[r], **dict(extra), why=why)
 
 
 def clean(args):
-    """Select rows or groups to remove; write the kept rows and a report."""
-    import pandas as pd
+    """Choose the rows or groups to remove; return the report and a summary.
 
+    Without ``--validation FILE`` (and ``--goal decrease``) the choice is
+    :class:`GroupSelector`'s with its defaults, except the options given;
+    with it, :meth:`GroupInfluence.select` against the validation rows.
+    """
     budget = parse_budget(args.budget)
     if args.method == "newton":
         raise InputError(
             "--method newton has no pairwise form, so clean cannot "
             "select with it; use interaction or second_order"
         )
-    _check_distinct(args.data, args.out, args.report)
-    if args.validation:
-        _check_distinct(args.validation, args.out, args.report)
-    job = prepare(args)
+    table = read_table(args, copyable=True)
+    if args.validation is not None or args.goal == "increase":
+        return _clean_with_target(args, table, budget)
+    return _clean_with_selector(args, table, budget)
+
+
+def _clean_with_selector(args, table, budget):
+    import pandas as pd
+
+    from ._selector import GroupSelector
+
+    opts = dict(_library_options(args, ("method", "damping", "n_rounds")))
+    if args.validation_fraction is not None:
+        opts["validation"] = args.validation_fraction
+    if args.stop_early:
+        opts["stop_early"] = True
+    pipe = make_pipeline(table.X, table.model, C=args.C, alpha=args.alpha)
+    selector = GroupSelector(
+        pipe,
+        budget=budget,
+        groups_as_units=table.groups is not None,
+        random_state=args.random_state,
+        **opts,
+    )
+    shown = selector.get_params(deep=False)
+    settings = ", ".join(
+        f"{k}={shown[k]!r}"
+        for k in ("budget", "validation", "method", "n_rounds")
+        if k in shown
+    )
+    log(
+        f"groupinf: read {args.data} ({len(table.df)} rows); "
+        f"GroupSelector({settings}) with {type(pipe[-1]).__name__}",
+        verbose=table.verbose,
+    )
+    selector.fit(table.X, table.y, groups=table.groups)
+    metric = METRIC_NAMES[table.model]
+    rows = []
+    if table.groups is None:
+        for step, r in enumerate(selector.removed_indices_, 1):
+            why = (
+                f"step {step}: removing this row is estimated to lower the "
+                f"{metric} of the other rows (scored against their own labels)"
+            )
+            rows.append(_report_row(table, r, step, None, why))
+    else:
+        for step, g in enumerate(selector.removed_groups_, 1):
+            why = (
+                f"step {step}: removing this group is estimated to lower the "
+                f"{metric} of the other rows (scored against their own labels)"
+            )
+            for r in np.flatnonzero(table.groups == g):
+                rows.append(_report_row(table, r, step, g, why))
+    removed = sorted(int(r["row"]) for r in rows)
+    summary = dict(
+        n_removed=len(removed),
+        n_kept=len(table.df) - len(removed),
+        how=[
+            f"chosen by GroupSelector({settings})",
+            "(the library's defaults except the options you gave); no trusted "
+            "validation rows:",
+            "each row was scored against the labels of the other rows; pass "
+            "--validation FILE.csv",
+            "with trusted labels to measure the change of the metric",
+        ],
+    )
+    return table, pd.DataFrame(rows), removed, summary
+
+
+def _clean_with_target(args, table, budget):
+    import pandas as pd
+
+    if budget == "auto":
+        raise InputError(
+            "--budget auto is available without --validation and with "
+            "--goal decrease; give a number of units or a fraction"
+        )
+    job = prepare(args, table)
     gi = job.gi
     pool = len(job.y) if job.groups is None else len(np.unique(job.groups))
     if isinstance(budget, int) and budget > pool:
+        unit = "rows" if job.groups is None else "groups"
         raise InputError(
-            f"--budget {budget} is larger than the {pool} "
-            f"{'rows' if job.groups is None else 'groups'} that can "
-            "be removed"
+            f"--budget {budget} is larger than the {pool} {unit} that can be removed"
         )
     sel = gi.select(
         budget,
         groups=job.groups,
         goal=args.goal,
-        method=args.method,
-        n_rounds=args.n_rounds,
+        n_rounds=args.n_rounds or 1,
         stop_early=args.stop_early,
+        **_library_options(args, ("method",)),
     )
     est = np.asarray(sel.estimates, dtype=float)
     marginal = np.diff(np.concatenate([[0.0], est]))
     if job.groups is None:
-        units = [(int(i), [int(i)]) for i in sel.indices]
+        units = [(None, [int(i)]) for i in sel.indices]
     else:
         units = [(g, np.flatnonzero(job.groups == g).tolist()) for g in sel.groups]
+    unit_name = "row" if job.groups is None else "group"
     rows = []
     for step, ((unit, members), m, cum, rnd) in enumerate(
         zip(units, marginal, est, sel["round"]), 1
     ):
+        why = (
+            f"step {step}: removing this {unit_name} changes the estimated "
+            f"validation {gi.target_name_} by {m:+.4g} (goal: {args.goal})"
+        )
+        extra = dict(round=int(rnd) + 1, estimated_change=m, cumulative_estimate=cum)
         for i in members:
-            r = int(job.train[i])
-            rows.append(
-                dict(
-                    row=r,
-                    line=job.raw.row_lines[r],
-                    step=step,
-                    round=int(rnd) + 1,
-                    **({} if job.groups is None else {"group": unit}),
-                    label=job.y[i],
-                    estimated_change=m,
-                    cumulative_estimate=cum,
-                    why=f"step {step}: removing this "
-                    f"{'row' if job.groups is None else 'group'} changes "
-                    f"the estimated validation {gi.target_name_} by "
-                    f"{m:+.4g} (goal: {args.goal})",
-                )
-            )
-    report = pd.DataFrame(rows)
+            rows.append(_report_row(table, int(job.train[i]), step, unit, why, extra))
     removed = sorted(r["row"] for r in rows)
     keep = np.setdiff1d(np.arange(len(job.y)), np.searchsorted(job.train, removed))
     before = _refit_metric(job, np.arange(len(job.y)))
     after = _refit_metric(job, keep) if len(keep) else np.nan
-    size = job.raw.write_without(removed, args.out)
     summary = dict(
         n_removed=len(removed),
-        n_kept=len(job.df) - len(removed),
+        n_kept=len(table.df) - len(removed),
         target=gi.target_name_,
         before=before,
         estimated_change=est[-1] if len(est) else 0.0,
         measured_change=after - before,
-        bytes=size,
     )
-    return job, report, summary
+    return table, pd.DataFrame(rows), removed, summary

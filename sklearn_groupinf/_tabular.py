@@ -1,133 +1,15 @@
-"""CSV data and the tabular pipeline behind ``groupinf audit`` and ``clean``.
+"""Checks of the user's table and the tabular pipeline of ``groupinf``.
 
-Reads a CSV twice: with pandas (the values the model sees) and as raw bytes
-split into records (so ``clean`` can copy the kept rows byte for byte). Every
-problem with the user's data raises :class:`InputError`, which the command
-line turns into a one-line message and exit status 2.
+Every problem with the user's data raises :class:`InputError`, which the
+command line turns into a one-line message and exit status 2.
 """
-
-import io
-import os
 
 import numpy as np
 
+from ._csvio import InputError, RawCSV, read_csv  # noqa: F401  (re-exported)
+
 MODELS = ("auto", "logistic", "ridge", "linear", "poisson", "gamma")
 CLASSIFIERS = ("logistic",)
-
-
-class InputError(ValueError):
-    """The user's data or options cannot be used (exit status 2, no traceback)."""
-
-
-# ----------------------------------------------------------------- reading
-def _split_records(data):
-    """Byte spans ``(start, end)`` and first line numbers of the CSV records.
-
-    A record ends at a newline outside double quotes and includes its line
-    terminator; quoted fields may contain newlines. Works line by line (an odd
-    number of ``"`` on a line toggles the quote state; ``""`` escapes count
-    twice), so large files are split at C speed.
-
-    Returns
-    -------
-    spans : list of (int, int)
-    lines : list of int
-        1-based line number on which each record starts.
-    """
-    spans, lines = [], []
-    start = pos = 0
-    line_no, first_line, quoted = 1, 1, False
-    for piece in data.split(b"\n"):
-        pos += len(piece) + 1
-        if piece.count(b'"') % 2:
-            quoted = not quoted
-        if not quoted:
-            end = min(pos, len(data))
-            if end > start:
-                spans.append((start, end))
-                lines.append(first_line)
-            start, first_line = end, line_no + 1
-        line_no += 1
-    if start < len(data):
-        spans.append((start, len(data)))
-        lines.append(first_line)
-    return spans, lines
-
-
-class RawCSV:
-    """The bytes of a CSV file and the span of each data row.
-
-    Parameters
-    ----------
-    path : str
-        CSV file with a header line.
-    data : bytes
-        The file's content.
-    """
-
-    def __init__(self, path, data):
-        self.path = path
-        self.data = data
-        spans, lines = _split_records(data)
-        keep = [k for k, (a, b) in enumerate(spans) if data[a:b].strip()]
-        self.header_span = spans[keep[0]] if keep else None
-        self.row_spans = [spans[k] for k in keep[1:]]
-        # 1-based line number on which each data row starts
-        self.row_lines = [lines[k] for k in keep[1:]]
-
-    def write_without(self, rows, out_path):
-        """Write the file minus the data rows ``rows`` (0-based), byte for byte."""
-        drop = {self.row_spans[r] for r in rows}
-        pieces, pos = [], 0
-        for span in self.row_spans:
-            if span in drop:
-                pieces.append(self.data[pos : span[0]])
-                pos = span[1]
-        pieces.append(self.data[pos:])
-        out = b"".join(pieces)
-        with open(out_path, "wb") as fh:
-            fh.write(out)
-        return len(out)
-
-
-def read_csv(path, *, what="data file"):
-    """Read ``path`` with pandas and as raw records; check it is usable.
-
-    Returns
-    -------
-    df : pandas.DataFrame
-    raw : RawCSV
-    """
-    import pandas as pd
-
-    if not os.path.exists(path):
-        raise InputError(f"{what} {path!r} does not exist")
-    if os.path.isdir(path):
-        raise InputError(f"{what} {path!r} is a directory, not a CSV file")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path!r}: {exc.strerror}") from None
-    if not data.strip():
-        raise InputError(f"{what} {path!r} is empty")
-    try:
-        df = pd.read_csv(io.BytesIO(data))
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{what} {path!r} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc)
-        raise InputError(f"cannot parse {what} {path!r} as CSV: {msg}") from None
-    if len(df) == 0:
-        raise InputError(f"{what} {path!r} has a header but no data rows")
-    raw = RawCSV(path, data)
-    if len(raw.row_spans) != len(df):
-        raise InputError(
-            f"{what} {path!r}: found {len(raw.row_spans)} records but pandas read "
-            f"{len(df)} rows (unusual quoting or line endings); save it as a "
-            "standard comma-separated file"
-        )
-    return df, raw
 
 
 # --------------------------------------------------------------- checking
@@ -148,11 +30,12 @@ def check_column(df, column, *, path, option):
         )
 
 
-def feature_columns(df, *, label, groups=None, drop=(), path):
-    """Feature columns: all but the label, the groups and ``drop``; checked."""
+def feature_columns(df, *, label, groups=(), drop=(), keep_groups=False, path):
+    """Feature columns: all but the label, ``drop`` and (unless
+    ``keep_groups``) the groups columns; checked."""
     for col in drop:
         check_column(df, col, path=path, option="--drop")
-    excluded = {label, groups, *drop}
+    excluded = {label, *drop, *(() if keep_groups else groups)}
     features = [c for c in df.columns if c not in excluded]
     if not features:
         raise InputError(
@@ -166,6 +49,41 @@ def feature_columns(df, *, label, groups=None, drop=(), path):
             f"pass --drop {empty[0]}"
         )
     return features
+
+
+#: a categorical feature may have at most this many distinct values ...
+MAX_LEVELS = 1000
+#: ... and at most this fraction of the rows (an identifier has about one
+#: value per row: one-hot encoded, it adds a parameter per row)
+MAX_LEVEL_FRACTION = 0.5
+
+
+def default_max_levels(n_rows):
+    """Most distinct values a categorical feature may have without --max-levels:
+    ``min(MAX_LEVELS, MAX_LEVEL_FRACTION * n_rows)``, but at least 20."""
+    return max(20, min(MAX_LEVELS, int(MAX_LEVEL_FRACTION * n_rows)))
+
+
+def check_levels(X, *, max_levels, path):
+    """Refuse non-numeric features with more than ``max_levels`` values.
+
+    Such a column (an id, a free-text note) one-hot encodes into a parameter
+    per value: the model becomes huge and slow, and it can memorise rows.
+    """
+    import pandas as pd
+
+    for c in X.columns:
+        if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]):
+            continue
+        levels = X[c].nunique(dropna=True)
+        if levels > max_levels:
+            raise InputError(
+                f"non-numeric column {c!r} of {path!r} has {levels} distinct "
+                f"values in {len(X)} rows (an identifier or free text?); one-hot "
+                f"encoded it would add {levels} parameters (the limit is "
+                f"--max-levels {max_levels}). Pass --drop {c} if it is not a "
+                "feature, or --max-levels N to allow it"
+            )
 
 
 def choose_model(kind, y):
@@ -236,17 +154,26 @@ def check_label(y, model, *, column, path, classes=None):
     return values
 
 
-def check_groups(df, column, *, path):
-    """Return the groups column as an array; no missing values allowed."""
-    check_column(df, column, path=path, option="--groups")
-    g = df[column]
-    if g.isna().any():
-        raise InputError(
-            f"groups column {column!r} of {path!r} is missing in "
-            f"{_missing_rows(g.isna().to_numpy())}; fill them (e.g. with "
-            "'unknown') so every row belongs to a group"
-        )
-    return g.to_numpy()
+def check_groups(df, columns, *, path):
+    """The groups as an array; several columns: their combination.
+
+    A row's group label is its value of the single groups column, or the
+    values of several columns joined by ``" | "`` (e.g. ``"A | 2024"``).
+    No missing values are allowed.
+    """
+    for column in columns:
+        check_column(df, column, path=path, option="--groups")
+        g = df[column]
+        if g.isna().any():
+            raise InputError(
+                f"groups column {column!r} of {path!r} is missing in "
+                f"{_missing_rows(g.isna().to_numpy())}; fill them (e.g. with "
+                "'unknown') so every row belongs to a group"
+            )
+    if len(columns) == 1:
+        return df[columns[0]].to_numpy()
+    parts = [df[c].astype(str).to_numpy(dtype=object) for c in columns]
+    return np.array([" | ".join(values) for values in zip(*parts)], dtype=object)
 
 
 # --------------------------------------------------------------- pipeline

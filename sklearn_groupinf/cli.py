@@ -12,7 +12,9 @@ one-line error on stderr and exit status 2; the input file is never modified.
 """
 
 import argparse
+import math
 import os
+import re
 import sys
 import warnings
 
@@ -30,10 +32,13 @@ example:
   groupinf audit loans.csv --label default --groups branch \\
       --validation-fraction 0.25 --refit 5 --out report.csv --plot report.png
 
-Columns other than the label, the groups and --drop are features: numeric ones
-are median-imputed and standardised, the others imputed with 'missing' and
-one-hot encoded; the final linear model's influence is computed.
-The report (stdout, and --out) is sorted by the --method estimate, largest first.
+Columns other than the label, the groups (unless --keep-groups-as-feature) and
+--drop are features: numeric ones are median-imputed and standardised, the
+others imputed with 'missing' and one-hot encoded (a non-numeric column with
+more than --max-levels values, e.g. an id, is refused); the final linear
+model's influence is computed. Several --groups columns: their combination
+is the group. The report (stdout, and --out) is sorted by the --method
+estimate, largest first; without --refit the estimates are not verified.
 """
 
 _CLEAN_EXAMPLE = """\
@@ -42,12 +47,16 @@ example:
   groupinf clean loans.csv --label default --groups annotator --budget 2 \\
       --validation holdout.csv --out cleaned.csv --report removed.csv
 
+Without --validation, the rows are chosen by sklearn_groupinf.GroupSelector with
+its defaults (no trusted labels needed: rows are scored against the labels of
+the other rows); --method, --validation-fraction, --damping and --n-rounds
+override them only when given. With --validation FILE.csv (trusted labels) the
+rows are chosen to lower the metric on that file, and the change measured by
+refitting the whole pipeline on the kept rows is printed at the end.
 cleaned.csv holds the header and the kept rows copied byte for byte from the
-input (same columns, order and formatting); the report lists each removed row
-(0-based data row and 1-based file line), its step and the estimated change of
-the validation metric that made it be chosen. Validation rows are never removed.
-The measured change printed at the end refits the whole pipeline on the kept
-rows, as you would on cleaned.csv.
+input (same columns, order and formatting; checked by parsing it again); the
+report lists each removed row (0-based data row and 1-based file line) and why
+it was chosen. Output files are written only if the whole command succeeds.
 """
 
 _DEMO_EXAMPLE = """\
@@ -56,7 +65,7 @@ example:
 """
 
 
-def _add_data_options(p):
+def _add_data_options(p, command):
     p.add_argument(
         "data",
         metavar="DATA.csv",
@@ -96,6 +105,14 @@ def _add_data_options(p):
         metavar="COL",
         help="columns that are not features, e.g. ids: --drop id name",
     )
+    p.add_argument(
+        "--max-levels",
+        type=int,
+        metavar="N",
+        help="most distinct values a non-numeric feature may have (one-hot "
+        "encoding adds one parameter per value); default: half the rows, at "
+        "least 20 and at most 1000",
+    )
     val = p.add_mutually_exclusive_group()
     val.add_argument(
         "--validation",
@@ -106,24 +123,26 @@ def _add_data_options(p):
     val.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.2,
         metavar="F",
-        help="else hold out this fraction of DATA.csv "
-        "(stratified for classifiers; default 0.2)",
+        help=(
+            "else hold out this fraction of DATA.csv "
+            "(stratified for classifiers; default 0.2)"
+            if command == "audit"
+            else "else GroupSelector holds out this fraction of DATA.csv as "
+            "its target rows (default: its own, cross-fitting)"
+        ),
     )
     p.add_argument(
         "--method",
-        default="interaction",
         choices=["interaction", "first_order", "second_order", "newton"],
-        help="group estimator (default interaction: first-order sum "
-        "plus the pairwise interaction term)",
+        help="group estimator (default: the library's default "
+        "estimator; interaction = first-order sum plus the pairwise term)",
     )
     p.add_argument(
         "--damping",
         type=float,
-        default=0.0,
         metavar="L",
-        help="Hessian damping per example (default 0)",
+        help="Hessian damping per example (default: the library's, 0)",
     )
     p.add_argument(
         "--random-state",
@@ -136,6 +155,15 @@ def _add_data_options(p):
         "--quiet", action="store_true", help="no progress messages on stderr"
     )
     _add_threads_option(p)
+
+
+def _add_keep_groups_option(p):
+    p.add_argument(
+        "--keep-groups-as-feature",
+        action="store_true",
+        help="also use the --groups column(s) as features (by default they "
+        "are not features; the output says which columns are)",
+    )
 
 
 def _add_threads_option(p):
@@ -193,14 +221,17 @@ def build_parser():
         description="Fit a tabular pipeline and estimate, for each group, the "
         "change of the\nvalidation metric when the group's rows are removed.\n" + _SIGN,
     )
-    _add_data_options(audit)
+    _add_data_options(audit, "audit")
     audit.add_argument(
         "--groups",
         required=True,
+        nargs="+",
         metavar="COL",
-        help="column whose values define the groups (example: "
-        "--groups source); no missing values",
+        help="column(s) whose values define the groups (example: "
+        "--groups source, or --groups site year for their combination); "
+        "no missing values",
     )
+    _add_keep_groups_option(audit)
     audit.add_argument(
         "--refit",
         type=int,
@@ -233,18 +264,22 @@ def build_parser():
         "is estimated\nto lower the validation metric (interaction-aware), and "
         "write the rest.\n" + _SIGN,
     )
-    _add_data_options(clean)
+    _add_data_options(clean, "clean")
     clean.add_argument(
         "--groups",
+        nargs="+",
         metavar="COL",
-        help="remove whole groups defined by this column instead of single rows",
+        help="remove whole groups defined by this column (or the combination "
+        "of these columns) instead of single rows",
     )
+    _add_keep_groups_option(clean)
     clean.add_argument(
         "--budget",
         required=True,
         metavar="B",
-        help="number of rows/groups to remove, or a fraction of "
-        "them in (0, 1] (example: --budget 0.05)",
+        help="number of rows/groups to remove (a whole number: 5 or 5.0), a "
+        "fraction of them in (0, 1) (example: --budget 0.05), or auto "
+        "(GroupSelector decides, where it supports it)",
     )
     clean.add_argument(
         "--out", required=True, metavar="FILE.csv", help="where to write the kept rows"
@@ -259,14 +294,16 @@ def build_parser():
         "--goal",
         default="decrease",
         choices=["decrease", "increase"],
-        help="decrease (clean) or increase the validation metric (default decrease)",
+        help="decrease (clean) or increase the validation metric (default "
+        "decrease; increase selects against --validation FILE or a held-out "
+        "--validation-fraction, default 0.2)",
     )
     clean.add_argument(
         "--n-rounds",
         type=int,
-        default=1,
         metavar="R",
-        help="adaptive rounds: remove budget/R, refit, recompute (default 1)",
+        help="adaptive rounds: remove budget/R, refit, recompute (default: "
+        "the library's, 1)",
     )
     clean.add_argument(
         "--stop-early",
@@ -276,9 +313,70 @@ def build_parser():
     return parser
 
 
+# library parameter -> command-line option, so messages name the options
+_FLAGS = dict(
+    damping="--damping",
+    method="--method",
+    budget="--budget",
+    n_rounds="--n-rounds",
+    stop_early="--stop-early",
+    validation="--validation-fraction",
+    C="--C",
+    alpha="--alpha",
+)
+_PARAM = re.compile(
+    r"(?<![\w.-])(%s)(=|>=|<=|>|<)('?)([^\s,;:)'(]*)\3" % "|".join(_FLAGS)
+)
+_QUOTED = re.compile(r"The '(%s)' parameter" % "|".join(_FLAGS))
+
+
+def _flag_for(match):
+    param, op, _, value = match.groups()
+    return f"{_FLAGS[param]} {value}" if op == "=" else f"{_FLAGS[param]} {op} {value}"
+
+
+def cli_message(text):
+    """One line, library parameter names replaced by the options setting them."""
+    text = " ".join(str(text).split())
+    text = _PARAM.sub(_flag_for, text)
+    return _QUOTED.sub(lambda m: f"The option {_FLAGS[m.group(1)]}", text)
+
+
+_SHOWN = set()
+
+
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    text = " ".join(str(message).split())
-    print(f"groupinf: warning: {text}", file=sys.stderr, flush=True)
+    text = cli_message(message)
+    key = (category, re.sub(r"[-+.\de]+", "#", text))  # same but for numbers
+    if key not in _SHOWN:
+        _SHOWN.add(key)
+        print(f"groupinf: warning: {text}", file=sys.stderr, flush=True)
+
+
+def check_options(args):
+    """Reject out-of-range numeric options before any file is read."""
+    from ._tabular import InputError
+
+    def bad(option, value, rule):
+        raise InputError(f"{option} must be {rule}; got {value}")
+
+    if args.blas_threads < 1:
+        bad("--blas-threads", args.blas_threads, ">= 1")
+    if args.command == "demo":
+        return
+    if not 0 < args.C <= math.inf:  # inf: no penalty
+        bad("--C", args.C, "> 0 (inf: no penalty)")
+    if not 0 <= args.alpha < math.inf:
+        bad("--alpha", args.alpha, "finite and >= 0")
+    if args.damping is not None and not 0 <= args.damping < math.inf:
+        bad("--damping", args.damping, "finite and >= 0")
+    f = args.validation_fraction
+    if f is not None and not 0 < f < 1:
+        bad("--validation-fraction", f, "in (0, 1)")
+    if args.max_levels is not None and args.max_levels < 1:
+        bad("--max-levels", args.max_levels, ">= 1")
+    if args.groups:
+        args.groups = list(dict.fromkeys(args.groups))  # each column once
 
 
 def main(argv=None):
@@ -292,12 +390,11 @@ def main(argv=None):
 
         from ._cli_output import run
 
-        if args.blas_threads < 1:
-            raise InputError(f"--blas-threads must be >= 1; got {args.blas_threads}")
+        check_options(args)
         with threadpool_limits(limits=args.blas_threads, user_api="blas"):
             return run(args)
     except InputError as exc:
-        print(f"groupinf: error: {exc}", file=sys.stderr)
+        print(f"groupinf: error: {cli_message(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `groupinf audit ... | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -306,8 +403,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("groupinf: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, ArithmeticError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
+    except (ValueError, TypeError, OSError, ArithmeticError, MemoryError) as exc:
+        msg = cli_message(exc) or type(exc).__name__
         print(f"groupinf: error: {msg}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ traceback, and leave the input file unchanged.
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,8 @@ def test_help_documents_every_option_with_an_example():
                 "--refit",
                 "--drop",
                 "--blas-threads",
+                "--keep-groups-as-feature",
+                "--max-levels",
             ],
         ),
         (
@@ -117,6 +120,8 @@ def test_help_documents_every_option_with_an_example():
                 "--groups",
                 "--n-rounds",
                 "--goal",
+                "--keep-groups-as-feature",
+                "GroupSelector",
             ],
         ),
         ("demo", ["--n-refit", "--plot", "--blas-threads"]),
@@ -154,16 +159,23 @@ def test_audit_report_matches_library_and_refits(data_csv, tmp_path):
     assert "Traceback" not in proc.stderr
     assert "groupinf: read" in proc.stderr  # progress on stderr
     report = pd.read_csv(out)
-    assert list(report.columns) == [
+    # first_order and interaction, then the library's default estimator (when
+    # another one) by which the report is sorted, the trust flag when the
+    # library gives one, and the refits
+    assert list(report.columns[:6]) == [
         "rank",
         "group",
         "size",
         "share",
         "first_order",
         "interaction",
-        "actual",
     ]
-    assert np.all(np.diff(report["interaction"]) <= 0)  # sorted, largest first
+    assert report.columns[-1] == "actual"
+    default = GroupInfluence(None).method
+    extra = [c for c in report.columns[6:-1] if c != "reliable"]
+    assert extra == ([] if default == "interaction" else [extra[0]])
+    sort_column = extra[0] if extra else "interaction"
+    assert np.all(np.diff(report[sort_column]) <= 0)  # sorted, largest first
     assert sorted(report["group"]) == list("ABCDE")
     # the same numbers from the library on the same split and pipeline
     from sklearn.model_selection import train_test_split
@@ -180,20 +192,27 @@ def test_audit_report_matches_library_and_refits(data_csv, tmp_path):
     gi = GroupInfluence(make_pipeline(X.iloc[train], "logistic")).fit(
         X.iloc[train], y[train], X_target=X.iloc[val], y_target=y[val]
     )
-    res = gi.score_groups(df["source"].to_numpy()[train])
-    expected = dict(zip(res.groups, res.estimate))
-    got = dict(zip(report["group"], report["interaction"]))
-    for g in expected:
-        assert got[g] == pytest.approx(expected[g], rel=1e-6, abs=1e-12)
+    for method in ("interaction", sort_column):
+        res = gi.score_groups(df["source"].to_numpy()[train], method=method)
+        expected = dict(zip(res.groups, res.estimate))
+        got = dict(zip(report["group"], report[method]))
+        for g in expected:
+            assert got[g] == pytest.approx(expected[g], rel=1e-6, abs=1e-12)
     assert dict(zip(report["group"], report["size"])) == dict(zip(res.groups, res.size))
     # the two largest |estimates| were refitted, and the estimate is close
     done = report.dropna(subset=["actual"])
     assert len(done) == 2
-    np.testing.assert_allclose(done["interaction"], done["actual"], rtol=0.5)
+    np.testing.assert_allclose(done[sort_column], done["actual"], rtol=0.5)
     assert png.stat().st_size > 0
 
 
-def test_clean_writes_input_minus_reported_rows(data_csv, tmp_path):
+def test_clean_uses_group_selector_defaults(data_csv, tmp_path):
+    """Without --validation, clean removes what GroupSelector with its own
+    defaults removes (the CLI adds no method/validation default of its own);
+    the kept rows are the input's bytes minus the reported rows."""
+    from sklearn_groupinf import GroupSelector
+    from sklearn_groupinf._tabular import as_categorical_safe, make_pipeline
+
     before = digest(data_csv)
     out = tmp_path / "cleaned.csv"
     proc = run_cli(
@@ -204,26 +223,34 @@ def test_clean_writes_input_minus_reported_rows(data_csv, tmp_path):
         "--drop",
         "id",
         "--budget",
-        "12",
+        "12.0",  # a whole-number float is a count
         "--out",
         out,
         "--quiet",
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # --quiet: nothing on stderr
     assert digest(data_csv) == before
     report = pd.read_csv(tmp_path / "cleaned_removed.csv")
     assert len(report) == 12 and report["step"].tolist() == list(range(1, 13))
     assert report["why"].str.contains("log_loss").all()
-    lines = data_csv.read_bytes().splitlines(keepends=True)
-    expected = [ln for k, ln in enumerate(lines, 1) if k not in set(report["line"])]
-    assert out.read_bytes().splitlines(keepends=True) == expected
-    # the reported rows are the ones pandas sees at those positions
+    # the features used are listed on stdout
+    assert "# features (5): age, income, city, source, amount\n" in proc.stdout
+    assert "GroupSelector(" in proc.stdout and "--validation FILE" in proc.stdout
     df = pd.read_csv(data_csv)
+    X = as_categorical_safe(df[["age", "income", "city", "source", "amount"]])
+    y = df["label"].to_numpy()
+    expected = GroupSelector(make_pipeline(X, "logistic"), budget=12, random_state=0)
+    expected.fit(X, y)
+    assert report["row"].tolist() == expected.removed_indices_.tolist()
+    lines = data_csv.read_bytes().splitlines(keepends=True)
+    kept_lines = [ln for k, ln in enumerate(lines, 1) if k not in set(report["line"])]
+    assert out.read_bytes().splitlines(keepends=True) == kept_lines
+    # the reported rows are the ones pandas sees at those positions
     assert (df["label"].iloc[report["row"]].to_numpy() == report["label"]).all()
     kept = pd.read_csv(out)
     assert list(kept.columns) == list(df.columns)
     assert len(kept) == len(df) - 12
-    assert "measured by refitting" in proc.stdout
 
 
 def test_clean_groups_with_validation_file_quoted_multiline(tmp_path):
@@ -270,11 +297,119 @@ def test_clean_groups_with_validation_file_quoted_multiline(tmp_path):
         kept, original[original["source"] != group].reset_index(drop=True)
     )
     assert "mean_squared_error" in proc.stdout
+    assert "measured by refitting" in proc.stdout
+
+
+def write_stray_quote_csv(path, n=60):
+    """Rows whose last two records a line-based splitter misreads while the
+    record count still matches pandas' (a ``"`` inside an unquoted field,
+    then a quoted field with a newline); column ``half`` alternates 0/1."""
+    lines = make_frame(n=n).to_csv(index=False).splitlines()
+    notes = ["plain"] * (n - 2) + ['x"y', '"p\nq"']
+    body = [f"{ln},{i % 2},{notes[i]}" for i, ln in enumerate(lines[1:])]
+    path.write_bytes("\n".join([lines[0] + ",half,note", *body, ""]).encode())
+
+
+def test_audit_quiet_unverified_and_cli_flag_names(data_csv, tmp_path):
+    """--quiet prints nothing on stderr; without --refit the output says the
+    estimates are unverified and how to verify them; with --C inf any advice
+    about damping names the --damping option."""
+    before = digest(data_csv)
+    out = tmp_path / "r.csv"
+    base = ["audit", data_csv, "--label", "label", "--groups", "source"]
+    quiet, unpenalised = run_many(
+        [
+            base + ["--drop", "id", "--quiet", "--out", out],
+            base + ["--drop", "id", "--C", "inf"],
+        ]
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    assert "estimates are not verified: --refit N" in quiet.stdout
+    assert len(pd.read_csv(out)) == 5
+    assert unpenalised.returncode in (0, 2), unpenalised.stderr
+    assert "Traceback" not in unpenalised.stderr
+    assert re.search(r"(?<!--)\bdamping", unpenalised.stderr) is None
+    assert digest(data_csv) == before
+
+
+def test_audit_groups_combination_and_keep_groups_as_feature(tmp_path):
+    """Several --groups columns: their combination is the group; the groups
+    columns are features only with --keep-groups-as-feature, and the output
+    says which columns are features."""
+    from sklearn.model_selection import train_test_split
+
+    from sklearn_groupinf._tabular import as_categorical_safe, make_pipeline
+
+    df = make_frame()
+    df["year"] = np.arange(len(df)) % 2
+    path, out = tmp_path / "d.csv", tmp_path / "r.csv"
+    df.to_csv(path, index=False)
+    base = ["audit", path, "--label", "label", "--groups", "source", "year"]
+    base += ["--drop", "id"]
+    kept, dropped = run_many(
+        [base + ["--keep-groups-as-feature", "--out", out], base + ["--quiet"]]
+    )
+    assert kept.returncode == 0 and dropped.returncode == 0, (kept, dropped)
+    features = ["age", "income", "city", "source", "amount", "year"]
+    assert f"# features (6): {', '.join(features)}; groups column(s) 'source', " in (
+        kept.stdout
+    )
+    assert "kept as features" in kept.stdout
+    assert "# features (4): age, income, city, amount; groups column(s)" in (
+        dropped.stdout
+    )
+    assert "not used as features (--keep-groups-as-feature" in dropped.stdout
+    report = pd.read_csv(out)
+    y = df["label"].to_numpy()
+    train, val = train_test_split(
+        np.arange(len(df)), test_size=0.2, stratify=y, random_state=0
+    )
+    train, val = np.sort(train), np.sort(val)
+    X = as_categorical_safe(df[features])
+    groups = (df["source"] + " | " + df["year"].astype(str)).to_numpy()
+    gi = GroupInfluence(make_pipeline(X.iloc[train], "logistic")).fit(
+        X.iloc[train], y[train], X_target=X.iloc[val], y_target=y[val]
+    )
+    res = gi.score_groups(groups[train], method="interaction")
+    assert len(res.groups) == 10
+    got = dict(zip(report["group"], report["interaction"]))
+    for g, e in zip(res.groups, res.estimate):
+        assert got[g] == pytest.approx(e, rel=1e-6, abs=1e-12)
+    assert dict(zip(report["group"], report["size"])) == dict(zip(res.groups, res.size))
+
+
+def test_audit_shows_the_reliable_flag(data_csv, tmp_path, monkeypatch, capsys):
+    """When GroupScores carries the per-group trust flag ``reliable``, the
+    report shows it for each group (here a known pattern is injected)."""
+    from sklearn_groupinf import cli
+
+    original = GroupInfluence.score_groups
+
+    def flagged(self, groups, *, method=None):
+        res = original(self, groups, method=method)
+        res["reliable"] = np.arange(len(res.groups)) % 2 == 0
+        return res
+
+    monkeypatch.setattr(GroupInfluence, "score_groups", flagged)
+    out = tmp_path / "r.csv"
+    args = ["audit", str(data_csv), "--label", "label", "--groups", "source"]
+    assert cli.main(args + ["--drop", "id", "--out", str(out), "--quiet"]) == 0
+    report = pd.read_csv(out)
+    expected = {g: k % 2 == 0 for k, g in enumerate("ABCDE")}
+    assert dict(zip(report["group"], report["reliable"])) == expected
+    printed = capsys.readouterr().out
+    assert "reliable" in printed.splitlines()[2]  # the table's header
+    assert "# reliable: 3 of 5" in printed
 
 
 def _bad_inputs(tmp):
     good = make_frame(n=60)
     cases = {}
+    idlike = good.copy()
+    idlike["name"] = [f"customer {i}" for i in range(len(good))]
+    idlike.to_csv(tmp / "idlike.csv", index=False)
+    write_stray_quote_csv(tmp / "quote.csv")
     one = good.copy()
     one["label"] = "yes"
     allnan = good.copy()
@@ -342,6 +477,35 @@ def _bad_inputs(tmp):
         ["clean", g, "--label", "label", "--budget", "2", "--out", g],
         "never overwritten",
     )
+    # output paths are checked before computing, with a message that says why
+    cases["audit --out in a missing directory"] = (
+        ["audit", g, "--label", "label", "--groups", "source"]
+        + ["--out", tmp / "nodir" / "r.csv"],
+        "nodir' does not exist",
+    )
+    cases["clean --report in a missing directory"] = (
+        ["clean", g, "--label", "label", "--budget", "2", "--out", tmp / "o.csv"]
+        + ["--report", tmp / "nodir" / "r.csv"],
+        "--report",
+    )
+    cases["budget neither a count nor a fraction"] = (
+        ["clean", g, "--label", "label", "--budget", "2.5", "--out", tmp / "o.csv"],
+        "neither a whole number",
+    )
+    cases["non-positive --C"] = (
+        ["audit", g, "--label", "label", "--groups", "source", "--C", "0"],
+        "--C must be > 0",
+    )
+    cases["identifier-like categorical feature"] = (
+        ["audit", tmp / "idlike.csv", "--label", "label", "--groups", "source"],
+        "column 'name' of",
+    )
+    cases["quote inside an unquoted field"] = (
+        ["clean", tmp / "quote.csv", "--label", "label", "--groups", "half"]
+        + ["--drop", "id", "note", "--validation", g, "--budget", "1"]
+        + ["--out", tmp / "o.csv"],
+        "double quote inside an unquoted field",
+    )
     return cases
 
 
@@ -358,11 +522,93 @@ def test_bad_input_one_line_error_exit_2(tmp_path):
             proc.stderr,
         )
         assert message in lines[0], (name, lines[0])
+        assert not lines[0].endswith("None"), name
         assert proc.stdout == "", name
     assert {
         p.name: digest(p) for p in tmp_path.iterdir() if p.name in digests
     } == digests
     assert not (tmp_path / "o.csv").exists()
+    assert not (tmp_path / "o_removed.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(digests)
+
+
+def test_stray_quote_is_detected_before_any_copy(tmp_path):
+    """The line-based record splitter and pandas disagree on the last two
+    records of this file although the counts match: removing either would
+    write a file that does not parse as the kept rows."""
+    from sklearn_groupinf._csvio import InputError, RawCSV, read_csv
+
+    path = tmp_path / "quote.csv"
+    write_stray_quote_csv(path)
+    data = path.read_bytes()
+    raw = RawCSV(str(path), data)
+    assert len(raw.row_spans) == len(pd.read_csv(path)) == 60
+    assert not raw.copies_exactly([59]) and not raw.copies_exactly([58])
+    assert raw.copies_exactly([0, 10])
+    read_csv(str(path))  # audit only reads it: fine
+    with pytest.raises(InputError, match="double quote"):
+        read_csv(str(path), copyable=True)
+    assert path.read_bytes() == data
+
+
+def test_outputs_are_all_or_nothing(tmp_path):
+    """A failure while writing a later output leaves every destination as it
+    was and no temporary file behind."""
+    from sklearn_groupinf._csvio import InputError, Outputs
+
+    first = tmp_path / "out.csv"
+    first.write_text("old\n")
+
+    def fail(path):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(InputError, match="cannot write report .*No space left"):
+        with Outputs() as outputs:
+            outputs.stage(first, lambda p: open(p, "w").write("new\n"), what="rows")
+            outputs.stage(tmp_path / "rep.csv", fail, what="report")
+            outputs.commit()
+    assert first.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    with Outputs() as outputs:
+        outputs.stage(first, lambda p: open(p, "w").write("new\n"), what="rows")
+        outputs.commit()
+    assert first.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("5", 5), ("5.0", 5), ("1.0", 1), ("0.05", 0.05), ("auto", "auto")],
+)
+def test_parse_budget_counts_and_fractions(text, expected):
+    from sklearn_groupinf._commands import parse_budget
+
+    got = parse_budget(text)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("text", ["2.5", "0", "-3", "nan", "inf", "ten"])
+def test_parse_budget_rejects(text):
+    from sklearn_groupinf._commands import parse_budget
+    from sklearn_groupinf._csvio import InputError
+
+    with pytest.raises(InputError, match="--budget"):
+        parse_budget(text)
+
+
+def test_library_messages_name_the_cli_options():
+    from sklearn_groupinf.cli import cli_message
+
+    text = (
+        "The Hessian is ill-conditioned (reciprocal condition number 3e-17 with "
+        "damping=0.0); damping=4.5e-09 would bring it to about 1e-8 (damping>=1e-9)"
+    )
+    got = cli_message(text)
+    assert "damping=" not in got and "damping>" not in got
+    assert "with --damping 0.0" in got and "--damping 4.5e-09 would" in got
+    assert "--damping >= 1e-9" in got
+    assert cli_message("pass method='second_order'") == "pass --method second_order"
+    assert "--C" in cli_message("The 'C' parameter of LogisticRegression must be")
 
 
 def test_demo_plot_option_saves_the_demo_rows(monkeypatch, tmp_path):
