@@ -6,17 +6,10 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.frozen import FrozenEstimator
-from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_array,
-    check_consistent_length,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import (
     _FitState,
@@ -25,14 +18,24 @@ from ._estimators import (
     pairwise_form,
     quadratic_rows,
 )
+from ._fitted import InfluenceFit
 from ._groups import GroupMembership
 from ._hessian import polish_parameters
-from ._interaction import DEFAULT_MAX_DENSE_BYTES, make_interaction
+from ._interaction import DEFAULT_MAX_DENSE_BYTES
 from ._progress import log
 from ._results import GroupScores
 from ._rounds import run_selection
 from ._self_influence import self_influence
-from ._utils import _estimator_has, _fit_with_weight, _plain, _wrapped_tags
+from ._utils import _estimator_has, _fit_routed, _fit_router, _plain, _wrapped_tags
+from ._validation import (
+    TorchDevice,
+    check_candidates,
+    check_fitted_inputs,
+    check_options,
+    is_pipeline,
+    validate_target_data,
+    validate_training_data,
+)
 from .backends import get_backend, unwrap_estimator
 
 
@@ -58,14 +61,18 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         ``Pipeline`` ending in one (earlier steps are a fixed feature map), a
         :class:`sklearn_groupinf.torch.TorchModel`, or any of these wrapped in
         ``sklearn.frozen.FrozenEstimator`` to use an already-fitted model as is.
-    method : {"interaction", "first_order", "second_order", "newton"}, \
-            default="interaction"
+    method : {"auto", "interaction", "first_order", "second_order", "newton"}, \
+            default="auto"
         Group estimator used by ``score_groups`` and ``select``:
         ``first_order`` sums the members' influences; ``interaction`` adds the
         pairwise term of the target's second-order expansion (arXiv
         2605.15675); ``second_order`` adds the parameter response to second
         order in the removal weights; ``newton`` takes one Newton step with the
-        group-removed Hessian and evaluates the target exactly.
+        group-removed Hessian and evaluates the target exactly (the most
+        accurate; scikit-learn linear models only). ``"auto"`` uses ``newton``
+        where the model affords it and its estimated cost is at most
+        ``AUTO_NEWTON_MAX_FLOPS`` (2e10 floating-point operations, a few
+        seconds; see Notes), else ``interaction``.
     target : "default" or callable, default="default"
         ``"default"`` is the scikit-learn metric of the estimator on the target
         set: ``log_loss`` for ``LogisticRegression``, ``mean_squared_error`` for
@@ -118,7 +125,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     stationarity_ : tuple of float
         Relative gradient norm before and after polishing.
     hessian_rcond_ : float
-        Reciprocal condition number estimate of the damped Hessian.
+        Reciprocal condition number estimate of the damped Hessian scaled to
+        a unit diagonal (what governs round-off).
     n_features_in_ : int
     classes_ : ndarray
         Class labels (classifiers only).
@@ -143,6 +151,19 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
 
     The second term equals :math:`\\sum_i \\tfrac12\\kappa_{ii} +
     \\sum_{i<j}\\kappa_{ij}`; group scores use only :math:`U_S`.
+
+    ``method="auto"`` estimates the cost of ``newton`` per group as the
+    cheaper of a Woodbury solve (about :math:`2P^2 K n_S` for a group of
+    :math:`n_S` rows and :math:`K` outputs) and a Cholesky factorisation of
+    :math:`H - H_S` (about :math:`P^3/3 + P^2 n_S`), plus one target
+    evaluation; ``select`` multiplies it by the number of candidate sets it
+    evaluates.
+
+    A ``FrozenEstimator`` is never changed (no polishing): the influences
+    expand around its parameters, and ``fit`` warns
+    (:class:`NotStationaryWarning`) when they are not stationary for the data
+    and weights given, e.g. when ``sample_weight`` it was fitted with was not
+    passed.
 
     Examples
     --------
@@ -171,7 +192,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     _parameter_constraints = {
         "estimator": [HasMethods(["fit"])],
         "method": [
-            StrOptions({"interaction", "first_order", "second_order", "newton"})
+            StrOptions({"auto", "interaction", "first_order", "second_order", "newton"})
         ],
         "target": [StrOptions({"default"}), callable],
         "damping": [Interval(numbers.Real, 0, None, closed="left")],
@@ -179,8 +200,12 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         "stationarity_tol": [Interval(numbers.Real, 0, None, closed="neither")],
         "interaction": [StrOptions({"auto", "dense", "implicit"})],
         "max_dense_bytes": [Interval(numbers.Integral, 1, None, closed="left")],
-        "device": [str, object],
-        "dtype": [StrOptions({"float32", "float64"}), None, type],
+        "device": [str, TorchDevice()],
+        "dtype": [
+            StrOptions({"float32", "float64"}),
+            Options(type, {np.float32, np.float64}),
+            None,
+        ],
         "tile_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     }
@@ -189,7 +214,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         self,
         estimator,
         *,
-        method="interaction",
+        method="auto",
         target="default",
         damping=0.0,
         polish="auto",
@@ -218,64 +243,6 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         return _wrapped_tags(super().__sklearn_tags__(), self.estimator)
 
     # ------------------------------------------------------------------ fit
-    def _validate_training_data(self, X, y, sample_weight):
-        final, _ = unwrap_estimator(self.estimator)
-        if isinstance(_plain(self.estimator), Pipeline):
-            # a pipeline validates its own inputs (it may take DataFrames)
-            check_consistent_length(X, y)
-            y = np.asarray(y)
-        else:
-            X, y = validate_data(
-                self,
-                X,
-                y,
-                dtype=np.float64,
-                multi_output=True,
-                y_numeric=get_tags(final).estimator_type == "regressor",
-            )
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, np.empty((len(y), 0)), ensure_non_negative=True
-            )
-        return X, y, sample_weight
-
-    def _validate_target_data(
-        self, X, y, X_target, y_target, target_weight, sample_weight
-    ):
-        if X_target is None:
-            if y_target is not None:
-                raise ValueError("y_target was given without X_target; pass both.")
-            return X, y, sample_weight if target_weight is None else target_weight
-        if not isinstance(_plain(self.estimator), Pipeline):
-            X_target = check_array(X_target, dtype=np.float64, input_name="X_target")
-            if X_target.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X_target has {X_target.shape[1]} features, but the training "
-                    f"data has {self.n_features_in_}; pass target data with the "
-                    "same columns."
-                )
-        if y_target is None and not callable(self.target):
-            raise ValueError(
-                "y_target is required with the default target (a metric needs the "
-                "true labels); pass y_target, or a callable target."
-            )
-        n_t = len(X_target)
-        if y_target is not None:
-            y_target = np.asarray(y_target)
-            if len(y_target) != n_t:
-                raise ValueError(
-                    f"X_target has {n_t} rows but y_target has {len(y_target)}."
-                )
-            if y_target.dtype.kind == "f" and not np.all(np.isfinite(y_target)):
-                raise ValueError("y_target contains NaN or infinity.")
-        if target_weight is not None:
-            target_weight = _check_sample_weight(
-                target_weight, np.empty((n_t, 0)), ensure_non_negative=True
-            )
-            if target_weight.sum() <= 0:
-                raise ValueError("target_weight sums to zero; give some weight.")
-        return X_target, y_target, target_weight
-
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(
         self,
@@ -286,6 +253,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         X_target=None,
         y_target=None,
         target_weight=None,
+        **fit_params,
     ):
         """Fit the estimator (unless frozen) and compute the influence state.
 
@@ -300,26 +268,40 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             ``FrozenEstimator``, pass the weights it was trained with.
         X_target, y_target : array-like, default=None
             Target set on which the target metric is evaluated (e.g. validation
-            data). Without it the target is the metric on the training data,
-            weighted by ``sample_weight``.
+            data), with the columns of ``X``. Without it the target is the
+            metric on the training data, weighted by ``sample_weight``.
         target_weight : array-like of shape (n_target,), default=None
             Weights of the target examples (the metric's ``sample_weight``).
+        **fit_params : dict
+            Other parameters of the estimator's ``fit``. With
+            ``sklearn.set_config(enable_metadata_routing=True)`` these and
+            ``sample_weight`` are routed as the estimator requests them (e.g.
+            ``LogisticRegression().set_fit_request(sample_weight=True)`` in a
+            ``Pipeline``).
 
         Returns
         -------
         self : GroupInfluence
         """
-        X, y, sample_weight = self._validate_training_data(X, y, sample_weight)
-        X_t, y_t, w_t = self._validate_target_data(
-            X, y, X_target, y_target, target_weight, sample_weight
-        )
+        check_options(self)
+        X_fit, X, y, sample_weight = validate_training_data(self, X, y, sample_weight)
+        X_t, y_t, w_t = validate_target_data(self, X_target, y_target, target_weight)
         t0 = time.perf_counter()
+        frozen = isinstance(self.estimator, FrozenEstimator)
         log(
             f"GroupInfluence: fitting {type(_plain(self.estimator)).__name__} on "
             f"{len(y)} examples",
             verbose=self.verbose,
         )
-        self.estimator_ = self._fit_estimator(X, y, sample_weight)
+        if frozen:
+            check_is_fitted(self.estimator.estimator)
+            self.estimator_ = self.estimator
+        else:  # fitted on the caller's X: a DataFrame keeps its column names
+            est = clone(self.estimator)
+            self.estimator_ = _fit_routed(
+                self, est, X_fit, y, sample_weight, **fit_params
+            )
+        check_fitted_inputs(self, X_fit, X, X_t, y_t)
         if (
             np.ndim(y) == 2
             and np.shape(y)[1] == 1
@@ -327,7 +309,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         ):
             # the estimator warned (DataConversionWarning) and used y.ravel()
             y = np.asarray(y).ravel()
-            y_t = y if X_target is None else y_t
+        if X_t is None:  # the target is the metric on the training data
+            X_t, y_t = X, y
+            w_t = sample_weight if target_weight is None else target_weight
         backend = get_backend(
             self.estimator_,
             X,
@@ -348,6 +332,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             backend.removal_gradient_norms(),
             tol=self.stationarity_tol,
             polish=self.polish,
+            frozen=frozen,
+            weighted=sample_weight is not None,
         )
         log(
             f"GroupInfluence: stationarity {self.stationarity_[0]:.2g} -> "
@@ -369,8 +355,13 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         self._state = _FitState(
             backend, solver, grad_f, w, f0, max_bytes=self.max_dense_bytes
         )
-        self._train = (X, y, sample_weight)
-        self._target_data = (X_target, y_target, target_weight)
+        self._fitted = InfluenceFit(
+            self,
+            self._state,
+            train=(X_fit, y, sample_weight),
+            target=(X_target, y_target, target_weight),
+            influence=influence,
+        )
         self.influence_ = influence
         self.target_value_ = f0
         self.target_name_ = backend.target_name
@@ -380,10 +371,10 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         final, _ = unwrap_estimator(self.estimator_)
         if hasattr(final, "classes_"):
             self.classes_ = final.classes_
-        if isinstance(_plain(self.estimator), Pipeline) and hasattr(
-            self.estimator_, "n_features_in_"
-        ):  # not set by validate_data
-            self.n_features_in_ = self.estimator_.n_features_in_
+        if is_pipeline(self.estimator):  # not set by validate_data
+            for attr in ("n_features_in_", "feature_names_in_"):
+                if hasattr(self.estimator_, attr):
+                    setattr(self, attr, getattr(self.estimator_, attr))
         log(
             f"GroupInfluence: done, target {self.target_name_} = {f0:.6g} "
             f"[{time.perf_counter() - t0:.1f} s]",
@@ -391,17 +382,23 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         )
         return self
 
-    def _fit_estimator(self, X, y, sample_weight):
-        if isinstance(self.estimator, FrozenEstimator):
-            check_is_fitted(self.estimator.estimator)
-            return self.estimator
-        return _fit_with_weight(clone(self.estimator), X, y, sample_weight)
+    def get_metadata_routing(self):
+        """Routing of ``fit`` metadata to the estimator (see ``fit``).
+
+        Returns
+        -------
+        routing : MetadataRouter
+        """
+        return _fit_router(self)
 
     # ------------------------------------------------------------- scoring
-    def _resolve_method(self, method, *, pairwise=False, name="method"):
-        return check_method(
-            self.method if method is None else method, pairwise=pairwise, name=name
-        )
+    def _resolve_method(self, method, *, pairwise=False, name="method", sizes=None):
+        method = self.method if method is None else method
+        if method == "auto":
+            if sizes is None:
+                return "interaction"
+            return self._fitted.auto_method(sizes)
+        return check_method(method, pairwise=pairwise, name=name)
 
     def score_groups(self, groups, *, method=None):
         """Estimated change of the target when each group is removed.
@@ -411,7 +408,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         groups : array-like of shape (n_samples,)
             Group label of each training example (like ``GroupKFold``'s).
         method : str, default=None
-            Overrides the ``method`` parameter for this call.
+            Overrides the ``method`` parameter for this call (``"auto"``:
+            ``newton`` where affordable for these groups, see the class).
 
         Returns
         -------
@@ -421,9 +419,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             group raises the target). ``result.to_frame()`` gives a DataFrame.
         """
         check_is_fitted(self, "influence_")
-        method = self._resolve_method(method)
         st = self._state
         membership = GroupMembership(groups, len(self.influence_))
+        method = self._resolve_method(method, sizes=membership.sizes)
         first = membership.aggregate(self.influence_[:, None])[:, 0]
         if method == "newton":
             estimate = newton_estimates(st, membership)
@@ -513,27 +511,6 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         )
         return self_influence(self._state, membership)
 
-    def _operator(self, method, groups=None, form=None):
-        st = self._state
-        n = len(self.influence_)
-        membership = None
-        if groups is not None:
-            membership = GroupMembership(groups, n)
-            n = membership.n_groups
-        A, M = pairwise_form(method, st, membership)
-        if A is None:
-            A, M = np.zeros((n, 0)), np.zeros((0, 0))
-        return make_interaction(
-            A,
-            M,
-            form=self.interaction if form is None else form,
-            max_dense_bytes=self.max_dense_bytes,
-            device=self.device,
-            dtype=self.dtype,
-            tile_size=self.tile_size,
-            factor=st.middle_factor(method, M),
-        )
-
     def interaction_matrix(self, groups=None, *, method=None, form=None):
         """Pairwise interactions ``K`` among examples or groups.
 
@@ -546,7 +523,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             When given, interactions among groups (sorted labels).
         method : {"interaction", "second_order", "first_order"}, default=None
             Defaults to the estimator's ``method`` ("interaction" when that is
-            ``newton``, which has no pairwise form).
+            ``newton`` or ``auto``: ``newton`` has no pairwise form).
         form : {"auto", "dense", "implicit"}, default=None
             Overrides the ``interaction`` parameter.
 
@@ -560,7 +537,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         if method is None and self.method == "newton":
             method = "interaction"
         method = self._resolve_method(method, pairwise=True)
-        op = self._operator(method, groups, form)
+        fitted = self._fitted
+        membership = None if groups is None else fitted.membership(groups)
+        op = fitted.unit_operator(method, membership, form)
         return op.K if op.form == "dense" else op.as_linear_operator()
 
     def select(
@@ -590,8 +569,16 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         action : {"remove", "add"}, default="remove"
             ``remove`` training units; ``add`` candidates ``X_candidates`` (or,
             without candidates, up-weight training examples).
-        method : {"interaction", "first_order", "second_order"}, default=None
-            Pairwise estimator; ``first_order`` is top-k.
+        method : {"auto", "interaction", "first_order", "second_order", \
+                "newton"}, default=None
+            Estimator (default: the ``method`` parameter). Pairwise estimators
+            run a greedy rule on their quadratic estimate (``first_order`` is
+            top-k). ``newton`` (group removal only) is greedy on exact
+            group-Newton estimates: at each step the 8 groups ranked best by
+            ``interaction`` are evaluated with one Newton step of their union
+            with the selected groups, and the best is taken. ``"auto"`` uses
+            ``newton`` for group removal where its cost is affordable (see the
+            class), else ``interaction``.
         X_candidates, y_candidates : array-like, default=None
             Candidate examples for ``action="add"``.
         candidate_weight : array-like, default=None
@@ -612,22 +599,19 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             refit; ``measured[0]`` is the current value).
         """
         check_is_fitted(self, "influence_")
-        if method is None and self.method == "newton":
-            raise ValueError(
-                "method='newton' has no pairwise form, so select cannot use it; "
-                "pass method='second_order' or 'interaction' to select."
-            )
-        method = self._resolve_method(method, pairwise=True)
+        method = self.method if method is None else method
+        if method != "auto":
+            check_method(method)
         return run_selection(
-            self,
+            self._fitted,
             budget,
             groups=groups,
             goal=goal,
             action=action,
             method=method,
-            X_candidates=X_candidates,
-            y_candidates=y_candidates,
-            candidate_weight=candidate_weight,
+            candidates=check_candidates(
+                self, X_candidates, y_candidates, candidate_weight
+            ),
             n_rounds=n_rounds,
             stop_early=stop_early,
         )
@@ -644,6 +628,12 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         """Class probabilities from the fitted estimator."""
         check_is_fitted(self, "estimator_")
         return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        """Log of the class probabilities from the fitted estimator."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_log_proba(X)
 
     @available_if(_estimator_has("decision_function"))
     def decision_function(self, X):

@@ -33,7 +33,10 @@ class GroupMembership:
 
     def __init__(self, groups, n_samples):
         groups = check_groups(groups, n_samples)
-        self.labels, self.inverse = np.unique(groups, return_inverse=True)
+        try:
+            self.labels, self.inverse = np.unique(groups, return_inverse=True)
+        except TypeError:  # object labels of several types, e.g. 1 and "1"
+            self.labels, self.inverse = _unique_mixed(groups)
         self.inverse = self.inverse.reshape(-1)
         self.sizes = np.bincount(self.inverse, minlength=len(self.labels))
         self.matrix = sp.csr_matrix(
@@ -88,8 +91,35 @@ def check_groups(groups, n_samples):
                 f"groups contains {sum(missing)} missing labels (None/NaN); give "
                 "every example a group."
             )
-        try:
-            np.unique(groups)
-        except TypeError:
-            groups = groups.astype(str)
     return groups
+
+
+def _unique_mixed(groups):
+    """``np.unique(groups, return_inverse=True)`` for labels of several types.
+
+    Labels of different kinds stay distinct (``1`` and ``"1"`` are two
+    groups): numbers first, then strings, then other types by type name, each
+    sorted by value. Labels keep their type.
+    """
+
+    def key(g):
+        if isinstance(g, numbers.Real):
+            return (0, "", g)
+        if isinstance(g, str):
+            return (1, "", g)
+        return (2, type(g).__name__, g)
+
+    keys = [key(g) for g in groups]
+    try:
+        unique = sorted(set(keys))
+    except TypeError:
+        raise ValueError(
+            "groups mixes labels that cannot be ordered (e.g. "
+            f"{sorted({type(g).__name__ for g in groups})}); give all labels one "
+            "type, e.g. groups.astype(str)."
+        ) from None
+    index = {k: i for i, k in enumerate(unique)}
+    inverse = np.fromiter((index[k] for k in keys), dtype=np.intp, count=len(keys))
+    labels = np.empty(len(unique), dtype=object)
+    labels[:] = [k[2] for k in unique]
+    return labels, inverse

@@ -21,19 +21,72 @@ class IllConditionedHessianWarning(UserWarning):
     """The Hessian is nearly singular; influence estimates may be unstable."""
 
 
+class NotStationaryWarning(ConvergenceWarning):
+    """The fitted parameters are not a stationary point of the objective."""
+
+
 class CGConvergenceWarning(ConvergenceWarning):
     """Conjugate gradients stopped before reaching their tolerance."""
 
 
-class NotStationaryWarning(UserWarning):
-    """The fitted parameters are not a stationary point of the objective."""
+class HessianSolver:
+    """The protocol of the solvers that ``ModelBackend.hessian_solver`` returns.
+
+    A solver applies the inverse of the damped Hessian
+    ``A = grad^2 J + damping * W * I`` (``W`` the data weight). Backends may
+    return any object with these members; subclassing gives the defaults.
+
+    Attributes
+    ----------
+    H : ndarray of shape (P, P) or None
+        The damped Hessian ``A`` when the solver formed it, else ``None``
+        (matrix-free solvers). The ``newton`` estimator needs it, or low-rank
+        group Hessians, to solve with ``A - H_S``.
+    rcond : float
+        Reciprocal condition number estimate of ``A`` after scaling it to a
+        unit diagonal (what governs round-off); NaN when unknown.
+    """
+
+    H = None
+    rcond = float("nan")
+
+    def solve(self, V):
+        """``A^{-1} V`` for ``V`` of shape ``(P,)`` or ``(P, k)``."""
+        raise NotImplementedError
 
 
-class DenseHessianSolver:
+def damping_advice(H, need, *, damping, data_weight):
+    """What to do about a singular or ill-conditioned damped Hessian ``H``.
+
+    Damping is suggested only where it is the fix: when the damping that
+    helps (``need``, per-example units) adds little to the curvature of every
+    parameter. Otherwise (badly scaled or offset features, where that damping
+    would dwarf the curvature of some parameters and change the model) the
+    advice is to standardise the features.
+    """
+    diag = np.diag(H)
+    smallest = float(np.min(diag[diag > 0])) if np.any(diag > 0) else 0.0
+    extra = max(need - damping, 0.0) * data_weight
+    if smallest > 0 and extra <= 1e-3 * smallest:
+        return f"Pass damping>={need:.3g} (per-example units) to GroupInfluence."
+    spread = float(np.max(diag) / smallest) if smallest > 0 else np.inf
+    return (
+        "Standardise the features (centre and scale them, e.g. with "
+        "StandardScaler in a Pipeline): the curvature of the parameters spans a "
+        f"factor {spread:.2g}, and a damping that would help (damping>={need:.3g}) "
+        "would dominate the curvature of some parameters and change the model "
+        "the influences describe."
+    )
+
+
+class DenseHessianSolver(HessianSolver):
     """Cholesky solver for ``H + lambda * W * I`` (``W`` = data weight).
 
     Directions in ``null_space`` (the multinomial intercepts) are fixed by adding
     ``N N'``: for right-hand sides orthogonal to them this is the pseudo-inverse.
+    The matrix is scaled to a unit diagonal before factorising, so that badly
+    scaled features (e.g. in units of 1e8) cost no accuracy and raise no
+    warning; a warning means the scaled matrix is nearly singular.
 
     Parameters
     ----------
@@ -44,7 +97,8 @@ class DenseHessianSolver:
         Total data weight ``W`` of the objective.
     null_space : ndarray of shape (P, r) or None
     rcond_warn : float
-        Warn when LAPACK's reciprocal condition estimate falls below this.
+        Warn when LAPACK's reciprocal condition estimate of the scaled matrix
+        falls below this.
     """
 
     def __init__(self, H, *, damping, data_weight, null_space=None, rcond_warn=1e-11):
@@ -61,34 +115,42 @@ class DenseHessianSolver:
         self.H = A
         self.damping = damping
         self.data_weight = data_weight
-        norm = np.linalg.norm(A, 1)
+        d = np.diag(A)
+        self._scale = 1.0 / np.sqrt(d) if np.all(d > 0) else np.ones(len(d))
+        S = A * self._scale[:, None] * self._scale[None, :]
+        norm = np.linalg.norm(S, 1)
         try:
-            self._cho = sla.cho_factor(A, lower=True, check_finite=False)
+            self._cho = sla.cho_factor(S, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             lam_min = float(sla.eigh(A, eigvals_only=True, subset_by_index=[0, 0])[0])
-            need = (max(-lam_min, 0.0) + 1e-8 * norm) / data_weight + damping
+            need = (
+                max(-lam_min, 0.0) + 1e-8 * np.linalg.norm(A, 1)
+            ) / data_weight + damping
+            advice = damping_advice(A, need, damping=damping, data_weight=data_weight)
             raise IndefiniteHessianError(
                 "The Hessian of the training objective (with damping="
                 f"{damping!r}) is not positive definite: smallest eigenvalue "
                 f"{lam_min:.3g}. This happens with an unpenalised model on "
-                "collinear or separable data, or a non-convex loss. Pass "
-                f"damping>={need:.3g} (per-example units) to GroupInfluence."
+                "collinear or separable data, badly scaled or offset features, or "
+                f"a non-convex loss. {advice}"
             ) from None
         self.rcond = float(sla.lapack.dpocon(self._cho[0], norm, uplo="L")[0])
         if self.rcond < rcond_warn:
-            suggest = 1e-8 * norm / data_weight + damping
+            need = 1e-8 * np.linalg.norm(A, 1) / data_weight + damping
+            advice = damping_advice(A, need, damping=damping, data_weight=data_weight)
             warnings.warn(
                 f"The Hessian is ill-conditioned (reciprocal condition number "
-                f"{self.rcond:.2g} with damping={damping!r}); influence estimates "
-                f"may be dominated by round-off. damping={suggest:.2g} would bring "
-                "it to about 1e-8.",
+                f"{self.rcond:.2g} after scaling it to a unit diagonal, with "
+                f"damping={damping!r}): nearly collinear directions, so influence "
+                f"estimates may be dominated by round-off. {advice}",
                 IllConditionedHessianWarning,
                 stacklevel=3,
             )
 
     def solve(self, V):
         """``A^{-1} V`` for ``V`` of shape ``(P,)`` or ``(P, k)``."""
-        return sla.cho_solve(self._cho, V, check_finite=False)
+        s = self._scale if np.ndim(V) == 1 else self._scale[:, None]
+        return s * sla.cho_solve(self._cho, s * V, check_finite=False)
 
 
 def stationarity(backend, Q=None):
@@ -129,7 +191,35 @@ def _newton_direction(backend):
             return None
 
 
-def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
+def _frozen_message(after, *, weighted):
+    causes = [
+        "it was fitted on other data than X, y (or other rows)",
+        "its solver stopped early (a loose `tol` or a small `max_iter`: refit it "
+        "with e.g. tol=1e-10)",
+    ]
+    weights = (
+        "it was fitted with other sample_weight than the ones given"
+        if weighted
+        else "it was fitted with sample_weight that was not passed to fit"
+    )
+    if after > 1e-2:  # far: data or weights differ, more likely than a loose tol
+        causes.insert(0, weights)
+    else:
+        causes.insert(1, weights)
+    return (
+        f"The frozen model's parameters are not a stationary point of its training "
+        f"objective on the data and weights given: ||grad J|| is {after:.2g} times "
+        "a typical per-example gradient. A frozen model is never changed, so the "
+        "influences expand around its parameters and carry an error of about that "
+        f"relative size. Likely: {'; or '.join(causes)}. Pass the data and "
+        "sample_weight it was fitted with, or pass the unfrozen estimator so that "
+        "GroupInfluence fits it."
+    )
+
+
+def polish_parameters(
+    backend, Q, *, tol, max_steps=25, polish="auto", frozen=False, weighted=False
+):
     """Newton steps on the backend's objective until ``stationarity <= tol``.
 
     Parameters
@@ -141,6 +231,11 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
         Target relative gradient norm.
     polish : {"auto", True, False}
         ``"auto"``/``True`` polish when above ``tol``; ``False`` only warns.
+    frozen : bool
+        The parameters are a frozen model's: never polish; warn, naming the
+        likely causes, when above ``tol``.
+    weighted : bool
+        Whether training weights were given (for the frozen warning).
 
     Returns
     -------
@@ -149,6 +244,13 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
     """
     before = after = stationarity(backend, Q)
     if after <= tol:
+        return before, after
+    if frozen:
+        warnings.warn(
+            _frozen_message(after, weighted=weighted),
+            NotStationaryWarning,
+            stacklevel=3,
+        )
         return before, after
     if polish is False:
         warnings.warn(
@@ -161,7 +263,8 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
         )
         return before, after
     best = (after, backend.get_theta())
-    for _ in range(max_steps):
+    n_steps = 0
+    for n_steps in range(1, max_steps + 1):
         theta = backend.get_theta()
         if after < best[0]:
             best = (after, theta)
@@ -186,9 +289,11 @@ def polish_parameters(backend, Q, *, tol, max_steps=25, polish="auto"):
         after = best[0]
     if after > tol:
         warnings.warn(
-            f"Polishing did not reach a stationary point: ||grad J|| is {after:.2g} "
-            "times a typical per-example gradient. Influence estimates carry an "
-            "error of that relative size; refit the estimator with a tighter `tol`.",
+            f"Polishing did not reach a stationary point in {n_steps} Newton "
+            f"step{'s' if n_steps != 1 else ''} (at most {max_steps}): ||grad J|| "
+            f"went from {before:.2g} to {after:.2g} times a typical per-example "
+            "gradient. Influence estimates carry an error of that relative size; "
+            "refit the estimator with a tighter `tol`.",
             NotStationaryWarning,
             stacklevel=3,
         )

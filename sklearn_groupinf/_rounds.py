@@ -10,16 +10,15 @@ quadratic estimate is a local expansion around the fitted parameters.
 import numbers
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.frozen import FrozenEstimator
 from sklearn.utils import _safe_indexing
-from sklearn.utils.validation import check_array
 
-from ._estimators import pairwise_form
+from ._estimators import newton_estimates, pairwise_form
 from ._groups import GroupMembership
-from ._interaction import make_interaction
 from ._results import Selection
-from ._selection import greedy_select, resolve_budget
+from ._selection import greedy_refined, greedy_select, resolve_budget
+
+#: Candidates per greedy step that ``method="newton"`` evaluates exactly.
+NEWTON_CHECK = 8
 
 
 def _concat(A, B):
@@ -30,83 +29,82 @@ def _concat(A, B):
     return np.concatenate([np.asarray(A), np.asarray(B)], axis=0)
 
 
-def _operator(gi, A, M, method):
-    if A is None:
-        return None
-    return make_interaction(
-        A,
-        M,
-        form=gi.interaction,
-        max_dense_bytes=gi.max_dense_bytes,
-        device=gi.device,
-        dtype=gi.dtype,
-        tile_size=gi.tile_size,
-        factor=gi._state.middle_factor(method, M),
-    )
-
-
-def _round_terms(gi, method, action, membership, cand):
+def _round_terms(fit, method, action, membership, cand):
     """Signed linear term ``b`` and operator over the current pool."""
-    st = gi._state
+    st = fit.state
     if cand is not None:  # adding examples from outside the training set
         Xc, yc, wc = cand
         Qc = st.backend.candidate_gradients(Xc, yc, wc)
         b = -(Qc @ st.w)
         if method == "first_order":
             return b, None
-        return b, _operator(gi, *st.gradient_rows(Qc), method)
+        A, M = st.gradient_rows(Qc)
+        return b, fit.operator(A, M, method)
     A, M = pairwise_form(method, st, membership)
-    b = gi.influence_
+    b = fit.influence
     if membership is not None:
         b = membership.aggregate(b[:, None])[:, 0]
     if action == "add":
         b = -b
-    return b, _operator(gi, A, M, method)
+    return b, None if A is None else fit.operator(A, M, method)
 
 
-def _check_candidates(gi, X_candidates, y_candidates, candidate_weight):
-    if X_candidates is None:
-        if y_candidates is not None:
-            raise ValueError("y_candidates was given without X_candidates.")
-        return None
-    if y_candidates is None:
-        raise ValueError("y_candidates is required with X_candidates.")
-    if not hasattr(X_candidates, "iloc"):
-        X_candidates = check_array(
-            X_candidates, dtype=np.float64, input_name="X_candidates"
-        )
-        if hasattr(gi, "n_features_in_") and X_candidates.shape[1] != gi.n_features_in_:
-            raise ValueError(
-                f"X_candidates has {X_candidates.shape[1]} features, but the "
-                f"estimator was fitted with {gi.n_features_in_}."
-            )
-    y_candidates = np.asarray(y_candidates)
-    if len(y_candidates) != len(X_candidates):
-        raise ValueError(
-            f"X_candidates has {len(X_candidates)} rows but y_candidates has "
-            f"{len(y_candidates)}."
-        )
-    w = None if candidate_weight is None else np.asarray(candidate_weight, float)
-    if w is not None and (w.shape != (len(y_candidates),) or np.any(w < 0)):
-        raise ValueError("candidate_weight must be non-negative, one per candidate.")
-    return X_candidates, y_candidates, w
+class _Union:
+    """One group: the union of rows ``rows`` (for ``newton_estimates``)."""
+
+    n_groups = 1
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def members(self, g):
+        return self.rows
+
+
+def _newton_evaluator(fit, membership):
+    """``S -> newton estimate of removing the union of groups S``."""
+
+    def evaluate(units):
+        rows = membership.rows_of(units)
+        return float(newton_estimates(fit.state, _Union(rows))[0])
+
+    return evaluate
+
+
+def _round_method(fit, method, membership, action, k, n_check):
+    """Resolve ``"auto"`` for one round (``newton`` for affordable group removal)."""
+    if method != "auto":
+        return method
+    if membership is None or action != "remove":
+        return "interaction"
+    # greedy evaluates up to n_check sets per step, of t groups at step t
+    mean = membership.sizes.mean()
+    n_eval = min(n_check, membership.n_groups)
+    sizes = np.repeat(np.arange(1, k + 1) * mean, n_eval)
+    return fit.auto_method(np.maximum(1, np.round(sizes)))
 
 
 def run_selection(
-    gi,
+    fit,
     budget,
     *,
     groups,
     goal,
     action,
     method,
-    X_candidates,
-    y_candidates,
-    candidate_weight,
+    candidates,
     n_rounds,
     stop_early,
+    n_check=NEWTON_CHECK,
 ):
-    """Implementation of :meth:`GroupInfluence.select` (see its docstring)."""
+    """Implementation of :meth:`GroupInfluence.select` (see its docstring).
+
+    ``fit`` is the :class:`~._fitted.InfluenceFit` of the fitted estimator and
+    ``candidates`` the validated ``(X, y, weight)`` or ``None``. ``method`` may
+    be ``"auto"`` (resolved per round by :func:`_round_method`) or
+    ``"newton"`` (group removal only: greedy on exact group-Newton estimates
+    of the top ``n_check`` candidates of each step, ranked by ``interaction``).
+    """
     if action not in ("remove", "add"):
         raise ValueError(f"action must be 'remove' or 'add'; got {action!r}.")
     if goal not in ("decrease", "increase"):
@@ -117,17 +115,23 @@ def run_selection(
         or n_rounds < 1
     ):
         raise ValueError(f"n_rounds must be a positive integer; got {n_rounds!r}.")
-    cand = _check_candidates(gi, X_candidates, y_candidates, candidate_weight)
+    cand = candidates
+    if method == "newton" and (groups is None or action != "remove"):
+        raise ValueError(
+            "method='newton' selects groups to remove (groups=..., "
+            "action='remove'); for examples or adding, use 'interaction' or "
+            "'second_order'."
+        )
     if action == "remove" and cand is not None:
         raise ValueError("X_candidates are only used with action='add'.")
     if groups is not None and action == "add":
         raise ValueError("Group selection (groups=...) supports action='remove' only.")
-    if cand is not None and method == "second_order":
+    if cand is not None and method in ("second_order", "newton"):
         raise ValueError(
             "method='second_order' is not available for adding candidates; use "
             "'interaction' or 'first_order'."
         )
-    X, y, sw = gi._train
+    X, y, sw = fit.train
     n = len(y)
     membership = None if groups is None else GroupMembership(groups, n)
     group_labels = None if membership is None else membership.labels
@@ -144,9 +148,9 @@ def run_selection(
         raise ValueError(f"n_rounds={n_rounds} exceeds the budget of {k} units.")
     slices = [len(s) for s in np.array_split(np.arange(k), n_rounds)]
 
-    f_start = gi.target_value_
-    chosen, estimates, rounds, measured = [], [], [], [f_start]
-    current = gi
+    f_start = fit.target_value
+    chosen, estimates, rounds, measured, methods = [], [], [], [f_start], []
+    current = fit
     rows = np.arange(n)  # original index of each current training row
     pool = np.arange(n_pool)  # original index of each remaining unit
     extra = []  # candidates / up-weighted rows added so far (original ids)
@@ -160,8 +164,22 @@ def run_selection(
             cur_cand = tuple(
                 None if a is None else _safe_indexing(a, pool) for a in cand
             )
-        b, op = _round_terms(current, method, action, cur_membership, cur_cand)
-        order, est = greedy_select(b, op, k_r, goal=goal, stop_early=stop_early)
+        method_r = _round_method(current, method, cur_membership, action, k_r, n_check)
+        methods.append(method_r)
+        pairwise = "interaction" if method_r == "newton" else method_r
+        b, op = _round_terms(current, pairwise, action, cur_membership, cur_cand)
+        if method_r == "newton":
+            order, est = greedy_refined(
+                b,
+                op,
+                k_r,
+                _newton_evaluator(current, cur_membership),
+                goal=goal,
+                stop_early=stop_early,
+                n_check=n_check,
+            )
+        else:
+            order, est = greedy_select(b, op, k_r, goal=goal, stop_early=stop_early)
         offset = measured[-1] - f_start
         # current training rows are ``rows`` followed by the up-weighted copies
         # ``extra`` (see _refit), so map greedy positions through both
@@ -186,13 +204,13 @@ def run_selection(
             extra.extend(picked.tolist())
             if cand is not None:
                 pool = np.setdiff1d(pool, picked)
-        current = _refit(gi, X, y, sw, rows, extra, cand)
-        measured.append(current.target_value_)
+        current = _refit(fit, X, y, sw, rows, extra, cand)
+        measured.append(current.target_value)
     result = Selection(
         estimates=np.asarray(estimates),
         round=np.asarray(rounds, dtype=int),
         measured=np.asarray(measured),
-        method=method,
+        method=methods[0] if len(set(methods)) == 1 else "+".join(methods),
         action=action,
         goal=goal,
     )
@@ -209,12 +227,8 @@ def run_selection(
     return result
 
 
-def _refit(gi, X, y, sw, rows, extra, cand):
-    """A new fitted GroupInfluence on rows ``rows`` plus added units ``extra``."""
-    est = gi.estimator
-    if isinstance(est, FrozenEstimator):  # rounds need refits: use the inner model
-        est = clone(est.estimator)
-    new = clone(gi).set_params(estimator=est)
+def _refit(fit, X, y, sw, rows, extra, cand):
+    """A new fit on rows ``rows`` plus added units ``extra`` (an InfluenceFit)."""
     Xn, yn = _safe_indexing(X, rows), np.asarray(y)[rows]
     swn = None if sw is None else np.asarray(sw)[rows]
     if extra:
@@ -236,5 +250,4 @@ def _refit(gi, X, y, sw, rows, extra, cand):
                     np.ones(len(ya)) if wa is None else wa,
                 ]
             )
-    X_t, y_t, w_t = gi._target_data
-    return new.fit(Xn, yn, swn, X_target=X_t, y_target=y_t, target_weight=w_t)
+    return fit.refit(Xn, yn, swn)

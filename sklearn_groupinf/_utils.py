@@ -34,16 +34,59 @@ def _wrapped_tags(tags, estimator):
     return tags
 
 
-def _fit_with_weight(estimator, X, y, sample_weight):
+def _fit_with_weight(estimator, X, y, sample_weight, **fit_params):
     """``estimator.fit`` with ``sample_weight`` (to the last step of a Pipeline)."""
     if sample_weight is None:
-        return estimator.fit(X, y)
+        return estimator.fit(X, y, **fit_params)
     if isinstance(estimator, Pipeline):
         name = estimator.steps[-1][0]
-        return estimator.fit(X, y, **{f"{name}__sample_weight": sample_weight})
-    return estimator.fit(X, y, sample_weight=sample_weight)
+        fit_params[f"{name}__sample_weight"] = sample_weight
+        return estimator.fit(X, y, **fit_params)
+    return estimator.fit(X, y, sample_weight=sample_weight, **fit_params)
 
 
 def _plain(est):
     """The estimator inside a ``FrozenEstimator`` (``est`` itself otherwise)."""
     return est.estimator if isinstance(est, FrozenEstimator) else est
+
+
+def _fit_router(owner):
+    """``get_metadata_routing`` of a meta-estimator that fits ``owner.estimator``.
+
+    ``fit`` metadata go to the estimator's ``fit`` as it requests them (a
+    ``Pipeline`` passes them on to the steps that request them).
+    """
+    from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping
+
+    return MetadataRouter(owner=owner).add(
+        estimator=owner.estimator,
+        method_mapping=MethodMapping().add(caller="fit", callee="fit"),
+    )
+
+
+def _fit_routed(owner, estimator, X, y, sample_weight=None, **fit_params):
+    """Fit ``estimator`` with ``sample_weight`` and ``fit_params``.
+
+    With ``sklearn.set_config(enable_metadata_routing=True)`` the metadata are
+    routed through ``owner.get_metadata_routing()`` (see :func:`_fit_router`)
+    as the estimator requests them; ``sample_weight`` given to ``owner`` must
+    then reach the estimator (the influences use the same weights as the
+    fit). Without routing, ``sample_weight`` goes to the estimator's ``fit``
+    (the last step of a ``Pipeline``) and ``fit_params`` as they are.
+    """
+    from sklearn.utils.metadata_routing import _routing_enabled, process_routing
+
+    if not _routing_enabled():
+        return _fit_with_weight(estimator, X, y, sample_weight, **fit_params)
+    if sample_weight is not None:
+        fit_params["sample_weight"] = sample_weight
+    routed = process_routing(owner, "fit", **fit_params)
+    params = routed.estimator.fit
+    if sample_weight is not None and "sample_weight" not in params:
+        raise ValueError(
+            f"{type(owner).__name__}.fit got sample_weight, but the estimator does "
+            "not request it, so it would be fitted without the weights the "
+            "influences use. Request it, e.g. "
+            "LogisticRegression().set_fit_request(sample_weight=True)."
+        )
+    return estimator.fit(X, y, **params)

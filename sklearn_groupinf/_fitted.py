@@ -1,0 +1,129 @@
+"""The fitted influence state as the package's selection and estimators see it.
+
+:class:`GroupInfluence` keeps one :class:`InfluenceFit`: the calculus cache
+(``state``: backend, Hessian solver, ``w = H^{-1} grad f``), the data it was
+fitted on, and the interaction settings. Selection rounds receive it instead
+of the estimator, build interaction operators through it, refit through it,
+and choose the group estimator of ``method="auto"`` with :func:`auto_method`.
+"""
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils.validation import _num_samples
+
+from ._estimators import _direct_cost, _woodbury_cost, pairwise_form
+from ._groups import GroupMembership
+from ._interaction import make_interaction
+
+#: Largest estimated cost (floating-point operations) for which
+#: ``method="auto"`` uses the exact group-Newton estimator; above it,
+#: ``interaction``. 2e10 is a few seconds on one CPU core.
+AUTO_NEWTON_MAX_FLOPS = 2e10
+
+
+def newton_cost(n_params, sizes, *, n_outputs=1, n_target=0):
+    """Estimated flops of group-Newton estimates of groups of ``sizes`` rows.
+
+    Per group: the cheaper of a Woodbury solve with the factored Hessian
+    (rank about ``n_outputs`` per row) and a new Cholesky factorisation of
+    ``H - H_S``, plus one evaluation of the target (about ``n_target * P``).
+    """
+    P = n_params
+    sizes = np.asarray(sizes, dtype=np.float64)
+    wood = np.array([_woodbury_cost(P, n_outputs * s) for s in sizes])
+    direct = np.array([_direct_cost(P, s) for s in sizes])
+    return float(np.minimum(wood, direct).sum() + len(sizes) * n_target * P)
+
+
+class InfluenceFit:
+    """What a fitted :class:`GroupInfluence` knows (package-internal).
+
+    Parameters
+    ----------
+    owner : GroupInfluence
+        The fitted estimator (its parameters are kept for refits; the object
+        itself is not referenced).
+    state : _FitState
+        Backend, solver, ``w`` and ``f0``.
+    train : tuple
+        ``(X, y, sample_weight)`` as the estimator was fitted on.
+    target : tuple
+        ``(X_target, y_target, target_weight)`` as given to ``fit``.
+    influence : ndarray of shape (n_samples,)
+    """
+
+    def __init__(self, owner, state, *, train, target, influence):
+        self.state = state
+        self.train = train
+        self.target = target
+        self.influence = influence
+        self.target_value = state.f0
+        self.n_target = len(train[1]) if target[0] is None else _num_samples(target[0])
+        self._cls = type(owner)
+        self._params = owner.get_params(deep=False)
+
+    @property
+    def n_samples(self):
+        return len(self.influence)
+
+    def operator(self, A, M, method, form=None):
+        """The interaction operator ``K = A M A'`` with the fitted settings."""
+        p = self._params
+        return make_interaction(
+            A,
+            M,
+            form=p["interaction"] if form is None else form,
+            max_dense_bytes=p["max_dense_bytes"],
+            device=p["device"],
+            dtype=p["dtype"],
+            tile_size=p["tile_size"],
+            factor=self.state.middle_factor(method, M),
+        )
+
+    def unit_operator(self, method, membership=None, form=None):
+        """``method``'s interaction operator among examples or groups."""
+        n = self.n_samples if membership is None else membership.n_groups
+        A, M = pairwise_form(method, self.state, membership)
+        if A is None:
+            A, M = np.zeros((n, 0)), np.zeros((0, 0))
+        return self.operator(A, M, method, form)
+
+    def auto_method(self, sizes, *, n_evals=1, max_flops=AUTO_NEWTON_MAX_FLOPS):
+        """``"newton"`` when the backend affords it, else ``"interaction"``.
+
+        ``newton`` needs group Hessians (the scikit-learn linear backends) and
+        a dense Hessian, and its estimated cost (:func:`newton_cost` for
+        groups of ``sizes`` rows, times ``n_evals`` sets) must be at most
+        ``max_flops``.
+        """
+        backend = self.state.backend
+        if not backend.supports_newton or getattr(self.state.solver, "H", None) is None:
+            return "interaction"
+        spec = getattr(backend, "spec", None)
+        cost = n_evals * newton_cost(
+            backend.n_params,
+            sizes,
+            n_outputs=getattr(spec, "n_outputs", 1),
+            n_target=self.n_target,
+        )
+        return "newton" if cost <= max_flops else "interaction"
+
+    def membership(self, groups):
+        return GroupMembership(groups, self.n_samples)
+
+    def refit(self, X, y, sample_weight):
+        """A new fit of the same configuration on other training data.
+
+        A ``FrozenEstimator`` cannot be refitted: its inner estimator is.
+        """
+        params = dict(self._params)
+        est = params["estimator"]
+        params["estimator"] = (
+            clone(est.estimator) if isinstance(est, FrozenEstimator) else est
+        )
+        X_t, y_t, w_t = self.target
+        new = self._cls(**params).fit(
+            X, y, sample_weight, X_target=X_t, y_target=y_t, target_weight=w_t
+        )
+        return new._fitted
