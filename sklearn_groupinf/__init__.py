@@ -13,6 +13,7 @@ from ._hessian import (
 )
 from ._results import GroupScores, Selection
 from ._selector import GroupSelector
+from ._trust import UnreliableEstimateWarning
 from .backends import UnsupportedEstimatorError
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "IllConditionedHessianWarning",
     "IndefiniteHessianError",
     "NotStationaryWarning",
+    "UnreliableEstimateWarning",
     "UnsupportedEstimatorError",
     "__version__",
 ]

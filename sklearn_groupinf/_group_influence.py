@@ -26,6 +26,7 @@ from ._progress import log
 from ._results import GroupScores
 from ._rounds import run_selection
 from ._self_influence import self_influence
+from ._trust import assess_groups, warn_unreliable
 from ._utils import _estimator_has, _fit_routed, _fit_router, _plain, _wrapped_tags
 from ._validation import (
     TorchDevice,
@@ -416,7 +417,15 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         result : GroupScores
             Aligned arrays ``groups`` (sorted labels), ``size``, ``first_order``
             and ``estimate``, in the target's units (positive: removing the
-            group raises the target). ``result.to_frame()`` gives a DataFrame.
+            group raises the target), and ``reliable`` (``False`` where the
+            group is outside the regime of the expansion; computed without
+            refitting, see :class:`~sklearn_groupinf.GroupScores`).
+            ``result.to_frame()`` gives a DataFrame.
+
+        Warns
+        -----
+        UnreliableEstimateWarning
+            When some group is flagged (``reliable`` is ``False``).
         """
         check_is_fitted(self, "influence_")
         st = self._state
@@ -430,11 +439,14 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             A, M = pairwise_form(method, st, membership)
             if A is not None:
                 estimate += 0.5 * quadratic_rows(A, M)
+        reliable, _ = assess_groups(st, membership, method, estimate, first)
+        warn_unreliable(membership.labels, reliable, method)
         return GroupScores(
             groups=membership.labels,
             size=membership.sizes,
             first_order=first,
             estimate=estimate,
+            reliable=reliable,
             method=method,
         )
 

@@ -35,6 +35,12 @@ class GroupScores(_FrameBunch):
     - ``first_order``: sum of the members' first-order influences;
     - ``estimate``: the estimate of ``method`` (equal to ``first_order`` for
       ``method="first_order"``);
+    - ``reliable``: ``False`` where the estimate is outside the regime of its
+      expansion, judged without refitting: the group carries nearly all of the
+      curvature along some direction (``lambda_max(H^-1 H_S) > 0.95``), or a
+      higher-order estimate (``newton``; for ``newton``, ``second_order``)
+      differs from it by more than its own size. Where the backend has no such
+      reference, only the curvature share is used (flagged above 0.5);
     - ``method``: the estimator used (a string).
 
     Every score is the estimated change of the target, in the target's units,
@@ -50,16 +56,18 @@ class GroupScores(_FrameBunch):
     >>> X, y = load_diabetes(return_X_y=True)
     >>> gi = GroupInfluence(Ridge(alpha=1.0)).fit(X[:300], y[:300],
     ...                                           X_target=X[300:], y_target=y[300:])
-    >>> res = gi.score_groups(np.arange(300) % 3)
-    >>> res.method, list(res.keys())[:4]
-    ('interaction', ['groups', 'size', 'first_order', 'estimate'])
+    >>> res = gi.score_groups(np.arange(300) % 3, method="interaction")
+    >>> res.method, list(res.keys())[:5]
+    ('interaction', ['groups', 'size', 'first_order', 'estimate', 'reliable'])
     >>> res.size
     array([100, 100, 100])
     >>> # interaction = first order + the pairwise term (target units: MSE)
     >>> bool(np.all(res.estimate != res.first_order))
     True
+    >>> res.reliable        # no group is outside the regime of the expansion
+    array([ True,  True,  True])
     >>> res.to_frame().columns.tolist()
-    ['groups', 'size', 'first_order', 'estimate']
+    ['groups', 'size', 'first_order', 'estimate', 'reliable']
     """
 
     _columns = (
@@ -70,6 +78,7 @@ class GroupScores(_FrameBunch):
         "second_order",
         "newton",
         "estimate",
+        "reliable",
     )
 
 

@@ -1,0 +1,210 @@
+"""When to distrust a group estimate: signals computed without refitting.
+
+Every group estimator is an expansion in the removal weights around the fitted
+parameters. Two signals tell when a group lies outside its regime:
+
+* the **curvature share** ``lambda_S = lambda_max(H^{-1} H_S)``, the largest
+  share of the curvature of the objective, along any direction, that the
+  group carries (``H`` damped, ``H_S`` the group's part of it). The
+  first-order shift ``H^{-1} q`` is the first term of the Neumann series
+  ``(H - H_S)^{-1} q = H^{-1/2} (I + A + A^2 + ...) H^{-1/2} q`` with
+  ``A = H^{-1/2} H_S H^{-1/2}``, whose largest eigenvalue is ``lambda_S``;
+  the series converges only for ``lambda_S < 1`` and its tail is of relative
+  size ``lambda_S / (1 - lambda_S)``. Near 1 the group constrains directions
+  that nothing else does (most rows of a one-hot level, a whole class, a
+  cluster that alone covers a region of feature space);
+* the **spread** ``|estimate - reference|`` against an estimator that keeps
+  the terms the method drops: ``newton`` (the group-removed Hessian, the
+  target evaluated exactly) when the backend has group Hessians; for a
+  ``newton`` estimate, ``second_order``. A spread larger than ``|estimate|``
+  means the reference disagrees in sign or is more than twice as large: the
+  left-out terms are as large as what the method keeps.
+
+:func:`trust_flags` combines them: with a reference a group is flagged when
+``|estimate - reference| > |estimate|`` or ``lambda_S > 0.95``; without one
+(matrix-free backends, or references too costly) when ``lambda_S > 0.5``.
+The thresholds are calibrated against leave-group-out refits by
+``benchmarks/trust_flags.py``, which also shows that only the Newton
+reference makes the flag sharp: the lower-order estimators tend to be wrong
+together, and the share alone is a coarser signal.
+"""
+
+import warnings
+
+import numpy as np
+
+from ._estimators import (
+    _direct_cost,
+    _woodbury_cost,
+    newton_estimates,
+    pairwise_form,
+    quadratic_rows,
+)
+
+#: with a reference: flag when the curvature share exceeds this
+MAX_SHARE_WITH_REFERENCE = 0.95
+#: without a reference: flag when the curvature share exceeds this
+MAX_SHARE_ALONE = 0.5
+#: flag when ``|estimate - reference|`` exceeds this multiple of ``|estimate|``
+MAX_RELATIVE_SPREAD = 1.0
+#: largest estimated cost (floating-point operations) of all Newton references
+MAX_REFERENCE_FLOPS = 2e10
+
+
+class UnreliableEstimateWarning(UserWarning):
+    """Some group estimates are outside the regime of their expansion.
+
+    Issued by :meth:`GroupInfluence.score_groups
+    <sklearn_groupinf.GroupInfluence.score_groups>` when its ``reliable``
+    column flags at least one group. Check those groups by refitting
+    (:func:`sklearn_groupinf.evaluation.leave_group_out`).
+    """
+
+
+def group_hessian_products(backend, rows, V):
+    """``H_S v`` for the columns ``v`` of ``V`` ``(P, k)``: ``(P, k)``."""
+    return np.column_stack(
+        [backend.example_hessian_vector(v, rows).sum(axis=0) for v in V.T]
+    )
+
+
+def curvature_share(state, rows, *, n_iter=30, tol=1e-3, seed=0):
+    """``lambda_max(H^{-1} H_S)`` of the group with training rows ``rows``.
+
+    Power iteration on ``H^{-1} H_S`` (self-adjoint in the ``H`` inner
+    product), started from ``H^{-1} H_S`` applied to a fixed random vector;
+    each step costs one group-Hessian product and one solve with ``H``. The
+    Rayleigh quotient ``x' H_S x / x' H x`` approaches ``lambda_max`` from
+    below; iteration stops when it changes by less than ``tol`` (absolute: for
+    a convex objective the share lies in ``[0, 1]``). Returns ``nan`` when
+    the backend has no per-example Hessian products.
+    """
+    backend, solver = state.backend, state.solver
+    rows = np.asarray(rows)
+    if len(rows) == 0:
+        return 0.0
+    y = np.random.default_rng(seed).standard_normal(backend.n_params)
+    try:
+        y = group_hessian_products(backend, rows, y[:, None])[:, 0]
+    except NotImplementedError:
+        return np.nan
+    lam = 0.0
+    for _ in range(n_iter):
+        x = solver.solve(y)
+        xHx = float(x @ y)  # x' H x, since H x = y
+        if not xHx > 0:
+            return 0.0
+        y = group_hessian_products(backend, rows, x[:, None])[:, 0]
+        new = float(x @ y) / xHx
+        y /= np.sqrt(xHx)  # unit H-norm iterates
+        if abs(new - lam) < tol:
+            return new
+        lam = new
+    return lam
+
+
+def reference_method(backend, method):
+    """The estimator whose estimate judges one of ``method`` (or ``None``)."""
+    if method == "newton":
+        return "second_order" if backend.supports_second_order else None
+    return "newton" if backend.supports_newton else None
+
+
+def trust_flags(estimate, reference, share):
+    """``reliable`` per group from the estimate, its reference and the share.
+
+    Parameters
+    ----------
+    estimate : ndarray of shape (n_groups,)
+        The estimates being judged.
+    reference : ndarray of shape (n_groups,) or None
+        The estimate of :func:`reference_method`; ``None`` when there is none.
+    share : ndarray of shape (n_groups,)
+        Curvature shares ``lambda_max(H^{-1} H_S)`` (``nan``: unknown, that
+        test is skipped for the group).
+
+    Returns
+    -------
+    reliable : ndarray of bool, shape (n_groups,)
+    """
+    share = np.nan_to_num(np.asarray(share, dtype=np.float64), nan=0.0)
+    if reference is None:
+        return share <= MAX_SHARE_ALONE
+    spread = np.abs(np.asarray(estimate) - np.asarray(reference))
+    return (share <= MAX_SHARE_WITH_REFERENCE) & (
+        spread <= MAX_RELATIVE_SPREAD * np.abs(estimate)
+    )
+
+
+def _newton_cost(backend, membership):
+    P = backend.n_params
+    return sum(min(_direct_cost(P, n), _woodbury_cost(P, n)) for n in membership.sizes)
+
+
+def assess_groups(state, membership, method, estimate, first, *, estimates=None):
+    """Trust signals of the estimates of ``method`` for every group.
+
+    Parameters
+    ----------
+    state : _FitState
+    membership : GroupMembership
+    method : str
+        The estimator of ``estimate``.
+    estimate : ndarray of shape (n_groups,)
+    first : ndarray of shape (n_groups,)
+        The groups' first-order estimates (the linear term of every estimator).
+    estimates : dict, default=None
+        Estimates already computed, by method name (reused as references).
+
+    Returns
+    -------
+    reliable : ndarray of bool, shape (n_groups,)
+    share : ndarray of shape (n_groups,)
+        Curvature shares (``nan`` where not computed).
+    """
+    backend = state.backend
+    estimates = dict(estimates or {})
+    ref_name = reference_method(backend, method)
+    if ref_name == "newton" and "newton" not in estimates:
+        if _newton_cost(backend, membership) > MAX_REFERENCE_FLOPS:
+            ref_name = None
+    reference = None
+    if ref_name is not None:
+        with warnings.catch_warnings():
+            # a group-removed Hessian that is not positive definite is flagged
+            # through its curvature share; its warning would only repeat it
+            warnings.simplefilter("ignore")
+            reference = estimates.get(ref_name)
+            if reference is None:
+                reference = _estimate(state, membership, ref_name, first)
+    share = np.array(
+        [curvature_share(state, membership.members(g)) for g in range(len(estimate))]
+    )
+    return trust_flags(estimate, reference, share), share
+
+
+def _estimate(state, membership, method, first):
+    if method == "newton":
+        return newton_estimates(state, membership)
+    A, M = pairwise_form(method, state, membership)
+    return first if A is None else first + 0.5 * quadratic_rows(A, M)
+
+
+def warn_unreliable(labels, reliable, method, stacklevel=3):
+    """Warn with :class:`UnreliableEstimateWarning` when a group is flagged."""
+    bad = np.flatnonzero(~np.asarray(reliable))
+    if len(bad) == 0:
+        return
+    shown = ", ".join(map(repr, np.asarray(labels)[bad][:5].tolist()))
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    hint = "" if method == "newton" else ", use method='newton',"
+    warnings.warn(
+        f"{len(bad)} of {len(reliable)} group estimates (method={method!r}) are "
+        f"flagged as unreliable (groups {shown}{more}; see the 'reliable' column): "
+        "the group carries most of the curvature along some direction, or the "
+        "terms the estimate leaves out are as large as the estimate, so even its "
+        "sign is uncertain. Check them by refitting "
+        f"(sklearn_groupinf.evaluation.leave_group_out){hint} or split the groups.",
+        UnreliableEstimateWarning,
+        stacklevel=stacklevel,
+    )
