@@ -79,14 +79,13 @@ def _fit_routed(owner, estimator, X, y, sample_weight=None, **fit_params):
     if not _routing_enabled():
         return _fit_with_weight(estimator, X, y, sample_weight, **fit_params)
     if sample_weight is not None:
+        if not owner.get_metadata_routing().consumes("fit", ["sample_weight"]):
+            raise ValueError(
+                f"{type(owner).__name__}.fit got sample_weight, but the estimator "
+                "does not request it, so it would be fitted without the weights "
+                "the influences use. Request it, e.g. "
+                "LogisticRegression().set_fit_request(sample_weight=True)."
+            )
         fit_params["sample_weight"] = sample_weight
-    routed = process_routing(owner, "fit", **fit_params)
-    params = routed.estimator.fit
-    if sample_weight is not None and "sample_weight" not in params:
-        raise ValueError(
-            f"{type(owner).__name__}.fit got sample_weight, but the estimator does "
-            "not request it, so it would be fitted without the weights the "
-            "influences use. Request it, e.g. "
-            "LogisticRegression().set_fit_request(sample_weight=True)."
-        )
+    params = process_routing(owner, "fit", **fit_params).estimator.fit
     return estimator.fit(X, y, **params)

@@ -291,7 +291,43 @@ def test_polish_keeps_the_most_stationary_parameters():
             return -self.theta  # a bad (e.g. Gauss-Newton) direction: doubles theta
 
     be = Flat()
-    with pytest.warns(NotStationaryWarning, match="did not reach"):
+    # the warning says how many steps were taken
+    with pytest.warns(NotStationaryWarning, match="in 3 Newton steps"):
         before, after = polish_parameters(be, np.ones(5), tol=1e-6, max_steps=3)
     assert after == before
     np.testing.assert_array_equal(be.theta, [1e-3, -2e-3])
+
+
+def test_auto_method_is_newton_where_affordable(fitted):
+    """``method="auto"`` (the default) gives the group-Newton estimate for a
+    linear model, and falls back to ``interaction`` above the cost budget."""
+    gi, X, y = fitted
+    assert gi.method == "auto"
+    groups = np.arange(len(y)) % 6
+    auto = gi.score_groups(groups)
+    newton = gi.score_groups(groups, method="newton")
+    assert auto.method == "newton"
+    np.testing.assert_array_equal(auto.estimate, newton.estimate)
+    sizes = np.bincount(groups)
+    assert gi._fitted.auto_method(sizes) == "newton"
+    assert gi._fitted.auto_method(sizes, max_flops=1.0) == "interaction"
+    # pairwise consumers (interaction matrices) use interaction under auto
+    K = gi.interaction_matrix(groups)
+    np.testing.assert_allclose(
+        K, gi.interaction_matrix(groups, method="interaction"), rtol=0
+    )
+
+
+def test_auto_newton_is_exact_for_ridge_groups(concrete):
+    """For least squares the group-Newton step is the exact refit, so the
+    default estimate equals leave-group-out refits (independent sklearn fits)."""
+    X, y, Xt, yt = concrete
+    gi = GroupInfluence(Ridge(alpha=3.0)).fit(X, y, X_target=Xt, y_target=yt)
+    groups = np.arange(len(y)) % 5
+    res = gi.score_groups(groups)
+    assert res.method == "newton"
+    f0 = np.mean((Ridge(alpha=3.0).fit(X, y).predict(Xt) - yt) ** 2)
+    for g in range(5):
+        keep = groups != g
+        f = np.mean((Ridge(alpha=3.0).fit(X[keep], y[keep]).predict(Xt) - yt) ** 2)
+        assert res.estimate[g] == pytest.approx(f - f0, rel=1e-7)

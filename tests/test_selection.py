@@ -14,7 +14,11 @@ from sklearn_groupinf._interaction import (
     dense_from_factors,
     make_interaction,
 )
-from sklearn_groupinf._selection import greedy_select, quadratic_estimate
+from sklearn_groupinf._selection import (
+    greedy_refined,
+    greedy_select,
+    quadratic_estimate,
+)
 
 
 def _random_problem(n, r, seed, indefinite=False):
@@ -280,3 +284,58 @@ def test_upweighting_with_rounds_maps_to_training_rows(breast_cancer):
     assert sel.indices.min() >= 0 and sel.indices.max() < 100
     # the first round is the one-shot selection of its slice
     np.testing.assert_array_equal(sel.indices[:20], gi.select(20, action="add").indices)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("goal", ["decrease", "increase"])
+def test_refined_greedy_on_the_quadratic_is_the_pairwise_greedy(seed, goal):
+    """Checking every unit exactly with the quadratic estimate itself is the
+    pairwise greedy rule (brute force of each step); checking fewer units may
+    only choose among the pairwise top ones."""
+    b, A, M = _random_problem(9, 3, seed, indefinite=seed % 2 == 1)
+    op = make_interaction(A, M, form="dense")
+    K = A @ M @ A.T
+    quad = lambda idx: quadratic_estimate(b, op, idx)  # noqa: E731
+    order, est = greedy_refined(b, op, 5, quad, goal=goal, n_check=9)
+    S, path = _brute_force_greedy(b, K, 5, 1.0 if goal == "decrease" else -1.0)
+    assert order.tolist() == S
+    np.testing.assert_allclose(est, path, rtol=1e-10)
+    order1, _ = greedy_refined(b, op, 5, quad, goal=goal, n_check=1)
+    np.testing.assert_array_equal(order1, greedy_select(b, op, 5, goal=goal)[0])
+
+
+def _refit_mse(X, y, Xt, yt, keep, alpha):
+    pred = Ridge(alpha=alpha).fit(X[keep], y[keep]).predict(Xt)
+    return float(np.mean((pred - yt) ** 2))
+
+
+@pytest.mark.parametrize("goal", ["decrease", "increase"])
+def test_newton_group_selection_against_brute_force_refits(concrete, goal):
+    """Tiny pool (6 groups), least squares: the group-Newton estimate of a set
+    is its exact refit, so greedy newton selection must follow the greedy path
+    of brute-force refits of every candidate set, with refit-exact estimates."""
+    X, y, Xt, yt = concrete
+    X, y = X[:240], y[:240]
+    alpha = 2.0
+    gi = GroupInfluence(Ridge(alpha=alpha)).fit(X, y, X_target=Xt, y_target=yt)
+    groups = np.arange(len(y)) % 6
+    f0 = _refit_mse(X, y, Xt, yt, np.ones(len(y), bool), alpha)
+
+    def change(S):  # exact refit without the groups S
+        return _refit_mse(X, y, Xt, yt, ~np.isin(groups, S), alpha) - f0
+
+    direction = 1.0 if goal == "decrease" else -1.0
+    S, path = [], []
+    for _ in range(3):  # brute-force greedy over all remaining groups
+        cands = [g for g in range(6) if g not in S]
+        vals = [change(S + [g]) for g in cands]
+        S.append(cands[int(np.argmin(direction * np.asarray(vals)))])
+        path.append(change(S))
+    sel = gi.select(3, groups=groups, goal=goal, method="newton")
+    assert sel.method == "newton"
+    assert sel.groups.tolist() == S
+    np.testing.assert_allclose(sel.estimates, path, rtol=1e-7)
+    # the default (auto) uses newton for a pool this small
+    auto = gi.select(3, groups=groups, goal=goal)
+    assert auto.method == "newton"
+    assert auto.groups.tolist() == S
