@@ -205,7 +205,7 @@ def _print_clean_summary(args, table, report, s):
 def run_clean(args):
     import os
 
-    from ._commands import clean, parse_budget
+    from ._clean_command import clean, parse_budget
 
     if args.n_rounds is not None and args.n_rounds < 1:
         raise InputError(f"--n-rounds must be >= 1; got {args.n_rounds}")

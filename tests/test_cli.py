@@ -581,7 +581,7 @@ def test_outputs_are_all_or_nothing(tmp_path):
     [("5", 5), ("5.0", 5), ("1.0", 1), ("0.05", 0.05), ("auto", "auto")],
 )
 def test_parse_budget_counts_and_fractions(text, expected):
-    from sklearn_groupinf._commands import parse_budget
+    from sklearn_groupinf._clean_command import parse_budget
 
     got = parse_budget(text)
     assert got == expected and type(got) is type(expected)
@@ -589,7 +589,7 @@ def test_parse_budget_counts_and_fractions(text, expected):
 
 @pytest.mark.parametrize("text", ["2.5", "0", "-3", "nan", "inf", "ten"])
 def test_parse_budget_rejects(text):
-    from sklearn_groupinf._commands import parse_budget
+    from sklearn_groupinf._clean_command import parse_budget
     from sklearn_groupinf._csvio import InputError
 
     with pytest.raises(InputError, match="--budget"):
