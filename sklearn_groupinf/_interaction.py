@@ -92,7 +92,7 @@ def validate_device(device):
     resolve_device(device)
 
 
-def resolve_dtype(dtype, device):
+def resolve_dtype(dtype):
     """float64 by default; float32 allowed (documented precision loss)."""
     if dtype is None:
         return np.float64
@@ -135,10 +135,6 @@ class InteractionOperator:
         self.sigma = sigma
         self.shape = (W.shape[0], W.shape[0])
 
-    @property
-    def rank(self):
-        return self.W.shape[1]
-
     def diag(self):
         return (self.W**2) @ self.sigma
 
@@ -166,12 +162,6 @@ class InteractionOperator:
             rmatvec=self.matvec,
             matmat=self.matvec,
             dtype=dtype,
-        )
-
-    def to_dense(self, *, device="auto", dtype=None, tile_size=4096):
-        """Materialise ``K`` (``n_units^2`` entries) in row tiles on ``device``."""
-        return dense_from_factors(
-            self.W, self.sigma, device=device, dtype=dtype, tile_size=tile_size
         )
 
 
@@ -211,7 +201,7 @@ def dense_from_factors(W, sigma, *, device="auto", dtype=None, tile_size=4096):
     if tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer; got {tile_size!r}.")
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype)
     n = W.shape[0]
     out = np.empty((n, n), dtype=dt)
     if W.shape[1] == 0:
@@ -274,7 +264,7 @@ def make_interaction(
     if form not in ("auto", "dense", "implicit"):
         raise ValueError(f"form must be 'auto', 'dense' or 'implicit'; got {form!r}.")
     n = A.shape[0]
-    itemsize = np.dtype(resolve_dtype(dtype, None)).itemsize
+    itemsize = np.dtype(resolve_dtype(dtype)).itemsize
     need = n * n * itemsize
     C, sigma = factor_middle(M) if factor is None else factor
     W = A @ C

@@ -20,7 +20,7 @@ Poisson/Gamma/Tweedie      (1/S) sum s_i l_i + alpha/2 ||w||^2              mean
 """
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import (
@@ -34,13 +34,13 @@ from sklearn.linear_model import (
 )
 from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 
-from .._targets import ScaledLoss
 from ._losses import (
     HalfBinomialLoss,
     HalfMultinomialLoss,
     HalfSquaredError,
     HalfTweedieLoss,
 )
+from ._targets import ScaledLoss
 
 SUPPORTED_CLASSES = (
     LogisticRegression,
@@ -83,12 +83,10 @@ class LinearSpec:
     fit_intercept: bool
     coef: np.ndarray  # (K, d)
     intercept: np.ndarray  # (K,)
-    kind: str  # "binary", "multinomial", "regression"
     classes: np.ndarray = None
     class_weight: dict = None
     y_encoding: str = "float"  # "binary", "index", "pm1", "float"
     gauge: bool = False  # multinomial: objective invariant along 1_K
-    notes: list = field(default_factory=list)
 
     @property
     def n_outputs(self):
@@ -196,7 +194,6 @@ def _logistic_spec(est, y, sample_weight):
         fit_intercept=est.fit_intercept,
         coef=coef,
         intercept=intercept if est.fit_intercept else np.zeros(coef.shape[0]),
-        kind="binary" if binary else "multinomial",
         classes=classes,
         class_weight=_freeze_class_weight(est, y, sample_weight),
         y_encoding="binary" if binary else "index",
@@ -228,9 +225,6 @@ def _least_squares_spec(est, alpha, y, sample_weight, classifier):
         fit_intercept=est.fit_intercept,
         coef=coef,
         intercept=intercept if est.fit_intercept else np.zeros(k),
-        kind="binary"
-        if classifier and k == 1
-        else ("ovr" if classifier else "regression"),
         classes=est.classes_ if classifier else None,
         class_weight=(
             _freeze_class_weight(est, y, sample_weight) if classifier else None
@@ -271,7 +265,6 @@ def _glm_spec(est):
         fit_intercept=est.fit_intercept,
         coef=coef,
         intercept=np.array([float(est.intercept_) if est.fit_intercept else 0.0]),
-        kind="regression",
         y_encoding="float",
     )
 

@@ -18,10 +18,10 @@ Conventions
 import numpy as np
 import scipy.sparse as sp
 
-from .._targets import TorchCallableTarget, weighted_mean
 from ._base import ModelBackend
 from ._linear_specs import linear_spec
 from ._losses import HalfTweedieLoss
+from ._targets import TorchCallableTarget, weighted_mean
 
 
 def _dense(X):
@@ -154,10 +154,6 @@ class SklearnLinearBackend(ModelBackend):
     @property
     def data_weight(self):
         return float(self.spec.c * self._s.sum())
-
-    @property
-    def theta_shape(self):
-        return (self._k, self._dt)
 
     def get_theta(self):
         return self._theta.copy()

@@ -14,7 +14,7 @@ Every target object exposes the pointwise interface of
 
 import numpy as np
 
-from .backends._losses import PointwiseLoss
+from ._losses import PointwiseLoss
 
 
 class ScaledLoss(PointwiseLoss):
