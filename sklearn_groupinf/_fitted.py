@@ -4,17 +4,23 @@
 (``state``: backend, Hessian solver, ``w = H^{-1} grad f``), the data it was
 fitted on, and the interaction settings. Selection rounds receive it instead
 of the estimator, build interaction operators through it, refit through it,
-and choose the group estimator of ``method="auto"`` with :func:`auto_method`.
+and choose the group estimator of ``method="auto"``
+(:meth:`InfluenceFit.auto_method`). ``fit`` computes the state with
+:func:`solve_influence`.
 """
+
+import time
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import _num_samples
 
-from ._estimators import _direct_cost, _woodbury_cost, pairwise_form
+from ._estimators import _direct_cost, _FitState, _woodbury_cost, pairwise_form
 from ._groups import GroupMembership
+from ._hessian import polish_parameters
 from ._interaction import make_interaction
+from ._progress import log
 
 #: Largest estimated cost (floating-point operations) for which
 #: ``method="auto"`` uses the exact group-Newton estimator; above it,
@@ -34,6 +40,47 @@ def newton_cost(n_params, sizes, *, n_outputs=1, n_target=0):
     wood = np.array([_woodbury_cost(P, n_outputs * s) for s in sizes])
     direct = np.array([_direct_cost(P, s) for s in sizes])
     return float(np.minimum(wood, direct).sum() + len(sizes) * n_target * P)
+
+
+def solve_influence(gi, backend, *, frozen, weighted, t0):
+    """Polish (unless frozen), factor the damped Hessian and solve once.
+
+    Returns ``(state, influence, stationarity)``: the :class:`_FitState`,
+    the first-order influences ``a_i = q_i' H^{-1} grad f`` (one solve, the
+    removal gradients streamed by the backend) and the relative gradient norm
+    before and after polishing.
+    """
+    log(
+        f"GroupInfluence: per-example removal gradient norms ({backend.n_samples} "
+        f"x {backend.n_params}) [{time.perf_counter() - t0:.1f} s]",
+        verbose=gi.verbose,
+    )
+    stationarity = polish_parameters(
+        backend,
+        backend.removal_gradient_norms(),
+        tol=gi.stationarity_tol,
+        polish=gi.polish,
+        frozen=frozen,
+        weighted=weighted,
+    )
+    log(
+        f"GroupInfluence: stationarity {stationarity[0]:.2g} -> "
+        f"{stationarity[1]:.2g}; solving the Hessian system H w = grad f "
+        f"[{time.perf_counter() - t0:.1f} s]",
+        verbose=gi.verbose,
+    )
+    solver = backend.hessian_solver(float(gi.damping))
+    grad_f = backend.target_gradient()
+    w = solver.solve(grad_f)
+    f0 = backend.target_value()
+    influence = backend.removal_gradient_products(w[:, None])[:, 0]
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(influence))):
+        raise FloatingPointError(
+            "Influence computation produced non-finite values; the Hessian is "
+            "numerically singular. Increase damping."
+        )
+    state = _FitState(backend, solver, grad_f, w, f0, max_bytes=gi.max_dense_bytes)
+    return state, influence, stationarity
 
 
 class InfluenceFit:
@@ -89,19 +136,18 @@ class InfluenceFit:
             A, M = np.zeros((n, 0)), np.zeros((0, 0))
         return self.operator(A, M, method, form)
 
-    def auto_method(self, sizes, *, n_evals=1, max_flops=AUTO_NEWTON_MAX_FLOPS):
+    def auto_method(self, sizes, *, max_flops=AUTO_NEWTON_MAX_FLOPS):
         """``"newton"`` when the backend affords it, else ``"interaction"``.
 
         ``newton`` needs group Hessians (the scikit-learn linear backends) and
-        a dense Hessian, and its estimated cost (:func:`newton_cost` for
-        groups of ``sizes`` rows, times ``n_evals`` sets) must be at most
-        ``max_flops``.
+        a dense Hessian, and its estimated cost (:func:`newton_cost` of
+        evaluating sets of ``sizes`` rows) must be at most ``max_flops``.
         """
         backend = self.state.backend
         if not backend.supports_newton or getattr(self.state.solver, "H", None) is None:
             return "interaction"
         spec = getattr(backend, "spec", None)
-        cost = n_evals * newton_cost(
+        cost = newton_cost(
             backend.n_params,
             sizes,
             n_outputs=getattr(spec, "n_outputs", 1),

@@ -1,5 +1,7 @@
 """GroupSelector: pipelines, GridSearchCV with routed groups, imblearn, checks."""
 
+import warnings
+
 import numpy as np
 import pytest
 import sklearn
@@ -19,6 +21,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from sklearn_groupinf import GroupInfluence, GroupSelector
+from sklearn_groupinf._cleaning import fold_target
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,9 @@ def _lr():
 # --------------------------------------------------------------- reference
 def test_removal_equals_groupinfluence_select_on_same_split(cancer):
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=20, validation=0.2, random_state=0).fit(X, y)
+    sel = GroupSelector(
+        _lr(), budget=20, validation=0.2, n_rounds=1, random_state=0
+    ).fit(X, y)
     ((pool, target),) = sel.splits_
     # the split: a stratified 20 % hold-out, disjoint from the pool
     assert len(target) == int(np.ceil(0.2 * len(y)))
@@ -72,7 +77,9 @@ def test_removal_lowers_the_measured_target_loss(cancer):
     # the selected removal must actually lower the validation log-loss when the
     # pool is refitted without it (a measured refit, not the estimate)
     X, y, _ = cancer
-    sel = GroupSelector(_lr(), budget=10, validation=0.2, random_state=1).fit(X, y)
+    sel = GroupSelector(
+        _lr(), budget=10, validation=0.2, n_rounds=1, random_state=1
+    ).fit(X, y)
     ((pool, target),) = sel.splits_
     before = log_loss(y[target], _lr().fit(X[pool], y[pool]).predict_proba(X[target]))
     kept = np.setdiff1d(pool, sel.removed_indices_)
@@ -84,23 +91,35 @@ def test_removal_lowers_the_measured_target_loss(cancer):
     assert_allclose(after - before, est, rtol=0.25)
 
 
-def test_cross_fit_scores_every_row(cancer):
+def test_cross_fit_ranks_globally_on_a_trimmed_held_out_target(cancer):
+    # one round, first order: the removal is the top-k of the folds' summed
+    # influences on their held-out rows that do not look noisy, recomputed
+    # here from GroupInfluence directly
     X, y, _ = cancer
+    y = y.copy()
+    y[:15] = 1 - y[:15]
+    k = 20
     sel = GroupSelector(
-        _lr(), budget=0.1, validation="cross_fit", method="first_order", random_state=0
+        _lr(), budget=k, method="first_order", n_rounds=1, random_state=0
     ).fit(X, y)
-    (p0, t0), (p1, t1) = sel.splits_
-    assert_array_equal(p0, t1)
-    assert_array_equal(p1, t0)
-    assert_array_equal(np.sort(np.concatenate([p0, p1])), np.arange(len(y)))
-    k = int(np.floor(0.1 * len(y)))
-    assert len(sel.removed_indices_) == len(np.unique(sel.removed_indices_)) == k
-    n0 = sum(np.isin(sel.removed_indices_, p0))
-    assert n0 == round(k * len(p0) / len(y))
-    # first_order = top-k of the first-order influences on each half
-    gi = GroupInfluence(_lr()).fit(X[p0], y[p0], X_target=X[t0], y_target=y[t0])
-    top = p0[np.argsort(gi.influence_)[:n0]]
-    assert_array_equal(np.sort(sel.removed_indices_[:n0]), np.sort(top))
+    folds = sel.rounds_[0]["folds"]
+    assert len(folds) == 5
+    gi = GroupInfluence(_lr()).fit(X, y)
+    proba = gi.predict_proba(X)[np.arange(len(y)), y]
+    loo = -np.log(proba) + gi.self_influence()  # C = 1: l_i is the log-loss
+    noisy = loo > np.log(2)  # LOO probability of the label below 1/2
+    assert sel.rounds_[0]["n_noisy_rows"] == noisy.sum() > 0
+    targets = np.concatenate([t for _, t in folds])
+    assert_array_equal(np.sort(targets), np.flatnonzero(~noisy))  # disjoint
+    total = np.zeros(len(y))
+    for pool, target in folds:
+        assert not np.isin(pool, target).any()
+        ref = GroupInfluence(_lr()).fit(
+            X[pool], y[pool], X_target=X[target], y_target=y[target]
+        )
+        total[pool] += ref.influence_ * len(target)
+    assert_array_equal(sel.removed_indices_, np.argsort(total, kind="stable")[:k])
+    assert_allclose(sel.rounds_[0]["estimates"][-1], np.sort(total)[:k].sum())
 
 
 def test_budget_zero_is_a_plain_fit(cancer):
@@ -116,9 +135,9 @@ def test_budget_zero_is_a_plain_fit(cancer):
 def test_sample_weight_is_sliced(cancer):
     X, y, _ = cancer
     w = np.random.default_rng(3).uniform(0.2, 3.0, size=len(y))
-    sel = GroupSelector(_lr(), budget=15, validation=0.2, random_state=2).fit(
-        X, y, sample_weight=w
-    )
+    sel = GroupSelector(
+        _lr(), budget=15, validation=0.2, n_rounds=1, random_state=2
+    ).fit(X, y, sample_weight=w)
     ((pool, target),) = sel.splits_
     gi = GroupInfluence(_lr()).fit(
         X[pool],
@@ -133,9 +152,9 @@ def test_sample_weight_is_sliced(cancer):
     plain = _lr().fit(X[keep], y[keep], sample_weight=w[keep])
     assert_allclose(sel.estimator_.coef_, plain.coef_, rtol=1e-10, atol=1e-12)
     # the weights matter: unweighted selection or refit differs
-    unweighted = GroupSelector(_lr(), budget=15, validation=0.2, random_state=2).fit(
-        X, y
-    )
+    unweighted = GroupSelector(
+        _lr(), budget=15, validation=0.2, n_rounds=1, random_state=2
+    ).fit(X, y)
     assert not np.allclose(unweighted.estimator_.coef_, sel.estimator_.coef_)
 
 
@@ -145,7 +164,12 @@ def test_pipeline_removes_whole_groups(diabetes):
     pipe = make_pipeline(
         StandardScaler(),
         GroupSelector(
-            Ridge(), budget=3, groups_as_units=True, validation=0.2, random_state=0
+            Ridge(),
+            budget=3,
+            groups_as_units=True,
+            validation=0.2,
+            n_rounds=1,
+            random_state=0,
         ),
     )
     assert is_regressor(pipe)
@@ -181,7 +205,11 @@ def test_gridsearch_routes_the_same_groups_as_groupkfold(cancer):
 
     with sklearn.config_context(enable_metadata_routing=True):
         selector = (
-            Recording(LogisticRegression(), groups_as_units=True, random_state=0)
+            Recording(
+                LogisticRegression().set_fit_request(sample_weight=True),
+                groups_as_units=True,
+                random_state=0,
+            )
             .set_fit_request(groups=True, sample_weight=True)
             .set_score_request(sample_weight=True)
         )
@@ -221,9 +249,9 @@ def test_routing_slices_sample_weight_through_pipeline(cancer):
     X, y, _ = cancer
     w = np.random.default_rng(5).uniform(0.2, 3.0, size=len(y))
     with sklearn.config_context(enable_metadata_routing=True):
-        sel = GroupSelector(_lr(), budget=12, random_state=0).set_fit_request(
-            sample_weight=True
-        )
+        sel = GroupSelector(
+            _lr().set_fit_request(sample_weight=True), budget=12, random_state=0
+        ).set_fit_request(sample_weight=True)
         scaler = StandardScaler().set_fit_request(sample_weight=False)
         pipe = make_pipeline(scaler, sel).fit(X, y, sample_weight=w)
     direct = GroupSelector(_lr(), budget=12, random_state=0).fit(
@@ -294,8 +322,8 @@ def test_budget_at_least_the_pool_is_refused(cancer):
     # cross-fitting: every row is a candidate, each half keeps one row
     with pytest.raises(
         ValueError,
-        match=rf"budget={len(y) - 1}.*pool has "
-        rf"{len(y)} examples.*budget <= {len(y) - 2}",
+        match=rf"budget={len(y) - 1} means removing {len(y) - 1} examples.*"
+        rf"there are {len(y)} examples.*budget <= {len(y) - 2}",
     ):
         GroupSelector(_lr(), budget=len(y) - 1).fit(X, y)
     with pytest.raises(InvalidParameterError, match="'budget' parameter"):
@@ -379,3 +407,143 @@ def test_tags_follow_the_estimator():
     assert is_classifier(
         clone(GroupSelector(make_pipeline(StandardScaler(), LogisticRegression())))
     )
+
+
+# --------------------------------------------- cleaning without clean data
+@pytest.fixture(scope="module")
+def noisy_cancer(cancer):
+    X, y, _ = cancer
+    rng = np.random.default_rng(0)
+    flipped = rng.choice(len(y), size=40, replace=False)
+    y_noisy = y.copy()
+    y_noisy[flipped] = 1 - y_noisy[flipped]
+    return X, y_noisy, flipped
+
+
+def test_default_selector_finds_flipped_labels(noisy_cancer):
+    # 40 of 569 labels flipped (7 %): a random removal of 40 rows catches 7 %
+    # of them on average; the default selector must catch most
+    X, y, flipped = noisy_cancer
+    sel = GroupSelector(LogisticRegression(), budget=40, random_state=0).fit(X, y)
+    precision = np.isin(sel.removed_indices_, flipped).mean()
+    assert precision >= 0.7
+    # and the refit on the kept rows fits the clean structure better
+    clean = y.copy()
+    clean[flipped] = 1 - clean[flipped]
+    full = LogisticRegression().fit(X, y)
+    assert log_loss(clean, sel.predict_proba(X)) < log_loss(
+        clean, full.predict_proba(X)
+    )
+
+
+def test_budget_auto_removes_at_most_the_rows_that_look_noisy(noisy_cancer):
+    X, y, flipped = noisy_cancer
+    sel = GroupSelector(LogisticRegression(), budget="auto", random_state=0).fit(X, y)
+    n_removed = len(sel.removed_indices_)
+    assert n_removed == sum(len(r["units"]) for r in sel.rounds_)
+    assert 0 < n_removed <= sel.rounds_[0]["n_noisy_rows"]
+    assert np.isin(sel.removed_indices_, flipped).mean() >= 0.6
+    # each round stops when no unit is estimated to lower the target
+    for r in sel.rounds_:
+        assert np.all(np.diff(np.concatenate([[0.0], r["estimates"]])) < 0)
+
+
+def test_groups_and_sample_weight_are_keyword_only(cancer):
+    X, y, groups = cancer
+    w = np.ones(len(y))
+    with pytest.raises(TypeError, match="positional"):
+        GroupSelector(_lr(), budget=2).fit(X, y, w)
+    with pytest.raises(TypeError, match="positional"):
+        GroupSelector(_lr(), budget=2).fit_resample(X, y, groups)
+
+
+def _blobs_with_two_flipped(seed, n_groups=12, size=25):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(n_groups, 2))
+    # clusters clearly on one side of the boundary x0 + x1 = 0
+    side = np.sign(centers.sum(axis=1))
+    centers += 1.5 * side[:, None]
+    groups = np.repeat(np.arange(n_groups), size)
+    X = centers[groups] + rng.normal(size=(len(groups), 2))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    bad = rng.choice(n_groups, size=2, replace=False)
+    y_noisy = np.where(np.isin(groups, bad), 1 - y, y)
+    return X, y_noisy, groups, bad
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_groups_are_ranked_globally_both_bad_groups_found(seed):
+    X, y, groups, bad = _blobs_with_two_flipped(seed)
+    sel = GroupSelector(
+        LogisticRegression(), budget=2, groups_as_units=True, random_state=seed
+    ).fit(X, y, groups=groups)
+    assert_array_equal(np.sort(sel.removed_groups_), np.sort(bad))
+    assert_array_equal(
+        np.sort(sel.removed_indices_), np.flatnonzero(np.isin(groups, bad))
+    )
+
+
+def test_class_coherent_multiclass_groups_do_not_crash():
+    # every group holds one class and class 2 has only two groups, so some
+    # folds' training parts lack a class
+    rng = np.random.default_rng(0)
+    cls = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    groups = np.repeat(np.arange(10), 15)
+    y = cls[groups]
+    X = rng.normal(size=(len(y), 3)) + 2.0 * np.eye(3)[y]
+    sel = GroupSelector(
+        LogisticRegression(), budget=1, groups_as_units=True, random_state=0
+    ).fit(X, y, groups=groups)
+    assert len(sel.removed_groups_) == 1
+    assert_array_equal(sel.classes_, [0, 1, 2])
+    # a fold whose training part holds a single class is refused clearly
+    with pytest.raises(ValueError, match=r"holds only class \[1\].*n_folds"):
+        fold_target(np.array([1, 1, 1]), np.array([0, 1]), classifier=True)
+    assert_array_equal(
+        fold_target(np.array([0, 1, 1]), np.array([0, 2, 1]), classifier=True),
+        [True, False, True],
+    )
+
+
+def test_metadata_routing_through_a_pipeline(cancer):
+    X, y, _ = cancer
+    w = np.random.default_rng(7).uniform(0.3, 2.0, size=len(y))
+    direct = GroupSelector(_lr(), budget=10, n_rounds=2, random_state=0).fit(
+        X, y, sample_weight=w
+    )
+    with sklearn.config_context(enable_metadata_routing=True):
+        inner = make_pipeline(
+            StandardScaler().set_fit_request(sample_weight=False),
+            _lr().set_fit_request(sample_weight=True),
+        )
+        sel = GroupSelector(
+            inner, budget=10, n_rounds=2, random_state=0
+        ).set_fit_request(sample_weight=True)
+        pipe = make_pipeline(
+            StandardScaler().set_fit_request(sample_weight=False), sel
+        ).fit(X, y, sample_weight=w)
+    # X is already standardised, so the inner scaler is (nearly) the identity
+    assert_array_equal(pipe[-1].sample_indices_, direct.sample_indices_)
+    keep = direct.sample_indices_
+    ref = make_pipeline(StandardScaler(), _lr()).fit(
+        X[keep], y[keep], logisticregression__sample_weight=w[keep]
+    )
+    assert_allclose(pipe[-1].estimator_[-1].coef_, ref[-1].coef_, rtol=1e-6)
+    with sklearn.config_context(enable_metadata_routing=True):
+        unrequested = GroupSelector(
+            _lr().set_fit_request(sample_weight=False), budget=5
+        ).set_fit_request(sample_weight=True)
+        with pytest.raises(ValueError, match="does not request it"):
+            unrequested.fit(X, y, sample_weight=w)
+
+
+def test_predict_on_a_dataframe_does_not_warn_about_feature_names(cancer):
+    pd = pytest.importorskip("pandas")
+    X, y, _ = cancer
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    sel = GroupSelector(_lr(), budget=5, n_rounds=1, random_state=0).fit(df, y)
+    assert_array_equal(sel.feature_names_in_, df.columns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sel.predict(df.iloc[:5])
+        sel.predict_proba(df.iloc[:5])
