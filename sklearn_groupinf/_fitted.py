@@ -24,8 +24,14 @@ from ._progress import log
 
 #: Largest estimated cost (floating-point operations) for which
 #: ``method="auto"`` uses the exact group-Newton estimator; above it,
-#: ``interaction``. 2e10 is a few seconds on one CPU core.
+#: ``interaction``. ``benchmarks/auto_method.py`` measures 2-3e9 estimated
+#: flops per second on one CPU core, so 2e10 is about 7-10 s.
 AUTO_NEWTON_MAX_FLOPS = 2e10
+
+#: Fixed cost of one group-Newton estimate, in flops at that rate: about 1 ms
+#: of per-group work (measured by ``benchmarks/auto_method.py`` on the small
+#: models, where it dominates).
+NEWTON_GROUP_OVERHEAD = 2.5e6
 
 
 def newton_cost(n_params, sizes, *, n_outputs=1, n_target=0):
@@ -33,13 +39,15 @@ def newton_cost(n_params, sizes, *, n_outputs=1, n_target=0):
 
     Per group: the cheaper of a Woodbury solve with the factored Hessian
     (rank about ``n_outputs`` per row) and a new Cholesky factorisation of
-    ``H - H_S``, plus one evaluation of the target (about ``n_target * P``).
+    ``H - H_S``, plus one evaluation of the target (about ``n_target * P``)
+    and a fixed ``NEWTON_GROUP_OVERHEAD``.
     """
     P = n_params
     sizes = np.asarray(sizes, dtype=np.float64)
     wood = np.array([_woodbury_cost(P, n_outputs * s) for s in sizes])
     direct = np.array([_direct_cost(P, s) for s in sizes])
-    return float(np.minimum(wood, direct).sum() + len(sizes) * n_target * P)
+    per_group = n_target * P + NEWTON_GROUP_OVERHEAD
+    return float(np.minimum(wood, direct).sum() + len(sizes) * per_group)
 
 
 def solve_influence(gi, backend, *, frozen, weighted, t0):

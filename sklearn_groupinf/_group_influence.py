@@ -59,8 +59,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         group-removed Hessian and evaluates the target exactly (the most
         accurate; scikit-learn linear models only). ``"auto"`` uses ``newton``
         where the model affords it and its estimated cost is at most
-        ``AUTO_NEWTON_MAX_FLOPS`` (2e10 floating-point operations, a few
-        seconds; see Notes), else ``interaction``.
+        ``AUTO_NEWTON_MAX_FLOPS`` (2e10 floating-point operations, about
+        10 s on one CPU core; see Notes), else ``interaction``.
     target : "default" or callable, default="default"
         ``"default"`` is the scikit-learn metric of the estimator on the target
         set: ``log_loss`` for ``LogisticRegression``, ``mean_squared_error`` for
@@ -144,8 +144,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     cheaper of a Woodbury solve (about :math:`2P^2 K n_S` for a group of
     :math:`n_S` rows and :math:`K` outputs) and a Cholesky factorisation of
     :math:`H - H_S` (about :math:`P^3/3 + P^2 n_S`), plus one target
-    evaluation; ``select`` multiplies it by the number of candidate sets it
-    evaluates.
+    evaluation and about 1 ms of fixed work per group; ``select`` adds it
+    up over the candidate sets it evaluates.
 
     A ``FrozenEstimator`` is never changed (no polishing): the influences
     expand around its parameters, and ``fit`` warns

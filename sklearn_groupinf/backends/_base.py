@@ -160,7 +160,12 @@ class ModelBackend(ABC):
         return self.n_params
 
     def hessian_solver(self, damping):
-        """A solver for ``grad^2 J + damping * data_weight * I`` (``.solve(V)``)."""
+        """A solver for ``grad^2 J + damping * data_weight * I``.
+
+        It follows :class:`sklearn_groupinf._hessian.HessianSolver`:
+        ``solve(V)``, the dense damped Hessian ``H`` (``None`` when not
+        formed) and ``rcond``.
+        """
         from .._hessian import DenseHessianSolver
 
         return DenseHessianSolver(
