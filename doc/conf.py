@@ -97,6 +97,7 @@ API_MODULES = [
     ("sklearn_groupinf.datasets", "Datasets (``sklearn_groupinf.datasets``)"),
 ]
 _SKIPPED = []
+_LISTED = {}
 
 
 def _public_names(module_name):
@@ -117,12 +118,17 @@ def _write_api_sections():
     """Write generated/api_sections.rst (included by api.rst, scanned by
     autosummary so that every listed object gets its page)."""
     out = []
+    seen = set()  # an object re-exported by a later module is listed once
     for module_name, title in API_MODULES:
         try:
             names = _public_names(module_name)
         except ImportError as exc:
             _SKIPPED.append(f"{module_name} ({exc})")
             continue
+        module = importlib.import_module(module_name)
+        names = [n for n in names if id(getattr(module, n, n)) not in seen]
+        seen.update(id(getattr(module, n, n)) for n in names)
+        _LISTED[module_name] = names
         if not names:
             continue
         out += [
@@ -142,6 +148,16 @@ def _write_api_sections():
         ]
         out += [f"   {name}" for name in names] + [""]
     os.makedirs(os.path.join(HERE, "generated"), exist_ok=True)
+    # object pages of names no longer listed would be orphans (a warning)
+    listed = {
+        f"{module_name}.{name}.rst"
+        for module_name, block in _LISTED.items()
+        for name in block
+    }
+    for fname in os.listdir(os.path.join(HERE, "generated")):
+        if fname.startswith("sklearn_groupinf.") and fname.endswith(".rst"):
+            if fname not in listed:
+                os.remove(os.path.join(HERE, "generated", fname))
     path = os.path.join(HERE, "generated", "api_sections.rst")
     text = "\n".join(out)
     if not os.path.exists(path) or open(path).read() != text:
