@@ -132,8 +132,8 @@ def run_audit(args):
         n_bad = int((~report["reliable"].astype(bool)).sum())
         print(
             f"# reliable: {len(report) - n_bad} of {len(report)} {method} "
-            "estimates flagged trustworthy without refitting; check the others "
-            "with --refit"
+            "estimates pass the library's trust check (no refit)"
+            + (f"; check the {n_bad} others with --refit" if n_bad else "")
         )
     if "actual" in report:
         done = report.dropna(subset=["actual"])

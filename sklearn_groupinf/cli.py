@@ -339,6 +339,10 @@ def cli_message(text):
     """One line, library parameter names replaced by the options setting them."""
     text = " ".join(str(text).split())
     text = _PARAM.sub(_flag_for, text)
+    text = text.replace(
+        "refitting (sklearn_groupinf.evaluation.leave_group_out)",
+        "refitting (--refit N)",
+    )
     return _QUOTED.sub(lambda m: f"The option {_FLAGS[m.group(1)]}", text)
 
 

@@ -333,6 +333,7 @@ def test_audit_quiet_unverified_and_cli_flag_names(data_csv, tmp_path):
     assert digest(data_csv) == before
 
 
+@pytest.mark.filterwarnings("ignore:.*flagged as unreliable")
 def test_audit_groups_combination_and_keep_groups_as_feature(tmp_path):
     """Several --groups columns: their combination is the group; the groups
     columns are features only with --keep-groups-as-feature, and the output
