@@ -117,8 +117,8 @@ def _add_data_options(p, command):
     val.add_argument(
         "--validation",
         metavar="FILE.csv",
-        help="separate CSV with the same columns; the target is the "
-        "model's metric on it",
+        help="separate CSV with the same columns (trusted labels); the "
+        "target is the model's metric on it",
     )
     val.add_argument(
         "--validation-fraction",
@@ -142,14 +142,14 @@ def _add_data_options(p, command):
         "--damping",
         type=float,
         metavar="L",
-        help="Hessian damping per example (default: the library's, 0)",
+        help="Hessian damping per example (default: the library's)",
     )
     p.add_argument(
         "--random-state",
         type=int,
         default=0,
         metavar="N",
-        help="seed of the validation split (default 0)",
+        help="seed of the validation split (and of GroupSelector's) (default 0)",
     )
     p.add_argument(
         "--quiet", action="store_true", help="no progress messages on stderr"
@@ -174,8 +174,7 @@ def _add_threads_option(p):
         metavar="N",
         help="BLAS threads for the linear algebra (default 1: the "
         "matrices are small, and extra threads only help large "
-        "models on an idle machine; on a busy one they slowed the "
-        "demo 30x)",
+        "models on an idle machine; on a busy one they spin)",
     )
 
 
@@ -260,9 +259,9 @@ def build_parser():
         formatter_class=_FMT,
         epilog=_CLEAN_EXAMPLE,
         help="remove the rows (or groups) that hurt the validation metric",
-        description="Greedily choose rows (or whole groups) whose joint removal "
-        "is estimated\nto lower the validation metric (interaction-aware), and "
-        "write the rest.\n" + _SIGN,
+        description="Choose rows (or whole groups) whose removal is estimated to "
+        "lower the\nmetric (GroupSelector's defaults, or against --validation "
+        "FILE.csv), and write\nthe rest.\n" + _SIGN,
     )
     _add_data_options(clean, "clean")
     clean.add_argument(
@@ -303,7 +302,7 @@ def build_parser():
         type=int,
         metavar="R",
         help="adaptive rounds: remove budget/R, refit, recompute (default: "
-        "the library's, 1)",
+        "the library's)",
     )
     clean.add_argument(
         "--stop-early",
