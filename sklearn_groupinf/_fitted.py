@@ -24,8 +24,8 @@ from ._progress import log
 
 #: Largest estimated cost (floating-point operations) for which
 #: ``method="auto"`` uses the exact group-Newton estimator; above it,
-#: ``interaction``. ``benchmarks/auto_method.py`` measures 2-3e9 estimated
-#: flops per second on one CPU core, so 2e10 is about 7-10 s.
+#: ``interaction``. ``benchmarks/auto_method.py`` measures 1e9 to 5e9
+#: estimated flops per second on one shared CPU core: 2e10 is 4 to 20 s.
 AUTO_NEWTON_MAX_FLOPS = 2e10
 
 #: Fixed cost of one group-Newton estimate, in flops at that rate: about 1 ms

@@ -59,8 +59,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         group-removed Hessian and evaluates the target exactly (the most
         accurate; scikit-learn linear models only). ``"auto"`` uses ``newton``
         where the model affords it and its estimated cost is at most
-        ``AUTO_NEWTON_MAX_FLOPS`` (2e10 floating-point operations, about
-        10 s on one CPU core; see Notes), else ``interaction``.
+        ``AUTO_NEWTON_MAX_FLOPS`` (2e10 floating-point operations, 4 to 20 s
+        on one CPU core; see Notes), else ``interaction``.
     target : "default" or callable, default="default"
         ``"default"`` is the scikit-learn metric of the estimator on the target
         set: ``log_loss`` for ``LogisticRegression``, ``mean_squared_error`` for
