@@ -39,7 +39,9 @@ def test_group_influence_bars_are_the_scores(fitted):
     scores = gi.score_groups(groups, method="interaction")
     actual = np.full(6, np.nan)
     actual[[0, 3]] = [0.01, -0.02]
-    disp = GroupInfluenceDisplay.from_estimator(gi, groups, actual=actual)
+    disp = GroupInfluenceDisplay.from_estimator(
+        gi, groups, method="interaction", actual=actual
+    )
     assert isinstance(disp, GroupInfluenceDisplay)
     np.testing.assert_array_equal(disp.groups, scores.groups)
     np.testing.assert_allclose(heights(disp.bars_["first_order"]), scores.first_order)
