@@ -76,7 +76,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         Newton-polish the fitted parameters on the analytic objective when
         ``||grad J||`` exceeds ``stationarity_tol`` times a typical
         per-example gradient (the user's estimator is not modified). ``False``
-        only warns.
+        only warns. A ``FrozenEstimator`` is never polished: the influences
+        expand around its own parameters (see Notes).
     stationarity_tol : float, default=1e-6
         Relative gradient norm regarded as stationary.
     interaction : {"auto", "dense", "implicit"}, default="auto"
