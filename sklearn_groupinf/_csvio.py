@@ -167,11 +167,22 @@ def read_csv(path, *, what="data file", copyable=False):
         df = pd.read_csv(io.BytesIO(data))
     except pd.errors.EmptyDataError:
         raise InputError(f"{what} {path!r} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{what} {path!r} is not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}); save it as UTF-8 CSV"
+        ) from None
+    except (pd.errors.ParserError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc)
         raise InputError(f"cannot parse {what} {path!r} as CSV: {msg}") from None
     if len(df) == 0:
         raise InputError(f"{what} {path!r} has a header but no data rows")
+    for sep in (";", "\t", "|"):
+        if df.shape[1] == 1 and sep in str(df.columns[0]):
+            raise InputError(
+                f"{what} {path!r} has a single column {df.columns[0]!r}: it seems "
+                f"to be separated by {sep!r}; save it comma-separated"
+            )
     raw = RawCSV(path, data)
     if len(raw.row_spans) != len(df):
         raise InputError(

@@ -90,7 +90,7 @@ def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_help_documents_every_option_with_an_example():
+def test_help_documents_every_option_with_an_example(capsys):
     expected = [
         (
             "audit",
@@ -126,13 +126,17 @@ def test_help_documents_every_option_with_an_example():
         ),
         ("demo", ["--n-refit", "--plot", "--blas-threads"]),
     ]
-    procs = run_many([(command, "--help") for command, _ in expected])
-    for (command, options), proc in zip(expected, procs):
-        assert proc.returncode == 0
+    from sklearn_groupinf import cli
+
+    for command, options in expected:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([command, "--help"])
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
         for opt in options:
-            assert opt in proc.stdout
-        assert "example:" in proc.stdout
-        assert f"groupinf {command}" in proc.stdout
+            assert opt in text
+        assert "example:" in text
+        assert f"groupinf {command}" in text
 
 
 def test_audit_report_matches_library_and_refits(data_csv, tmp_path):
@@ -411,6 +415,10 @@ def _bad_inputs(tmp):
     idlike["name"] = [f"customer {i}" for i in range(len(good))]
     idlike.to_csv(tmp / "idlike.csv", index=False)
     write_stray_quote_csv(tmp / "quote.csv")
+    (tmp / "semicolon.csv").write_bytes(b"a;b;label\n1;2;0\n3;4;1\n")
+    (tmp / "latin1.csv").write_bytes(
+        "a,label\nBesan\u00e7on,0\nNice,1\n".encode("latin-1")
+    )
     one = good.copy()
     one["label"] = "yes"
     allnan = good.copy()
@@ -501,6 +509,14 @@ def _bad_inputs(tmp):
         ["audit", tmp / "idlike.csv", "--label", "label", "--groups", "source"],
         "column 'name' of",
     )
+    cases["semicolon-separated"] = (
+        ["audit", tmp / "semicolon.csv", "--label", "label", "--groups", "a"],
+        "separated by ';'",
+    )
+    cases["not UTF-8"] = (
+        ["audit", tmp / "latin1.csv", "--label", "label", "--groups", "a"],
+        "is not UTF-8 text",
+    )
     cases["quote inside an unquoted field"] = (
         ["clean", tmp / "quote.csv", "--label", "label", "--groups", "half"]
         + ["--drop", "id", "note", "--validation", g, "--budget", "1"]
@@ -510,21 +526,31 @@ def _bad_inputs(tmp):
     return cases
 
 
-def test_bad_input_one_line_error_exit_2(tmp_path):
+def test_bad_input_one_line_error_exit_2(tmp_path, capsys):
+    """Each bad input: exit status 2, one line on stderr, nothing on stdout.
+
+    Run through ``cli.main`` in this process (an uncaught exception fails the
+    test); one case also runs as a real process."""
+    from sklearn_groupinf import cli
+
     cases = _bad_inputs(tmp_path)
     digests = {p.name: digest(p) for p in tmp_path.iterdir()}
-    procs = run_many([args for args, _ in cases.values()])
-    for (name, (args, message)), proc in zip(cases.items(), procs):
-        assert proc.returncode == 2, (name, proc.stderr)
-        assert "Traceback" not in proc.stderr, name
-        lines = proc.stderr.strip().splitlines()
+    (first, _), *_ = cases.values()
+    proc = run_cli(*first)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("groupinf: error:") and proc.stdout == ""
+    for name, (args, message) in cases.items():
+        status = cli.main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        assert status == 2, (name, err)
+        lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("groupinf: error:"), (
             name,
-            proc.stderr,
+            err,
         )
         assert message in lines[0], (name, lines[0])
         assert not lines[0].endswith("None"), name
-        assert proc.stdout == "", name
+        assert out == "", name
     assert {
         p.name: digest(p) for p in tmp_path.iterdir() if p.name in digests
     } == digests
