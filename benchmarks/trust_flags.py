@@ -209,7 +209,7 @@ def evaluate(res, method, matters, share_only=False):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="two data sets, 2 groups")
-    p.add_argument("--n-groups", type=int, default=4)
+    p.add_argument("--n-groups", type=int, default=5)
     p.add_argument("--matters", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
