@@ -29,7 +29,7 @@ def _concat(A, B):
     return np.concatenate([np.asarray(A), np.asarray(B)], axis=0)
 
 
-def _round_terms(fit, method, action, membership, cand):
+def _round_terms(fit, method, action, membership, cand, form=None):
     """Signed linear term ``b`` and operator over the current pool."""
     st = fit.state
     if cand is not None:  # adding examples from outside the training set
@@ -39,14 +39,14 @@ def _round_terms(fit, method, action, membership, cand):
         if method == "first_order":
             return b, None
         A, M = st.gradient_rows(Qc)
-        return b, fit.operator(A, M, method)
+        return b, fit.operator(A, M, method, form)
     A, M = pairwise_form(method, st, membership)
     b = fit.influence
     if membership is not None:
         b = membership.aggregate(b[:, None])[:, 0]
     if action == "add":
         b = -b
-    return b, None if A is None else fit.operator(A, M, method)
+    return b, None if A is None else fit.operator(A, M, method, form)
 
 
 class _Union:
@@ -167,7 +167,11 @@ def run_selection(
         method_r = _round_method(current, method, cur_membership, action, k_r, n_check)
         methods.append(method_r)
         pairwise = "interaction" if method_r == "newton" else method_r
-        b, op = _round_terms(current, pairwise, action, cur_membership, cur_cand)
+        # newton only ranks candidates with the pairwise form: implicit suffices
+        form = "implicit" if method_r == "newton" else None
+        b, op = _round_terms(
+            current, pairwise, action, cur_membership, cur_cand, form=form
+        )
         if method_r == "newton":
             order, est = greedy_refined(
                 b,
