@@ -380,6 +380,8 @@ def check_options(args):
         bad("--max-levels", args.max_levels, ">= 1")
     if args.groups:
         args.groups = list(dict.fromkeys(args.groups))  # each column once
+    elif args.keep_groups_as_feature:
+        raise InputError("--keep-groups-as-feature needs --groups COL")
 
 
 def main(argv=None):

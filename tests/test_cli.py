@@ -33,26 +33,27 @@ def run_cli(*args):
     return run_many([args])[0]
 
 
+def start_cli(*args):
+    """Start ``python -m sklearn_groupinf ARGS``; :func:`finish` waits for it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sklearn_groupinf", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    return args, proc
+
+
+def finish(started):
+    args, proc = started
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def run_many(arg_lists):
     """Run several commands concurrently (start-up dominates their time)."""
-    procs = [
-        (
-            args,
-            subprocess.Popen(
-                [sys.executable, "-m", "sklearn_groupinf", *map(str, args)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=ENV,
-            ),
-        )
-        for args in arg_lists
-    ]
-    done = []
-    for args, proc in procs:
-        out, err = proc.communicate(timeout=300)
-        done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
-    return done
+    return [finish(s) for s in [start_cli(*args) for args in arg_lists]]
 
 
 def make_frame(n=240, seed=0):
@@ -219,7 +220,7 @@ def test_clean_uses_group_selector_defaults(data_csv, tmp_path):
 
     before = digest(data_csv)
     out = tmp_path / "cleaned.csv"
-    proc = run_cli(
+    started = start_cli(
         "clean",
         data_csv,
         "--label",
@@ -232,6 +233,12 @@ def test_clean_uses_group_selector_defaults(data_csv, tmp_path):
         out,
         "--quiet",
     )
+    df = pd.read_csv(data_csv)
+    X = as_categorical_safe(df[["age", "income", "city", "source", "amount"]])
+    y = df["label"].to_numpy()
+    expected = GroupSelector(make_pipeline(X, "logistic"), budget=12, random_state=0)
+    expected.fit(X, y)  # meanwhile, the command runs
+    proc = finish(started)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # --quiet: nothing on stderr
     assert digest(data_csv) == before
@@ -241,11 +248,6 @@ def test_clean_uses_group_selector_defaults(data_csv, tmp_path):
     # the features used are listed on stdout
     assert "# features (5): age, income, city, source, amount\n" in proc.stdout
     assert "GroupSelector(" in proc.stdout and "--validation FILE" in proc.stdout
-    df = pd.read_csv(data_csv)
-    X = as_categorical_safe(df[["age", "income", "city", "source", "amount"]])
-    y = df["label"].to_numpy()
-    expected = GroupSelector(make_pipeline(X, "logistic"), budget=12, random_state=0)
-    expected.fit(X, y)
     assert report["row"].tolist() == expected.removed_indices_.tolist()
     lines = data_csv.read_bytes().splitlines(keepends=True)
     kept_lines = [ln for k, ln in enumerate(lines, 1) if k not in set(report["line"])]
@@ -508,6 +510,11 @@ def _bad_inputs(tmp):
     cases["identifier-like categorical feature"] = (
         ["audit", tmp / "idlike.csv", "--label", "label", "--groups", "source"],
         "column 'name' of",
+    )
+    cases["--keep-groups-as-feature without --groups"] = (
+        ["clean", g, "--label", "label", "--budget", "2", "--out", tmp / "o.csv"]
+        + ["--keep-groups-as-feature"],
+        "needs --groups",
     )
     cases["semicolon-separated"] = (
         ["audit", tmp / "semicolon.csv", "--label", "label", "--groups", "a"],
