@@ -249,6 +249,16 @@ def check_distinct(named):
         seen[key] = option
 
 
+def _file_mode(path):
+    """The mode ``open(path, "w")`` would give: the existing file's, else
+    0666 minus the umask."""
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class Outputs:
     """Write several output files all or nothing.
 
@@ -270,6 +280,7 @@ class Outputs:
         )
         os.close(fd)
         self._staged.append((tmp, full, what))
+        os.chmod(tmp, _file_mode(full))  # mkstemp's files are private (0600)
         try:
             write(tmp)
         except OSError as exc:

@@ -603,10 +603,17 @@ def test_outputs_are_all_or_nothing(tmp_path):
             outputs.commit()
     assert first.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    first.chmod(0o640)
     with Outputs() as outputs:
         outputs.stage(first, lambda p: open(p, "w").write("new\n"), what="rows")
+        outputs.stage(tmp_path / "rep.csv", lambda p: open(p, "w").close(), what="r")
         outputs.commit()
     assert first.read_text() == "new\n"
+    assert first.stat().st_mode & 0o777 == 0o640  # an existing file's mode
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "rep.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+    (tmp_path / "rep.csv").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
 
 
