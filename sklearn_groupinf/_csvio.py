@@ -122,13 +122,6 @@ class RawCSV:
             and (got.to_numpy() == expected.to_numpy()).all()
         )
 
-    def write_without(self, rows, out_path):
-        """Write the file minus the data rows ``rows`` (0-based), byte for byte."""
-        out = self.without(rows)
-        with open(out_path, "wb") as fh:
-            fh.write(out)
-        return len(out)
-
 
 def unsplittable(what, path):
     return InputError(
