@@ -24,8 +24,9 @@ from ._progress import log
 
 #: Largest estimated cost (floating-point operations) for which
 #: ``method="auto"`` uses the exact group-Newton estimator; above it,
-#: ``interaction``. ``benchmarks/auto_method.py`` measures 1e9 to 5e9
-#: estimated flops per second on one shared CPU core: 2e10 is 4 to 20 s.
+#: ``interaction``. ``benchmarks/auto_method.py`` measures about 1e9 to 5e9
+#: estimated flops per second on one shared CPU core (the lower end under
+#: load): 2e10 is 4 to 20 s.
 AUTO_NEWTON_MAX_FLOPS = 2e10
 
 #: Fixed cost of one group-Newton estimate, in flops at that rate: about 1 ms
