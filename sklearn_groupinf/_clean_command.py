@@ -90,7 +90,7 @@ def _clean_with_selector(args, table, budget):
     shown = selector.get_params(deep=False)
     settings = ", ".join(
         f"{k}={shown[k]!r}"
-        for k in ("budget", "validation", "method", "n_rounds")
+        for k in ("budget", "validation", "method", "n_rounds", "damping")
         if k in shown
     )
     log(
