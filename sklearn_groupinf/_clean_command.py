@@ -58,11 +58,6 @@ def clean(args):
     with it, :meth:`GroupInfluence.select` against the validation rows.
     """
     budget = parse_budget(args.budget)
-    if args.method == "newton":
-        raise InputError(
-            "--method newton has no pairwise form, so clean cannot "
-            "select with it; use interaction or second_order"
-        )
     table = read_table(args, copyable=True)
     if args.validation is not None or args.goal == "increase":
         return _clean_with_target(args, table, budget)

@@ -134,7 +134,7 @@ def _add_data_options(p, command):
     )
     p.add_argument(
         "--method",
-        choices=["interaction", "first_order", "second_order", "newton"],
+        choices=["auto", "interaction", "first_order", "second_order", "newton"],
         help="group estimator (default: the library's default "
         "estimator; interaction = first-order sum plus the pairwise term)",
     )
@@ -320,6 +320,7 @@ _FLAGS = dict(
     n_rounds="--n-rounds",
     stop_early="--stop-early",
     validation="--validation-fraction",
+    groups="--groups",
     C="--C",
     alpha="--alpha",
 )
