@@ -121,6 +121,10 @@ def test_mixed_type_group_labels_stay_distinct(breast_cancer):
     assert res.size.tolist() == [int(np.sum(np.arange(n) % 3 == 0)), n - res.size[0]]
     codes = gi.score_groups((np.arange(n) % 3 != 0).astype(int), method="interaction")
     np.testing.assert_allclose(res.estimate, codes.estimate, rtol=1e-12)
+    unorderable = np.empty(n, dtype=object)
+    unorderable[:] = [object() if i % 2 else "a" for i in range(n)]
+    with pytest.raises(ValueError, match="cannot be ordered"):
+        gi.score_groups(unorderable, method="first_order")
 
 
 def test_callable_target_labels_outside_classes_refused(breast_cancer):
