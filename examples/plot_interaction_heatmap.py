@@ -71,9 +71,9 @@ def refit_change(drop):
     )
 
 
-s = gi.score_groups(groups)
+s = gi.score_groups(groups, method="interaction")
 fo = gi.score_groups(groups, method="first_order")
-both = gi.score_groups(np.where(groups == 5, 4, groups))
+both = gi.score_groups(np.where(groups == 5, 4, groups), method="interaction")
 print(f"K[4, 5] = {disp.matrix[4, 5]:+.5f}")
 for g in (4, 5):
     print(
