@@ -76,7 +76,8 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         Newton-polish the fitted parameters on the analytic objective when
         ``||grad J||`` exceeds ``stationarity_tol`` times a typical
         per-example gradient (the user's estimator is not modified). ``False``
-        only warns. A ``FrozenEstimator`` is never polished: the influences
+        only warns. A ``FrozenEstimator`` is polished only with ``polish=True``
+        (its model is never changed either way): by default the influences
         expand around its own parameters (see Notes).
     stationarity_tol : float, default=1e-6
         Relative gradient norm regarded as stationary.
@@ -148,8 +149,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     evaluation and about 1 ms of fixed work per group; ``select`` adds it
     up over the candidate sets it evaluates.
 
-    A ``FrozenEstimator`` is never changed (no polishing): the influences
-    expand around its parameters, and ``fit`` warns
+    A ``FrozenEstimator`` is never changed, and not polished unless
+    ``polish=True``: by default the influences expand around its
+    parameters, and ``fit`` warns
     (:class:`NotStationaryWarning`) when they are not stationary for the data
     and weights given, e.g. when ``sample_weight`` it was fitted with was not
     passed.

@@ -212,8 +212,10 @@ def _frozen_message(after, *, weighted):
         "a typical per-example gradient. A frozen model is never changed, so the "
         "influences expand around its parameters and carry an error of about that "
         f"relative size. Likely: {'; or '.join(causes)}. Pass the data and "
-        "sample_weight it was fitted with, or pass the unfrozen estimator so that "
-        "GroupInfluence fits it."
+        "sample_weight it was fitted with, pass the unfrozen estimator so that "
+        "GroupInfluence fits it, or (when the data and weights are right and only "
+        "the solver stopped early) pass polish=True to expand around the "
+        "polished parameters."
     )
 
 
@@ -232,8 +234,9 @@ def polish_parameters(
     polish : {"auto", True, False}
         ``"auto"``/``True`` polish when above ``tol``; ``False`` only warns.
     frozen : bool
-        The parameters are a frozen model's: never polish; warn, naming the
-        likely causes, when above ``tol``.
+        The parameters are a frozen model's: polish only when ``polish`` is
+        ``True`` (an explicit request); otherwise warn, naming the likely
+        causes, when above ``tol``.
     weighted : bool
         Whether training weights were given (for the frozen warning).
 
@@ -245,7 +248,7 @@ def polish_parameters(
     before = after = stationarity(backend, Q)
     if after <= tol:
         return before, after
-    if frozen:
+    if frozen and polish is not True:
         warnings.warn(
             _frozen_message(after, weighted=weighted),
             NotStationaryWarning,

@@ -180,6 +180,15 @@ def test_frozen_estimator_is_not_refitted(breast_cancer):
     # parameters (no polishing), whose gradient is reported
     np.testing.assert_array_equal(gi.theta_, np.r_[coef.ravel(), model[-1].intercept_])
     assert gi.stationarity_[1] == gi.stationarity_[0] > 1e-6
+    # polish=True asks for the polished parameters (the model is unchanged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotStationaryWarning)
+        polished = GroupInfluence(FrozenEstimator(model), polish=True).fit(
+            X, y, X_target=Xt, y_target=yt
+        )
+    assert polished.stationarity_[1] < 1e-6 < polished.stationarity_[0]
+    np.testing.assert_array_equal(model[-1].coef_, coef)
+    assert np.abs(polished.theta_ - gi.theta_).max() > 1e-3
 
 
 def test_polish_false_warns_with_the_fix(breast_cancer):
