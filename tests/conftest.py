@@ -1,6 +1,16 @@
 """Shared fixtures. Markers: slow, torch, gpu (see pyproject.toml)."""
 
-import numpy as np
+import os
+
+# One OpenMP thread for torch (read when torch is first imported, which is
+# after this file): on a shared 2-core machine its default two spinning
+# threads made the torch tests 5-10x slower in CPU time (tests/test_torch_model.py
+# -k "adam_then_lbfgs or zero_weight or default_targets": 47.8 s of CPU with
+# two threads, 6.4 s with one, measured with --cpu-durations under load).
+# Results do not depend on the thread count beyond round-off.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.preprocessing import StandardScaler
