@@ -297,13 +297,18 @@ def group_newton_step(backend, solver, rows, q, *, strategy="auto"):
     ``2 P^2 m`` for a rank-``m`` group Hessian) and a direct Cholesky
     factorisation of ``H - H_S`` (about ``P^3 / 3``). Both are exact; they
     agree to round-off.
+
+    ``solver`` follows :class:`sklearn_groupinf._hessian.HessianSolver`: its
+    ``solve(V)`` applies the inverse of the damped Hessian and its ``H`` is
+    that matrix, or ``None`` for matrix-free solvers (then only the Woodbury
+    solve with a low-rank group Hessian is possible).
     """
     if strategy not in ("auto", "woodbury", "direct"):
         raise ValueError(
             f"strategy must be 'auto', 'woodbury' or 'direct'; got {strategy!r}."
         )
     P = len(q)
-    H = getattr(solver, "H", None)
+    H = solver.H  # the damped Hessian, or None for matrix-free solvers
     factor = None
     if strategy != "direct":
         max_rank = (

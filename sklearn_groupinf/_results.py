@@ -37,10 +37,12 @@ class GroupScores(_FrameBunch):
       ``method="first_order"``);
     - ``reliable``: ``False`` where the estimate is outside the regime of its
       expansion, judged without refitting: the group carries nearly all of the
-      curvature along some direction (``lambda_max(H^-1 H_S) > 0.95``), or a
-      higher-order estimate (``newton``; for ``newton``, ``second_order``)
-      differs from it by more than its own size. Where the backend has no such
-      reference, only the curvature share is used (flagged above 0.5);
+      curvature along some direction (``lambda_max(H^-1 H_S) > 0.95``), or
+      the ``newton`` estimate (for ``newton`` itself, ``interaction``)
+      differs from it by more than its own size. Backends without group
+      Hessians (matrix-free torch models) compare ``interaction`` with
+      ``first_order`` instead (flagged when they differ by more than half
+      the estimate; ``first_order``: by more than 0.3 of it), a coarser rule;
     - ``method``: the estimator used (a string).
 
     Every score is the estimated change of the target, in the target's units,

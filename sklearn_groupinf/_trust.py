@@ -15,18 +15,23 @@ parameters. Two signals tell when a group lies outside its regime:
   cluster that alone covers a region of feature space);
 * the **spread** ``|estimate - reference|`` against an estimator that keeps
   the terms the method drops: ``newton`` (the group-removed Hessian, the
-  target evaluated exactly) when the backend has group Hessians; for a
-  ``newton`` estimate, ``second_order``. A spread larger than ``|estimate|``
-  means the reference disagrees in sign or is more than twice as large: the
-  left-out terms are as large as what the method keeps.
+  target evaluated exactly) when the backend has group Hessians. A spread
+  larger than ``|estimate|`` means the reference disagrees in sign or is more
+  than twice as large: the left-out terms are as large as what the method
+  keeps. A ``newton`` estimate is compared with ``interaction`` the same way
+  (when they differ that much, the group moves the model far).
 
-:func:`trust_flags` combines them: with a reference a group is flagged when
-``|estimate - reference| > |estimate|`` or ``lambda_S > 0.95``; without one
-(matrix-free backends, or references too costly) when ``lambda_S > 0.5``.
-The thresholds are calibrated against leave-group-out refits by
-``benchmarks/trust_flags.py``, which also shows that only the Newton
-reference makes the flag sharp: the lower-order estimators tend to be wrong
-together, and the share alone is a coarser signal.
+:func:`rule` says which reference judges an estimate and how: with group
+Hessians (and references affordable: at most ``MAX_REFERENCE_FLOPS`` for all
+groups) the reference is ``newton`` (for ``newton`` itself ``interaction``)
+and a group is flagged when ``|estimate - reference| > |estimate|`` or
+``lambda_S > 0.95``. Without them (matrix-free backends) the two pairwise
+estimators judge each other, ``interaction`` by ``first_order`` (flagged when
+the quadratic term exceeds ``0.5 |estimate|``) and ``first_order`` by
+``interaction`` (``0.3 |estimate|``), and ``lambda_S`` is not computed (its
+power iteration would need many iterative solves). The thresholds are
+calibrated against leave-group-out refits by ``benchmarks/trust_flags.py``:
+the Newton reference makes the flag sharp; the fallback is coarser.
 """
 
 import warnings
@@ -41,12 +46,16 @@ from ._estimators import (
     quadratic_rows,
 )
 
-#: with a reference: flag when the curvature share exceeds this
-MAX_SHARE_WITH_REFERENCE = 0.95
-#: without a reference: flag when the curvature share exceeds this
-MAX_SHARE_ALONE = 0.5
-#: flag when ``|estimate - reference|`` exceeds this multiple of ``|estimate|``
-MAX_RELATIVE_SPREAD = 1.0
+#: flag when the curvature share exceeds this (with a Newton reference)
+MAX_SHARE = 0.95
+#: flag when ``|estimate - reference|`` exceeds this multiple of ``|estimate|``,
+#: by (method, reference)
+MAX_RELATIVE_SPREAD = {
+    "newton": 1.0,
+    ("interaction", "first_order"): 0.5,
+    ("second_order", "interaction"): 0.5,
+    ("first_order", "interaction"): 0.3,
+}
 #: largest estimated cost (floating-point operations) of all Newton references
 MAX_REFERENCE_FLOPS = 2e10
 
@@ -103,37 +112,48 @@ def curvature_share(state, rows, *, n_iter=30, tol=1e-3, seed=0):
     return lam
 
 
-def reference_method(backend, method):
-    """The estimator whose estimate judges one of ``method`` (or ``None``)."""
+def rule(method, *, newton_reference):
+    """``(reference, max_spread, use_share)`` of the trust rule for ``method``.
+
+    ``newton_reference``: whether group-Newton estimates (and dense solves for
+    the curvature share) are available and affordable. A ``newton`` estimate
+    is judged by ``interaction`` (cheap for every backend; on the benchmark
+    as sharp as ``second_order``) and the share.
+    """
     if method == "newton":
-        return "second_order" if backend.supports_second_order else None
-    return "newton" if backend.supports_newton else None
+        return "interaction", MAX_RELATIVE_SPREAD["newton"], True
+    if newton_reference:
+        return "newton", MAX_RELATIVE_SPREAD["newton"], True
+    ref = {"interaction": "first_order"}.get(method, "interaction")
+    return ref, MAX_RELATIVE_SPREAD[method, ref], False
 
 
-def trust_flags(estimate, reference, share):
+def trust_flags(estimate, reference, share=None, *, max_spread=1.0):
     """``reliable`` per group from the estimate, its reference and the share.
 
     Parameters
     ----------
     estimate : ndarray of shape (n_groups,)
         The estimates being judged.
-    reference : ndarray of shape (n_groups,) or None
-        The estimate of :func:`reference_method`; ``None`` when there is none.
-    share : ndarray of shape (n_groups,)
-        Curvature shares ``lambda_max(H^{-1} H_S)`` (``nan``: unknown, that
-        test is skipped for the group).
+    reference : ndarray of shape (n_groups,)
+        The reference estimates (see :func:`rule`).
+    share : ndarray of shape (n_groups,), default=None
+        Curvature shares ``lambda_max(H^{-1} H_S)``; ``None`` (or ``nan``
+        entries) skips that test.
+    max_spread : float, default=1.0
+        Flag when ``|estimate - reference| > max_spread * |estimate|``.
 
     Returns
     -------
     reliable : ndarray of bool, shape (n_groups,)
     """
-    share = np.nan_to_num(np.asarray(share, dtype=np.float64), nan=0.0)
-    if reference is None:
-        return share <= MAX_SHARE_ALONE
-    spread = np.abs(np.asarray(estimate) - np.asarray(reference))
-    return (share <= MAX_SHARE_WITH_REFERENCE) & (
-        spread <= MAX_RELATIVE_SPREAD * np.abs(estimate)
-    )
+    estimate = np.asarray(estimate, dtype=np.float64)
+    spread = np.abs(estimate - np.asarray(reference, dtype=np.float64))
+    reliable = spread <= max_spread * np.abs(estimate)
+    if share is not None:
+        share = np.nan_to_num(np.asarray(share, dtype=np.float64), nan=0.0)
+        reliable &= share <= MAX_SHARE
+    return reliable
 
 
 def _newton_cost(backend, membership):
@@ -164,23 +184,32 @@ def assess_groups(state, membership, method, estimate, first, *, estimates=None)
     """
     backend = state.backend
     estimates = dict(estimates or {})
-    ref_name = reference_method(backend, method)
-    if ref_name == "newton" and "newton" not in estimates:
-        if _newton_cost(backend, membership) > MAX_REFERENCE_FLOPS:
-            ref_name = None
-    reference = None
-    if ref_name is not None:
-        with warnings.catch_warnings():
-            # a group-removed Hessian that is not positive definite is flagged
-            # through its curvature share; its warning would only repeat it
-            warnings.simplefilter("ignore")
-            reference = estimates.get(ref_name)
-            if reference is None:
-                reference = _estimate(state, membership, ref_name, first)
-    share = np.array(
-        [curvature_share(state, membership.members(g)) for g in range(len(estimate))]
+    newton_ok = (
+        backend.supports_newton
+        and not backend.matrix_free
+        and state.solver.H is not None
+        and (
+            "newton" in estimates
+            or _newton_cost(backend, membership) <= MAX_REFERENCE_FLOPS
+        )
     )
-    return trust_flags(estimate, reference, share), share
+    ref_name, max_spread, use_share = rule(method, newton_reference=newton_ok)
+    with warnings.catch_warnings():
+        # a group-removed Hessian that is not positive definite is flagged
+        # through its curvature share; its warning would only repeat it
+        warnings.simplefilter("ignore")
+        reference = estimates.get(ref_name)
+        if reference is None:
+            reference = _estimate(state, membership, ref_name, first)
+    share = np.full(len(estimate), np.nan)
+    if use_share:
+        share = np.array(
+            [
+                curvature_share(state, membership.members(g))
+                for g in range(len(estimate))
+            ]
+        )
+    return trust_flags(estimate, reference, share, max_spread=max_spread), share
 
 
 def _estimate(state, membership, method, first):

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_groupinf import GroupInfluence, UnreliableEstimateWarning
 from sklearn_groupinf._groups import GroupMembership
-from sklearn_groupinf._trust import curvature_share, trust_flags
+from sklearn_groupinf._trust import curvature_share, rule, trust_flags
 from sklearn_groupinf.evaluation import leave_group_out
 
 
@@ -134,11 +134,15 @@ def test_rule():
     np.testing.assert_array_equal(
         trust_flags(est, ref, share), [True, False, False, True, False, True]
     )
-    # without a reference only the share decides, at the stricter threshold
+    # without a share (matrix-free fallback) only the spread decides
     np.testing.assert_array_equal(
-        trust_flags(est, None, np.array([0.4, 0.6, np.nan, 0, 0, 0])),
-        [True, False, True, True, True, True],
+        trust_flags(est, ref, None, max_spread=0.5),
+        [False, False, False, True, True, True],
     )
+    assert rule("interaction", newton_reference=True) == ("newton", 1.0, True)
+    assert rule("newton", newton_reference=True) == ("interaction", 1.0, True)
+    assert rule("interaction", newton_reference=False) == ("first_order", 0.5, False)
+    assert rule("first_order", newton_reference=False) == ("interaction", 0.3, False)
 
 
 def test_groups_flag_matches_rule_by_hand(fitted):
@@ -174,3 +178,33 @@ def test_torch_backend_flags_like_sklearn(cancer_split, fitted):
         b = gi_t.score_groups(groups)
     np.testing.assert_array_equal(a.reliable, b.reliable)
     assert not a.reliable.all()
+
+
+@pytest.mark.torch
+def test_matrix_free_backend_uses_the_pairwise_fallback(cancer_split):
+    """CG (matrix-free) backends: no Newton, no share; the rule by hand."""
+    torch = pytest.importorskip("torch")
+    from sklearn_groupinf.torch import TorchModel
+
+    X, y, Xt, yt = cancer_split
+    torch.manual_seed(0)
+    net = TorchModel(
+        torch.nn.Linear(30, 1),
+        loss="binary_cross_entropy",
+        weight_decay=1.0,
+        decay_bias=False,
+        hessian_solver="cg",
+        device="cpu",
+    )
+    gi = GroupInfluence(net, method="interaction").fit(X, y, X_target=Xt, y_target=yt)
+    groups = _cluster_of(X, 0.45, 4).astype(int) + 2 * (np.arange(400) % 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreliableEstimateWarning)
+        res = gi.score_groups(groups)
+        fo = gi.score_groups(groups, method="first_order")
+    np.testing.assert_array_equal(
+        res.reliable, trust_flags(res.estimate, fo.estimate, None, max_spread=0.5)
+    )
+    np.testing.assert_array_equal(
+        fo.reliable, trust_flags(fo.estimate, res.estimate, None, max_spread=0.3)
+    )

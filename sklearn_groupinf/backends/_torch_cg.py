@@ -27,6 +27,8 @@ class CGHessianSolver:
         curvature is not positive definite and more damping is required.
     """
 
+    #: matrix-free: no dense Hessian (see ``sklearn_groupinf._hessian.HessianSolver``)
+    H = None
     rcond = float("nan")
 
     def __init__(self, backend, damping):
