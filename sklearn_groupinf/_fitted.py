@@ -148,12 +148,16 @@ class InfluenceFit:
     def auto_method(self, sizes, *, max_flops=AUTO_NEWTON_MAX_FLOPS):
         """``"newton"`` when the backend affords it, else ``"interaction"``.
 
-        ``newton`` needs group Hessians (the scikit-learn linear backends) and
-        a dense Hessian, and its estimated cost (:func:`newton_cost` of
+        ``newton`` needs group Hessians and a convex objective (the backends
+        with ``newton_by_default``: the scikit-learn linear models), a dense
+        Hessian, and its estimated cost (:func:`newton_cost` of
         evaluating sets of ``sizes`` rows) must be at most ``max_flops``.
         """
         backend = self.state.backend
-        if not backend.supports_newton or getattr(self.state.solver, "H", None) is None:
+        affords = backend.supports_newton and getattr(
+            backend, "newton_by_default", False
+        )
+        if not affords or getattr(self.state.solver, "H", None) is None:
             return "interaction"
         spec = getattr(backend, "spec", None)
         cost = newton_cost(

@@ -57,8 +57,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         2605.15675); ``second_order`` adds the parameter response to second
         order in the removal weights; ``newton`` takes one Newton step with the
         group-removed Hessian and evaluates the target exactly (the most
-        accurate; scikit-learn linear models only). ``"auto"`` uses ``newton``
-        where the model affords it and its estimated cost is at most
+        accurate on the convex scikit-learn linear models; torch models need
+        the dense solver). ``"auto"`` uses ``newton`` for the scikit-learn
+        linear models where its estimated cost is at most
         ``AUTO_NEWTON_MAX_FLOPS`` (2e10 floating-point operations, 4 to 20 s
         on one CPU core; see Notes), else ``interaction``.
     target : "default" or callable, default="default"

@@ -36,6 +36,9 @@ class ModelBackend(ABC):
 
     supports_second_order = False
     supports_newton = False
+    #: ``method="auto"`` may pick ``newton`` (convex objectives, where the
+    #: group-Newton step is reliable); otherwise it picks ``interaction``.
+    newton_by_default = False
 
     #: orthonormal directions (n_params, r) along which the objective is
     #: invariant (multinomial intercepts); ``None`` when there are none.

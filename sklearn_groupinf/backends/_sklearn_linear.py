@@ -60,6 +60,7 @@ class SklearnLinearBackend(ModelBackend):
 
     supports_second_order = True
     supports_newton = True
+    newton_by_default = True
 
     def __init__(
         self,
