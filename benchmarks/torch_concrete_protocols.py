@@ -129,9 +129,9 @@ def with_damping(gi, X, y, Xt, yt, damping):
 
     if damping == gi.damping:
         return gi
-    return GroupInfluence(FrozenEstimator(gi.estimator_), damping=damping).fit(
-        X, y, X_target=Xt, y_target=yt
-    )
+    return GroupInfluence(
+        FrozenEstimator(gi.estimator_), damping=damping, polish=True
+    ).fit(X, y, X_target=Xt, y_target=yt)
 
 
 def compare(gi, groups, actual):

@@ -130,7 +130,8 @@ def main():
     )
 
     t0 = time.perf_counter()
-    gi = GroupInfluence(FrozenEstimator(net), damping=args.damping)
+    # polish=True: a frozen net is polished only on request
+    gi = GroupInfluence(FrozenEstimator(net), damping=args.damping, polish=True)
     gi.fit(Xtr, ytr, X_target=Xt, y_target=yt)
     t_fit = time.perf_counter() - t0
     be, solver = gi._state.backend, gi._state.solver  # for the breakdown only
