@@ -14,61 +14,55 @@ import numbers
 import numpy as np
 from sklearn import config_context
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
-from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import (
-    GroupShuffleSplit,
-    ShuffleSplit,
-    StratifiedShuffleSplit,
-)
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state, get_tags
-from sklearn.utils._metadata_requests import SIMPLE_METHODS, RequestMethod
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
     RealNotInt,
     StrOptions,
 )
-from sklearn.utils.metadata_routing import (
-    UNCHANGED,
-    MetadataRouter,
-    MethodMapping,
-    _routing_enabled,
-    process_routing,
-)
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    _num_samples,
-    check_is_fitted,
-    validate_data,
-)
 
-from ._cleaning import approximate_loo_loss, clean_cross_fit, looks_noisy
+from ._cleaning import clean_hold_out, clean_loo, hold_out_split
+from ._cross_fit import clean_cross_fit
 from ._group_influence import GroupInfluence
-from ._utils import _estimator_has, _fit_with_weight, _wrapped_tags
+from ._selector_checks import check_no_class_vanishes, check_selector_input
+from ._selector_protocols import (
+    _RefittedDelegationMixin,
+    _RoutingMixin,
+    _SamplerMixin,
+)
+from ._utils import _wrapped_tags
 
 
-class GroupSelector(MetaEstimatorMixin, BaseEstimator):
+class GroupSelector(
+    _RefittedDelegationMixin,
+    _RoutingMixin,
+    _SamplerMixin,
+    MetaEstimatorMixin,
+    BaseEstimator,
+):
     """Remove the most harmful training examples or groups, then refit.
 
-    Cleaning without clean data: every label may be wrong, so the target that
-    decides what to remove is built from the training rows in a way noisy
-    labels cannot steer (``validation="cross_fit"``, the default):
+    Cleaning without clean data: every label may be wrong, so what decides
+    the removal is built from the training rows in ways noisy labels cannot
+    steer. With the default ``validation="auto"``:
 
-    1. each row's approximate leave-one-out loss, its own loss plus its
-       self-influence (:meth:`GroupInfluence.self_influence`), flags the rows
-       that look noisy (the given label less likely than chance without the
-       row);
-    2. the units are split in ``n_folds`` folds (stratified by class, whole
-       groups together); per fold a :class:`GroupInfluence` fitted on the
-       other folds estimates how removing its units changes the log-loss (the
-       estimator's metric) of the fold's rows that do not look noisy;
-    3. the folds' estimates are added into one global estimate and the
-       greedy rule (interaction-aware by default) removes a slice of the
-       budget; this repeats for ``n_rounds`` rounds, each refitted without the
-       rows removed so far.
+    * single rows (``validation="loo"``): each row's approximate
+      leave-one-out loss, its own loss plus its self-influence
+      (:meth:`GroupInfluence.self_influence`), an n-fold out-of-sample loss
+      from one fit; the rows with the highest are removed, in ``n_rounds``
+      slices, each round refitted without the rows removed so far;
+    * whole groups (``groups_as_units=True``, ``validation="cross_fit"``):
+      the groups are split in ``n_folds`` folds (stratified by class); rows
+      whose out-of-fold probability of their label is below chance look
+      noisy; per fold a :class:`GroupInfluence` fitted on the other folds
+      estimates how removing each of its groups changes the log-loss (the
+      estimator's metric) of the fold's rows that do not look noisy (a robust,
+      held-out target); the folds' estimates are added into one global
+      estimate and the interaction-aware greedy rule removes a slice of the
+      budget, in ``n_rounds`` rounds. For rows, ``validation="cross_fit"``
+      does the same with approximate leave-one-out losses flagging the noisy
+      rows.
 
     A clone of ``estimator`` is then fitted on the kept rows; ``predict``,
     ``predict_proba``, ``decision_function`` and ``score`` delegate to it.
@@ -92,7 +86,8 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         any more; ``removed_indices_`` tells how many were removed.
     method : {"interaction", "first_order", "second_order"}, \
             default="interaction"
-        Estimate driving the greedy removal: ``interaction`` adds the pairwise
+        Estimate driving the greedy removal (``"cross_fit"`` and hold-out;
+        ``"loo"`` ranks by the leave-one-out loss): ``interaction`` adds the pairwise
         interaction of the removed units to the first-order sum, so redundant
         units are not removed together for the same reason; ``first_order``
         is top-k on the summed influences; ``second_order`` also adds the
@@ -100,17 +95,19 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
     groups_as_units : bool, default=False
         Remove whole groups (the ``groups`` passed to ``fit``) instead of
         single examples. Groups are ranked globally across the folds.
-    validation : "cross_fit" or float in (0, 1), default="cross_fit"
-        ``"cross_fit"``: the cross-fitted robust target described above; every
-        unit is a candidate. A float: that fraction of the rows (whole groups
-        when ``groups`` is given) is held out, its rows (noisy labels and all)
-        are the target set, are never removed and are part of the final
-        refit; the selection is :meth:`GroupInfluence.select` on that split.
+    validation : {"auto", "loo", "cross_fit"} or float in (0, 1), \
+            default="auto"
+        ``"loo"`` and ``"cross_fit"``: as described above; every unit is a
+        candidate. ``"auto"``: ``"loo"`` for rows, ``"cross_fit"`` for groups
+        (which ``"loo"`` does not rank). A float: that fraction of the rows
+        (whole groups when ``groups`` is given) is held out, its rows (noisy
+        labels and all) are the target set, are never removed and are part of
+        the final refit; the selection is :meth:`GroupInfluence.select` on that split.
     n_folds : int, default=5
         Folds of ``"cross_fit"`` (lowered to the number of units available).
     damping : float, default=0.0
         Hessian damping of the influence model (see :class:`GroupInfluence`).
-    n_rounds : int, default=5
+    n_rounds : int, default=3
         Rounds of removal: the budget is removed in ``n_rounds`` slices, and
         every influence fit is redone without the rows removed so far (capped
         at the number of units removed).
@@ -132,15 +129,17 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
     sample_indices_ : ndarray of int
         Kept rows, sorted (imbalanced-learn's name).
     rounds_ : list of dict
-        ``"cross_fit"`` only. Per round: ``units`` removed, ``estimates``
-        (estimated change of the robust target, summed over the folds' target
-        rows in the metric's units, after each removal), ``n_noisy_rows`` and
+        Per round: ``units`` removed (rows or group indices into the sorted
+        labels) and ``n_noisy_rows`` (rows that looked noisy); ``"loo"``:
+        ``loo_loss`` of the removed rows (metric units); ``"cross_fit"``:
+        ``estimates`` (estimated change of the robust target, summed over the
+        folds' target rows in the metric's units, after each removal) and
         ``folds`` (``(pool_rows, target_rows)`` of each fold).
     selections_ : list of Selection
         Hold-out only: the :meth:`GroupInfluence.select` result.
     splits_ : list of tuple of ndarray
-        ``(pool_rows, target_rows)``: the folds of the first round, or the
-        hold-out split.
+        ``(pool_rows, target_rows)``: the folds of the first round
+        (``"cross_fit"``), the hold-out split, or empty (``"loo"``).
     classes_ : ndarray
         Class labels (classifiers only).
     n_features_in_ : int
@@ -158,7 +157,9 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
     The approximate leave-one-out loss of row :math:`i` is
     :math:`\\ell_i(\\hat\\theta) + \\sigma_i`, :math:`\\sigma_i =
     \\nabla\\ell_i^\\top H^{-1} q_i`: a first-order, n-fold out-of-sample loss
-    from one fit. Step 2's estimate of removing a set :math:`S` is
+    from one fit (the loss is :math:`\\ell_i` of
+    :meth:`GroupInfluence.self_influence` converted to the metric's units).
+    The cross-fitted estimate of removing a set :math:`S` is
     :math:`\\sum_f (b_f^\\top 1_S + \\tfrac12 1_S^\\top K_f 1_S)`, fold
     :math:`f`'s first-order and pairwise terms scaled to its target rows'
     summed loss. Measured against cleanlab on real tabular sets in
@@ -189,7 +190,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
     >>> clf.removed_indices_.shape, clf.sample_indices_.shape
     ((20,), (549,))
     >>> int((clf.removed_indices_ < 20).sum())          # how many were flipped
-    14
+    13
     >>> clf.predict(X[:3]).shape
     (3,)
     """
@@ -205,7 +206,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         "groups_as_units": ["boolean"],
         "validation": [
             Interval(RealNotInt, 0, 1, closed="neither"),
-            StrOptions({"cross_fit"}),
+            StrOptions({"auto", "loo", "cross_fit"}),
         ],
         "n_folds": [Interval(numbers.Integral, 2, None, closed="left")],
         "damping": [Interval(numbers.Real, 0, None, closed="left")],
@@ -221,10 +222,10 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         budget=0.05,
         method="interaction",
         groups_as_units=False,
-        validation="cross_fit",
+        validation="auto",
         n_folds=5,
         damping=0.0,
-        n_rounds=5,
+        n_rounds=3,
         stop_early=False,
         random_state=None,
     ):
@@ -245,24 +246,6 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
     @property
     def _is_classifier(self):
         return get_tags(self.estimator).estimator_type == "classifier"
-
-    def get_metadata_routing(self):
-        """Metadata routing: ``fit`` consumes and routes to ``estimator``.
-
-        Returns
-        -------
-        routing : MetadataRouter
-            The selector's own requests (``groups``, ``sample_weight``) and
-            the estimator's ``fit`` requests, used by the final refit.
-        """
-        return (
-            MetadataRouter(owner=type(self).__name__)
-            .add_self_request(self)
-            .add(
-                estimator=self.estimator,
-                method_mapping=MethodMapping().add(caller="fit", callee="fit"),
-            )
-        )
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)
@@ -291,143 +274,8 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         -------
         self : GroupSelector
         """
-        est_params = None
-        if _routing_enabled():
-            given = {"groups": groups, "sample_weight": sample_weight}
-            given = {k: v for k, v in given.items() if v is not None}
-            routed = process_routing(self, "fit", **given, **fit_params)
-            est_params = dict(routed.estimator.fit)
-            if sample_weight is not None and "sample_weight" not in est_params:
-                raise ValueError(
-                    "GroupSelector.fit got sample_weight, but the estimator does "
-                    "not request it, so the refit would ignore the weights the "
-                    "influences use. Request it, e.g. "
-                    "LogisticRegression().set_fit_request(sample_weight=True)."
-                )
-        elif fit_params:
-            raise TypeError(
-                f"GroupSelector.fit got unexpected keyword arguments "
-                f"{sorted(fit_params)}; pass them through metadata routing "
-                "(sklearn.set_config(enable_metadata_routing=True))."
-            )
+        est_params = self._routed_fit_params(groups, sample_weight, fit_params)
         return self._fit(X, y, groups, sample_weight, refit=True, params=est_params)
-
-    def fit_resample(self, X, y, *, groups=None, sample_weight=None):
-        """Select the rows to remove and return the kept rows.
-
-        The imbalanced-learn sampler protocol, so the selector can be a step
-        of ``imblearn.pipeline.Pipeline`` (for classifiers and regressors).
-        The final estimator is not refitted here (``estimator_`` is not set):
-        the next pipeline step fits its own model on the returned rows.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
-        y : array-like of shape (n_samples,)
-            Training targets.
-        groups : array-like of shape (n_samples,), default=None
-            Group labels, as in :meth:`fit`.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights of the influence model's objective, as in :meth:`fit`.
-            They are not returned: imbalanced-learn pipelines do not resample
-            the metadata of later steps.
-
-        Returns
-        -------
-        X_resampled : array-like of shape (n_kept, n_features)
-            ``X`` restricted to ``sample_indices_`` (same container type).
-        y_resampled : array-like of shape (n_kept,)
-            ``y`` restricted to ``sample_indices_``.
-        """
-        self._validate_params()
-        self._fit(X, y, groups, sample_weight, refit=False)
-        return (
-            _safe_indexing(X, self.sample_indices_),
-            _safe_indexing(y, self.sample_indices_),
-        )
-
-    def set_fit_resample_request(self, *, groups=UNCHANGED, sample_weight=UNCHANGED):
-        """Request metadata passed to :meth:`fit_resample` (metadata routing).
-
-        imbalanced-learn's ``Pipeline`` passes metadata to a sampler only
-        through metadata routing (``sklearn.set_config(
-        enable_metadata_routing=True)``); this declares that ``groups`` and
-        ``sample_weight`` given to the pipeline's ``fit`` go to this step.
-        Needs imbalanced-learn to be imported (it registers ``fit_resample``
-        with scikit-learn's routing).
-
-        Parameters
-        ----------
-        groups : bool, str or None, default=UNCHANGED
-            ``True`` to request ``groups``, ``False`` to ignore it, a string
-            to request it under another name (alias).
-        sample_weight : bool, str or None, default=UNCHANGED
-            Likewise for ``sample_weight``.
-
-        Returns
-        -------
-        self : GroupSelector
-        """
-        if "fit_resample" not in SIMPLE_METHODS:
-            raise RuntimeError(
-                "set_fit_resample_request needs imbalanced-learn: `import imblearn` "
-                "(it registers fit_resample with scikit-learn's metadata routing) "
-                "before calling it."
-            )
-        setter = RequestMethod("fit_resample", ["groups", "sample_weight"])
-        return setter.__get__(self, type(self))(
-            groups=groups, sample_weight=sample_weight
-        )
-
-    def _validate_input(self, X, y, groups, sample_weight):
-        if isinstance(self.estimator, FrozenEstimator):
-            raise TypeError(
-                "GroupSelector refits its estimator on the kept rows, so it cannot "
-                "use a FrozenEstimator; pass the unfitted estimator instead."
-            )
-        if isinstance(self.estimator, Pipeline):
-            # a pipeline validates its own input (it may take DataFrames)
-            validate_data(self, X, skip_check_array=True)
-            y = np.asarray(y)
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y.ravel()
-        else:
-            Xa, y = validate_data(
-                self,
-                X,
-                y,
-                accept_sparse=False,
-                ensure_min_samples=2,
-                y_numeric=not self._is_classifier,
-                multi_output=get_tags(self.estimator).target_tags.multi_output,
-            )
-            # fit the clones on DataFrames as given (feature names), else arrays
-            X = X if hasattr(X, "iloc") else Xa
-        n = _num_samples(X)
-        if len(y) != n:
-            raise ValueError(f"X has {n} rows but y has {len(y)}; pass one y per row.")
-        if self._is_classifier:
-            check_classification_targets(y)
-        if groups is not None:
-            groups = np.asarray(groups)
-            if groups.ndim != 1 or len(groups) != n:
-                raise ValueError(
-                    f"groups has shape {groups.shape} but X has {n} rows; pass one "
-                    "group label per row of X (the same array you would give "
-                    "GroupKFold)."
-                )
-        elif self.groups_as_units:
-            raise ValueError(
-                "groups_as_units=True removes whole groups, but fit got groups=None; "
-                "pass groups=<one label per row> to fit (with metadata routing: "
-                "set_fit_request(groups=True)), or set groups_as_units=False."
-            )
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, np.empty((n, 0)), ensure_non_negative=True
-            )
-        return X, y, groups, sample_weight
 
     def _n_remove(self, n_units, unit_name):
         if isinstance(self.budget, str):
@@ -445,7 +293,9 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         return k
 
     def _fit(self, X, y, groups, sample_weight, *, refit, params=None):
-        X, y, groups, sample_weight = self._validate_input(X, y, groups, sample_weight)
+        X, y, groups, sample_weight = check_selector_input(
+            self, X, y, groups, sample_weight
+        )
         n = len(y)
         if self.groups_as_units:
             unit_labels, unit_of_row = np.unique(groups, return_inverse=True)
@@ -470,7 +320,18 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
             seed = int(check_random_state(self.random_state).randint(2**31 - 1))
             # internal fits get the weights by hand (the last step's fit)
             with config_context(enable_metadata_routing=False):
-                if self.validation == "cross_fit":
+                mode = self.validation
+                if mode == "auto":
+                    mode = "cross_fit" if self.groups_as_units else "loo"
+                if mode == "loo":
+                    if self.groups_as_units:
+                        raise ValueError(
+                            "validation='loo' ranks single rows; with "
+                            "groups_as_units=True use validation='cross_fit' (or "
+                            "'auto')."
+                        )
+                    removed_units = self._loo(X, y, sample_weight, k)
+                elif mode == "cross_fit":
                     removed_units = self._cross_fit(
                         X, y, sample_weight, unit_of_row, k, seed
                     )
@@ -485,7 +346,7 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         keep = np.ones(n, dtype=bool)
         keep[removed] = False
         if self._is_classifier:
-            self._check_no_class_vanishes(y, keep, len(removed_units), unit_name)
+            check_no_class_vanishes(self.budget, y, keep, len(removed_units), unit_name)
         self.removed_indices_ = removed.astype(int)
         self.sample_indices_ = np.flatnonzero(keep)
         if self.groups_as_units:
@@ -495,24 +356,6 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
         elif self._is_classifier:
             self.classes_ = np.unique(y)
         return self
-
-    def _refit(self, X, y, sample_weight, params):
-        rows = self.sample_indices_
-        Xk, yk = _safe_indexing(X, rows), _safe_indexing(y, rows)
-        if params is None:
-            sw = None if sample_weight is None else sample_weight[rows]
-            self.estimator_ = _fit_with_weight(clone(self.estimator), Xk, yk, sw)
-        else:  # metadata routing: what the estimator requested, sliced
-            n = len(y)
-            sliced = {
-                key: _safe_indexing(v, rows)
-                if hasattr(v, "__len__") and not isinstance(v, str) and len(v) == n
-                else v
-                for key, v in params.items()
-            }
-            self.estimator_ = clone(self.estimator).fit(Xk, yk, **sliced)
-        if hasattr(self.estimator_, "classes_"):
-            self.classes_ = self.estimator_.classes_
 
     def _influence(self, X, y, sample_weight, pool, target):
         """A GroupInfluence fitted on ``pool`` with the metric on ``target``."""
@@ -532,6 +375,17 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
             target_weight=rows(sample_weight, target),
         )
 
+    def _loo(self, X, y, sample_weight, k):
+        removed, self.rounds_ = clean_loo(
+            lambda pool, target: self._influence(X, y, sample_weight, pool, target),
+            lambda rows: _safe_indexing(X, rows),
+            y,
+            k=k,
+            n_rounds=self.n_rounds,
+            classifier=self._is_classifier,
+        )
+        return removed
+
     def _cross_fit(self, X, y, sample_weight, unit_of_row, k, seed):
         removed, self.rounds_ = clean_cross_fit(
             lambda pool, target: self._influence(X, y, sample_weight, pool, target),
@@ -545,158 +399,37 @@ class GroupSelector(MetaEstimatorMixin, BaseEstimator):
             seed=seed,
             classifier=self._is_classifier,
             stop_early=self.stop_early,
+            groups_out_of_fold=self.groups_as_units,
         )
         self.splits_ = self.rounds_[0]["folds"] if self.rounds_ else []
         return removed
 
     def _hold_out(self, X, y, groups, sample_weight, unit_of_row, k, seed):
-        n = len(y)
-        if groups is not None:
-            splitter = GroupShuffleSplit(
-                n_splits=1, test_size=self.validation, random_state=seed
-            )
-        elif self._is_classifier and np.ndim(y) == 1:
-            splitter = StratifiedShuffleSplit(
-                n_splits=1, test_size=self.validation, random_state=seed
-            )
-        else:
-            splitter = ShuffleSplit(
-                n_splits=1, test_size=self.validation, random_state=seed
-            )
-        try:
-            pool, target = next(splitter.split(np.zeros((n, 1)), y, groups))
-        except ValueError as exc:
-            raise ValueError(
-                f"validation={self.validation!r} cannot hold out a target set from "
-                f"these {n} rows ({exc}). Use more data, a larger validation "
-                "fraction, or validation='cross_fit'."
-            ) from exc
-        pool, target = np.sort(pool), np.sort(target)
+        strat = self._is_classifier and np.ndim(y) == 1
+        pool, target = hold_out_split(y, groups, self.validation, seed, strat)
         self.splits_ = [(pool, target)]
-        gi = self._influence(X, y, sample_weight, pool, target)
-        units, local = np.unique(unit_of_row[pool], return_inverse=True)
-        auto = isinstance(k, str)
-        if auto:
-            loo = approximate_loo_loss(
-                gi, _safe_indexing(X, pool), y[pool], self._is_classifier
+
+        def select(gi, k, local, auto):
+            return gi.select(
+                k,
+                groups=local if self.groups_as_units else None,
+                goal="decrease",
+                action="remove",
+                method=self.method,
+                n_rounds=min(self.n_rounds, k),
+                stop_early=self.stop_early or auto,
             )
-            noisy = looks_noisy(loo, y[pool], self._is_classifier)
-            bad = np.bincount(local, weights=noisy, minlength=len(units))
-            k = int(np.sum(bad > 0.5 * np.bincount(local)))
-        elif k > len(units) - 1:
-            raise ValueError(
-                f"budget={self.budget!r} means removing {k} units, but the "
-                f"candidate pool has {len(units)} (the other rows are the "
-                "validation split, which is never removed); pass budget <= "
-                f"{len(units) - 1} (an int), or a smaller fraction."
-            )
-        if k == 0:
-            return np.zeros(0, dtype=int)
-        sel = gi.select(
-            k,
-            groups=local if self.groups_as_units else None,
-            goal="decrease",
-            action="remove",
-            method=self.method,
-            n_rounds=min(self.n_rounds, k),
-            stop_early=self.stop_early or auto,
+
+        removed, sel = clean_hold_out(
+            self._influence(X, y, sample_weight, pool, target),
+            lambda rows: _safe_indexing(X, rows),
+            y,
+            pool,
+            unit_of_row,
+            k=k,
+            budget=self.budget,
+            classifier=self._is_classifier,
+            select=select,
         )
-        self.selections_ = [sel]
-        if self.groups_as_units:
-            return units[np.asarray(sel.groups, dtype=int)]
-        return pool[sel.indices]
-
-    def _check_no_class_vanishes(self, y, keep, k, unit_name):
-        classes, counts = np.unique(y, return_counts=True)
-        kept = np.unique(y[keep])
-        gone = [(c, m) for c, m in zip(classes, counts) if c not in kept]
-        if gone:
-            c, m = gone[0]
-            c = c.item() if isinstance(c, np.generic) else c
-            raise ValueError(
-                f"Removing the {k} selected {unit_name} (budget={self.budget!r}) "
-                f"would remove every row of class {c!r} ({m} rows), so the "
-                "refitted classifier could never predict it. Lower budget, or use "
-                "a validation split that keeps rows of every class "
-                "(validation=<fraction> holds them out of removal)."
-            )
-
-    # ---------------------------------------------------------- delegation
-    @available_if(_estimator_has("predict"))
-    def predict(self, X):
-        """Predict with the estimator refitted on the kept rows.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-        """
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X)
-
-    @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X):
-        """Class probabilities of the estimator refitted on the kept rows.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(X)
-
-    @available_if(_estimator_has("predict_log_proba"))
-    def predict_log_proba(self, X):
-        """Log class probabilities of the estimator refitted on the kept rows.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-        """
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_log_proba(X)
-
-    @available_if(_estimator_has("decision_function"))
-    def decision_function(self, X):
-        """Decision function of the estimator refitted on the kept rows.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-        """
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.decision_function(X)
-
-    @available_if(_estimator_has("score"))
-    def score(self, X, y, sample_weight=None):
-        """Score of the refitted estimator (its own ``score`` method).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        score : float
-            Accuracy for classifiers, R^2 for regressors (all rows of ``X``;
-            nothing is removed at scoring time).
-        """
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.score(X, y, sample_weight=sample_weight)
+        self.selections_ = [] if sel is None else [sel]
+        return removed

@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from sklearn_groupinf import GroupInfluence, GroupSelector
-from sklearn_groupinf._cleaning import fold_target
+from sklearn_groupinf._cross_fit import fold_target
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,12 @@ def test_cross_fit_ranks_globally_on_a_trimmed_held_out_target(cancer):
     y[:15] = 1 - y[:15]
     k = 20
     sel = GroupSelector(
-        _lr(), budget=k, method="first_order", n_rounds=1, random_state=0
+        _lr(),
+        budget=k,
+        method="first_order",
+        validation="cross_fit",
+        n_rounds=1,
+        random_state=0,
     ).fit(X, y)
     folds = sel.rounds_[0]["folds"]
     assert len(folds) == 5
@@ -436,6 +441,20 @@ def test_default_selector_finds_flipped_labels(noisy_cancer):
     )
 
 
+def test_default_ranks_rows_by_approximate_loo_loss(cancer):
+    # validation="auto" on rows: one round removes the k rows with the largest
+    # own log-loss + self-influence, recomputed here from GroupInfluence
+    X, y, _ = cancer
+    y = y.copy()
+    y[:15] = 1 - y[:15]
+    sel = GroupSelector(_lr(), budget=20, n_rounds=1).fit(X, y)
+    gi = GroupInfluence(_lr()).fit(X, y)
+    proba = gi.predict_proba(X)[np.arange(len(y)), y]
+    loo = -np.log(proba) + gi.self_influence()  # C = 1: l_i is the log-loss
+    assert_array_equal(sel.removed_indices_, np.argsort(-loo, kind="stable")[:20])
+    assert_allclose(sel.rounds_[0]["loo_loss"], np.sort(loo)[::-1][:20])
+
+
 def test_budget_auto_removes_at_most_the_rows_that_look_noisy(noisy_cancer):
     X, y, flipped = noisy_cancer
     sel = GroupSelector(LogisticRegression(), budget="auto", random_state=0).fit(X, y)
@@ -443,8 +462,17 @@ def test_budget_auto_removes_at_most_the_rows_that_look_noisy(noisy_cancer):
     assert n_removed == sum(len(r["units"]) for r in sel.rounds_)
     assert 0 < n_removed <= sel.rounds_[0]["n_noisy_rows"]
     assert np.isin(sel.removed_indices_, flipped).mean() >= 0.6
-    # each round stops when no unit is estimated to lower the target
+    # every removed row looked noisy when removed: approximate LOO
+    # probability of its label below 1/2
     for r in sel.rounds_:
+        assert np.all(np.exp(-r["loo_loss"]) < 0.5)
+    # cross-fitted: each round stops when no unit is estimated to lower the
+    # robust target
+    cf = GroupSelector(
+        LogisticRegression(), budget="auto", validation="cross_fit", random_state=0
+    ).fit(X, y)
+    assert 0 < len(cf.removed_indices_) <= cf.rounds_[0]["n_noisy_rows"]
+    for r in cf.rounds_:
         assert np.all(np.diff(np.concatenate([[0.0], r["estimates"]])) < 0)
 
 
@@ -457,15 +485,15 @@ def test_groups_and_sample_weight_are_keyword_only(cancer):
         GroupSelector(_lr(), budget=2).fit_resample(X, y, groups)
 
 
-def _blobs_with_two_flipped(seed, n_groups=12, size=25):
+def _blobs_with_two_flipped(seed, n_groups=20, size=20, dim=2):
     rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=4.0, size=(n_groups, 2))
-    # clusters clearly on one side of the boundary x0 + x1 = 0
+    centers = rng.normal(scale=4.0, size=(n_groups, dim))
+    # clusters clearly on one side of the boundary sum(x) = 0
     side = np.sign(centers.sum(axis=1))
     centers += 1.5 * side[:, None]
     groups = np.repeat(np.arange(n_groups), size)
-    X = centers[groups] + rng.normal(size=(len(groups), 2))
-    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    X = centers[groups] + rng.normal(size=(len(groups), dim))
+    y = (X.sum(axis=1) > 0).astype(int)
     bad = rng.choice(n_groups, size=2, replace=False)
     y_noisy = np.where(np.isin(groups, bad), 1 - y, y)
     return X, y_noisy, groups, bad
