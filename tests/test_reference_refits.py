@@ -44,6 +44,10 @@ TIGHT = {
     "multinomial": LogisticRegression(
         C=0.1, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
     ),
+    # digits 0-4 (325 parameters): the multinomial case of the default suite
+    "multinomial5": LogisticRegression(
+        C=0.1, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
+    ),
     "ridge": Ridge(alpha=1.0),
     "poisson": PoissonRegressor(
         alpha=0.01, solver="newton-cholesky", tol=1e-12, max_iter=1000, warm_start=True
@@ -59,6 +63,9 @@ def _setup(case, breast_cancer, digits, concrete):
         return X, y % 2, Xt, yt % 2, "log_loss"
     if case == "multinomial":
         return (*digits, "log_loss")
+    if case == "multinomial5":
+        X, y, Xt, yt = digits
+        return X[y < 5], y[y < 5], Xt[yt < 5], yt[yt < 5], "log_loss"
     X, y, Xt, yt = concrete
     if case == "poisson":
         return X, y / 10.0, Xt, yt / 10.0, "poisson"
@@ -72,6 +79,7 @@ def _setup(case, breast_cancer, digits, concrete):
     [
         "binary_parity",
         pytest.param("multinomial", marks=pytest.mark.slow),
+        "multinomial5",
         "ridge",
         "poisson",
     ],
@@ -152,6 +160,8 @@ BREAST_CANCER_CLASS = pytest.param(
         BREAST_CANCER_CLASS,
         pytest.param("multinomial", "random", marks=pytest.mark.slow),
         pytest.param("multinomial", "class", marks=pytest.mark.slow),
+        ("multinomial5", "random"),
+        ("multinomial5", "class"),
         ("ridge", "random"),
         ("ridge", "class"),
     ],
