@@ -1,0 +1,694 @@
+"""Kronecker-factored curvature (K-FAC, EK-FAC) of a torch network.
+
+The curvature approximated is the generalised Gauss-Newton matrix (GGN) of the
+training objective in sum form, ``F = sum_i s_i J_i' Lambda_i J_i`` (``J_i`` the
+Jacobian of example ``i``'s output, ``Lambda_i`` the loss's output Hessian,
+``s_i`` the sample weights), damped in per-example units:
+``A = F + damping * W * I`` with ``W = sum_i s_i``.
+
+``Lambda_i`` enters through factors ``U_i`` with ``U_i' U_i = Lambda_i``:
+exactly (``fisher="exact"``; for softmax cross-entropy
+``diag(p) - p p' = L L'`` with ``L = diag(sqrt p) - p sqrt(p)'``) or, for
+the "true" Fisher, in expectation from labels drawn from the model's predictive
+distribution (``fisher="sampled"``, ``U_i`` rows ``grad_z l(z_i, y_hat) /
+sqrt(m)`` for ``m`` draws, seeded). Each row ``u`` of ``U_i`` is back-propagated
+once; it gives every supported layer its pre-activation gradients ``g``.
+
+Layers. ``torch.nn.Linear`` and ``torch.nn.Conv2d`` (``groups=1``, zero padding)
+with a trainable weight get a Kronecker block ``G (x) A`` acting on the layer's
+matrix ``[weight | bias]`` (weight flattened to ``(out, in)`` row-major, for a
+convolution ``(out, in_channels * kh * kw)``; the bias, when trainable, is the
+extra column of an input augmented with a 1)::
+
+    A = 1 / (W T) * sum_i s_i sum_t a_it a_it'       (a: layer input / patch)
+    G =             sum_i s_i sum_u sum_t g_iut g_iut'  (g: output gradient)
+
+``T`` is the number of positions (patches of a convolution, extra leading
+dimensions of a linear layer's input; 1 for a plain linear layer). This is the
+"expand" convention (KFC of Grosse & Martens): positions are treated as extra
+examples and cross-position terms are dropped. The block is exact when ``T = 1``
+and ``sum_u g_iu g_iu'`` does not depend on ``i`` (a last linear layer under
+squared loss: linear regression) or the inputs ``a_i`` are constant; for
+``T > 1`` it also needs spatially uncorrelated, homogeneous output gradients.
+K-FAC uses the eigenvalues ``dg_j * da_k`` of ``G (x) A``; EK-FAC keeps the
+eigenbasis ``Q_G (x) Q_A`` and replaces them by the exact second moments of the
+per-example gradients projected into it,
+``sum_i s_i sum_u ((Q_G' D_iu Q_A)_jk)^2`` with ``D_iu = sum_t g_iut a_it'``
+(computed layer by layer, a batch at a time). In that eigenbasis EK-FAC's
+diagonal is the exact GGN block's, so its Frobenius error is never larger.
+
+Every other trainable parameter (normalisation layers, embeddings, grouped or
+padded convolutions, a frozen layer's trainable bias) gets the exact GGN
+diagonal ``sum_i s_i sum_u (J_i' u)_p^2`` with the same ``U_i``.
+
+Parameter order: the module's trainable parameters in ``named_parameters()``
+order, each flattened row-major; this is
+``torch.nn.utils.parameters_to_vector(module.parameters())`` when every
+parameter is trainable. Peak memory: the factors (``sum_l out_l^2 + in_l^2``),
+one batch of layer inputs/outputs and, for EK-FAC, one batch of one layer's
+per-example gradients; never ``n x P``.
+"""
+
+import numpy as np
+
+from .._hessian import HessianSolver, IndefiniteHessianError
+
+FISHER = ("exact", "sampled")
+KINDS = ("kfac", "ekfac")
+
+
+def _layer_kind(m):
+    import torch
+
+    if isinstance(m, torch.nn.Linear):
+        return "linear"
+    if (
+        isinstance(m, torch.nn.Conv2d)
+        and m.groups == 1
+        and m.padding_mode == "zeros"
+        and not isinstance(m.padding, str)
+    ):
+        return "conv"
+    return None
+
+
+class _Layout:
+    """Trainable parameters, their offsets, and the Kronecker-factored layers."""
+
+    def __init__(self, module):
+        named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("module has no trainable parameters (requires_grad).")
+        self.names = [k for k, _ in named]
+        self.params = dict(named)
+        self.slices, start = {}, 0
+        for k, p in named:
+            self.slices[k] = slice(start, start + p.numel())
+            start += p.numel()
+        self.n_params = start
+        ids = {id(p): k for k, p in named}
+        self.layers, covered = [], set()
+        for name, m in module.named_modules():
+            kind = _layer_kind(m)
+            w = getattr(m, "weight", None)
+            if kind is None or w is None or id(w) not in ids or ids[id(w)] in covered:
+                continue
+            b = m.bias if m.bias is not None and id(m.bias) in ids else None
+            wname = ids[id(w)]
+            bname = ids[id(b)] if b is not None else None
+            covered.update([wname] if bname is None else [wname, bname])
+            self.layers.append(
+                {
+                    "name": name,
+                    "module": m,
+                    "kind": kind,
+                    "weight": wname,
+                    "bias": bname,
+                    "n_out": w.shape[0],
+                    "n_in": w[0].numel() + (bname is not None),
+                }
+            )
+        self.other = [k for k in self.names if k not in covered]
+
+    def block(self, V, layer):
+        """``(out, in[+1], k)`` view of the rows of ``V (P, k)`` of one layer."""
+        Vw = V[self.slices[layer["weight"]]].reshape(layer["n_out"], -1, V.shape[1])
+        if layer["bias"] is None:
+            return Vw
+        import torch
+
+        return torch.cat([Vw, V[self.slices[layer["bias"]]][:, None, :]], 1)
+
+    def put(self, out, M, layer):
+        """Write a block ``(out, in[+1], k)`` back into the rows of ``out``."""
+        k = out.shape[1]
+        n_w = M.shape[1] - (layer["bias"] is not None)
+        out[self.slices[layer["weight"]]] = M[:, :n_w].reshape(-1, k)
+        if layer["bias"] is not None:
+            out[self.slices[layer["bias"]]] = M[:, n_w]
+
+
+class _Recorder:
+    """Forward hooks storing each layer's input and output for one forward pass."""
+
+    def __init__(self, layout):
+        self.layout, self.enabled, self.inputs, self.outputs = layout, True, {}, {}
+        self.handles = []
+
+    def __enter__(self):
+        for i, layer in enumerate(self.layout.layers):
+            self.handles.append(
+                layer["module"].register_forward_hook(self._hook(i, layer["name"]))
+            )
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def _hook(self, i, name):
+        def hook(mod, inp, out):
+            if not self.enabled:
+                return
+            if i in self.inputs:
+                raise ValueError(
+                    f"Layer {name!r} ran more than once in one forward pass (weight "
+                    "sharing or recurrence), which the Kronecker factorisation does "
+                    "not support. Use the exact curvature for this model."
+                )
+            self.inputs[i], self.outputs[i] = inp[0].detach(), out
+
+        return hook
+
+    def forward(self, module, X):
+        self.inputs, self.outputs = {}, {}
+        z = module(X)
+        return z.reshape(z.shape[0], -1)
+
+
+def _acts(layer, x):
+    """Layer inputs as ``(b, in[+1], T)`` (patches for a convolution)."""
+    import torch
+
+    m, b = layer["module"], x.shape[0]
+    if layer["kind"] == "conv":
+        a = torch.nn.functional.unfold(
+            x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride
+        )
+    else:
+        a = x.reshape(b, -1, x.shape[-1]).transpose(1, 2)
+    if layer["bias"] is not None:
+        a = torch.cat([a, a.new_ones(b, 1, a.shape[2])], 1)
+    return a
+
+
+def _grads(layer, g):
+    """Output gradients as ``(b, out, T)``."""
+    if layer["kind"] == "conv":
+        return g.reshape(g.shape[0], g.shape[1], -1)
+    return g.reshape(g.shape[0], -1, g.shape[-1]).transpose(1, 2)
+
+
+def _loss_name(loss):
+    name = getattr(loss, "loss", loss)  # ExampleLoss of the torch backend
+    return name if isinstance(name, str) else None
+
+
+def output_factors(loss, z, y, draws=None):
+    """``U (b, C, K)`` with ``sum_c U[i, c] U[i, c]' = Lambda_i`` (exactly or in mean).
+
+    ``draws`` (``None``: exact factors) are uniform ``(b, m)`` numbers for the
+    classification losses and standard normal ``(b, m, K)`` for squared error;
+    each gives a label drawn from the model's predictive distribution.
+    """
+    import torch
+
+    z = z.detach()
+    b, K = z.shape
+    name = _loss_name(loss)
+    if draws is None:
+        if name == "cross_entropy":
+            p = torch.softmax(z, 1)
+            sp = p.sqrt()
+            return (torch.diag_embed(sp) - p[:, :, None] * sp[:, None, :]).transpose(
+                1, 2
+            )
+        if name == "binary_cross_entropy":
+            p = torch.sigmoid(z[:, 0])
+            return (p * (1 - p)).sqrt()[:, None, None]
+        if name == "squared_error":
+            return torch.eye(K, dtype=z.dtype, device=z.device).expand(b, K, K)
+        from ..torch._functional import per_example_loss
+
+        def single(zi, yi):
+            return per_example_loss(loss, zi[None], yi[None])[0]
+
+        Lam = torch.vmap(torch.func.hessian(single))(z, y)
+        w, Q = torch.linalg.eigh(0.5 * (Lam + Lam.transpose(1, 2)))
+        if bool((w < -1e-8 * w.abs().amax(1, keepdim=True).clamp_min(1e-300)).any()):
+            raise ValueError(
+                "The loss's Hessian in the model output is not positive "
+                "semi-definite at some examples, so the Gauss-Newton curvature is "
+                "undefined. Use a loss that is convex in the output."
+            )
+        return (Q * w.clamp_min(0).sqrt()[:, None, :]).transpose(1, 2)
+    m = draws.shape[1]
+    if name == "cross_entropy":
+        p = torch.softmax(z, 1)
+        cdf = p.cumsum(1)
+        yhat = (cdf[:, None, :] < draws[:, :, None]).sum(-1).clamp(max=K - 1)
+        onehot = torch.nn.functional.one_hot(yhat, K).to(z.dtype)
+        return (p[:, None, :] - onehot) / m**0.5
+    if name == "binary_cross_entropy":
+        p = torch.sigmoid(z[:, 0])
+        yhat = (draws < p[:, None]).to(z.dtype)
+        return ((p[:, None] - yhat) / m**0.5)[:, :, None]
+    if name == "squared_error":
+        return draws / m**0.5
+    raise ValueError(
+        f"fisher='sampled' needs a named loss (cross_entropy, binary_cross_entropy, "
+        f"squared_error), got the callable {loss!r}. Use fisher='exact'."
+    )
+
+
+def _other_vjps(module, layout, X, U):
+    """``{name: (b, C, *shape)}``: ``J_i' u`` for the parameters outside the layers."""
+    from torch.func import functional_call, vjp, vmap
+
+    p0 = {k: layout.params[k].detach() for k in layout.other}
+
+    def one(x, Ui):
+        _, fn = vjp(lambda p: functional_call(module, p, (x[None],)).reshape(-1), p0)
+        return vmap(fn)(Ui)[0]
+
+    return vmap(one)(X, U)
+
+
+class KroneckerCurvature(HessianSolver):
+    """K-FAC / EK-FAC approximation of the damped Gauss-Newton matrix of a network.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Trained network, evaluated in eval mode (restored afterwards); its
+        examples must be independent (no batch statistics).
+    loss : {"cross_entropy", "binary_cross_entropy", "squared_error"} or callable
+        Per-example loss of the raw outputs ``(n, K)``; a callable
+        ``loss(z, y) -> (n,)`` needs ``fisher="exact"``.
+    kind : {"ekfac", "kfac"}, default="ekfac"
+        EK-FAC corrects the Kronecker eigenvalues (one more pass over the data).
+    fisher : {"exact", "sampled"}, default="exact"
+        Output-Hessian factors: exact (``K`` back-propagations per batch) or
+        labels drawn from the model (``n_draws`` back-propagations).
+    damping : float, default=0.0
+        ``lambda`` in per-example units: the solver applies
+        ``(F + lambda * W * I)^{-1}``, ``W`` the total sample weight.
+    n_draws : int, default=1
+        Labels drawn per example for ``fisher="sampled"``.
+    batch_size : int, default=256
+    random_state : int, numpy Generator or None, default=0
+        Seed of the drawn labels (drawn once for all rows, so the result does
+        not depend on ``batch_size``).
+
+    Attributes
+    ----------
+    layers_ : list of str
+        Names of the Kronecker-factored layers.
+    diagonal_parameters_ : list of str
+        Trainable parameters outside them (exact GGN diagonal).
+    n_params_ : int
+    data_weight_ : float
+        ``W``.
+    factors_ : list of dict
+        Per layer: ``A``, ``G``, their eigenpairs ``qa, da, qg, dg`` and the
+        eigenvalues ``lam`` (``dg da'`` for K-FAC, corrected for EK-FAC).
+
+    Notes
+    -----
+    See the module docstring for the factors and their exactness conditions.
+    ``H`` is ``None`` and ``rcond`` NaN: the solver never forms ``P x P``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_groupinf.backends._kfac import KroneckerCurvature
+    >>> torch.manual_seed(0) and None
+    >>> net = torch.nn.Linear(3, 2).double()
+    >>> X, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2).double()
+    >>> curv = KroneckerCurvature(net, "squared_error", damping=1e-3).fit(X, y)
+    >>> v = torch.randn(8, dtype=torch.float64).numpy()
+    >>> bool(abs(curv.solve(curv.matvec(v)) - v).max() < 1e-10)
+    True
+    """
+
+    H = None
+    rcond = float("nan")
+
+    def __init__(
+        self,
+        module,
+        loss,
+        *,
+        kind="ekfac",
+        fisher="exact",
+        damping=0.0,
+        n_draws=1,
+        batch_size=256,
+        random_state=0,
+    ):
+        self.module = module
+        self.loss = loss
+        self.kind = kind
+        self.fisher = fisher
+        self.damping = damping
+        self.n_draws = n_draws
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+    def _check_params(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}.")
+        if self.fisher not in FISHER:
+            raise ValueError(f"fisher must be one of {FISHER}, got {self.fisher!r}.")
+        if not (np.isfinite(self.damping) and self.damping >= 0):
+            raise ValueError(
+                f"damping must be a finite number >= 0, got {self.damping!r}."
+            )
+        if int(self.n_draws) < 1 or int(self.batch_size) < 1:
+            raise ValueError(
+                f"n_draws and batch_size must be >= 1, got {self.n_draws!r} and "
+                f"{self.batch_size!r}."
+            )
+
+    def _passes(self, X, y, s, draws):
+        """Yield ``(rows, acts, grads, U)`` per batch: layer inputs and gradients."""
+        import torch
+
+        for i0 in range(0, X.shape[0], int(self.batch_size)):
+            sl = slice(i0, i0 + int(self.batch_size))
+            z = self._rec.forward(self.module, X[sl])
+            U = output_factors(
+                self.loss, z, y[sl], None if draws is None else draws[sl]
+            )
+            idx = [i for i in range(len(self._layout.layers)) if i in self._rec.outputs]
+            outs = [self._rec.outputs[i] for i in idx]
+            acts = {i: _acts(self._layout.layers[i], self._rec.inputs[i]) for i in idx}
+            grads = []
+            for c in range(U.shape[1]):
+                gs = torch.autograd.grad(
+                    z, outs, U[:, c], retain_graph=True, allow_unused=True
+                )
+                grads.append(
+                    {
+                        i: _grads(self._layout.layers[i], g)
+                        for i, g in zip(idx, gs)
+                        if g is not None
+                    }
+                )
+            yield sl, acts, grads, U
+
+    def fit(self, X, y, sample_weight=None):
+        """Accumulate the factors over ``(X, y)`` and eigendecompose them.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n, ...)
+        y : torch.Tensor of shape (n, ...)
+            Encoded as the loss expects (class indices for cross-entropy).
+        sample_weight : torch.Tensor of shape (n,) or None
+
+        Returns
+        -------
+        self
+        """
+        import torch
+
+        self._check_params()
+        layout = self._layout = _Layout(self.module)
+        ref = next(iter(layout.params.values()))
+        X = torch.as_tensor(X, dtype=ref.dtype, device=ref.device)
+        y = torch.as_tensor(y, device=ref.device)
+        n = X.shape[0]
+        s = (
+            torch.ones(n, dtype=ref.dtype, device=ref.device)
+            if sample_weight is None
+            else torch.as_tensor(sample_weight, dtype=ref.dtype, device=ref.device)
+        )
+        self.data_weight_ = float(s.sum())
+        self.n_params_ = layout.n_params
+        self.layers_ = [layer["name"] for layer in layout.layers]
+        self.diagonal_parameters_ = list(layout.other)
+        draws = None
+        if self.fisher == "sampled":
+            rng = np.random.default_rng(self.random_state)
+            m = int(self.n_draws)
+            if _loss_name(self.loss) == "squared_error":
+                with torch.no_grad():
+                    K = self.module(X[:1]).reshape(1, -1).shape[1]
+                d = rng.standard_normal((n, m, K))
+            else:
+                d = rng.random((n, m))
+            draws = torch.as_tensor(d, dtype=ref.dtype, device=ref.device)
+        training = self.module.training
+        self.module.eval()
+        try:
+            with _Recorder(layout) as self._rec:
+                self._fit(X, y, s, draws)
+        finally:
+            self.module.train(training)
+            del self._rec
+        return self
+
+    def _fit(self, X, y, s, draws):
+        import torch
+
+        layout, W = self._layout, self.data_weight_
+        L = len(layout.layers)
+        A = [None] * L
+        G = [None] * L
+        T = [1] * L
+        diag = {k: torch.zeros_like(layout.params[k]) for k in layout.other}
+        for sl, acts, grads, U in self._passes(X, y, s, draws):
+            sb = s[sl]
+            for i, a in acts.items():
+                T[i] = a.shape[2]
+                Ai = torch.einsum("b,bdt,bet->de", sb, a, a)
+                A[i] = Ai if A[i] is None else A[i] + Ai
+                for gc in grads:
+                    if i in gc:
+                        g = gc[i]
+                        Gi = torch.einsum("b,bot,bpt->op", sb, g, g)
+                        G[i] = Gi if G[i] is None else G[i] + Gi
+            if layout.other:
+                self._rec.enabled = False
+                try:
+                    vj = _other_vjps(self.module, layout, X[sl], U)
+                finally:
+                    self._rec.enabled = True
+                for k in layout.other:
+                    v = vj[k].reshape(vj[k].shape[0], -1, *diag[k].shape)
+                    diag[k] += torch.einsum("b,bc...->...", sb, v**2)
+        self.factors_ = []
+        for i, layer in enumerate(layout.layers):
+            n_in, n_out = layer["n_in"], layer["n_out"]
+            Ai = A[i] / (W * T[i]) if A[i] is not None else X.new_zeros(n_in, n_in)
+            Gi = G[i] if G[i] is not None else X.new_zeros(n_out, n_out)
+            da, qa = torch.linalg.eigh(0.5 * (Ai + Ai.T))
+            dg, qg = torch.linalg.eigh(0.5 * (Gi + Gi.T))
+            da, dg = da.clamp_min(0), dg.clamp_min(0)
+            self.factors_.append(
+                {
+                    "A": Ai,
+                    "G": Gi,
+                    "qa": qa,
+                    "da": da,
+                    "qg": qg,
+                    "dg": dg,
+                    "lam": dg[:, None] * da[None, :],
+                }
+            )
+        self._diag = (
+            torch.cat([diag[k].reshape(-1) for k in layout.other])
+            if layout.other
+            else None
+        )
+        if self.kind == "ekfac":
+            self._correct_eigenvalues(X, y, s, draws)
+
+    def _correct_eigenvalues(self, X, y, s, draws):
+        import torch
+
+        lam = [torch.zeros_like(f["lam"]) for f in self.factors_]
+        for sl, acts, grads, _ in self._passes(X, y, s, draws):
+            sb = s[sl]
+            for i, a in acts.items():
+                f = self.factors_[i]
+                at = torch.einsum("bdt,de->bet", a, f["qa"])
+                for gc in grads:
+                    if i not in gc:
+                        continue
+                    gt = torch.einsum("bot,op->bpt", gc[i], f["qg"])
+                    if a.shape[2] == 1:
+                        lam[i] += torch.einsum(
+                            "b,bp,be->pe", sb, gt[..., 0] ** 2, at[..., 0] ** 2
+                        )
+                    else:
+                        D = torch.einsum("bpt,bet->bpe", gt, at)
+                        lam[i] += torch.einsum("b,bpe->pe", sb, D**2)
+        for f, li in zip(self.factors_, lam):
+            f["lam"] = li
+
+    # ------------------------------------------------------------ products
+    def _apply(self, V, fn):
+        import torch
+
+        check_is_fitted_kfac(self)
+        ref = self.factors_[0]["qa"] if self.factors_ else self._diag
+        Vn = np.asarray(V, dtype=np.float64)
+        if Vn.shape[0] != self.n_params_ or Vn.ndim not in (1, 2):
+            raise ValueError(
+                f"V must have shape (P,) or (P, k) with P={self.n_params_} (the "
+                f"trainable parameters), got {Vn.shape}."
+            )
+        one = Vn.ndim == 1
+        Vt = torch.as_tensor(
+            Vn.reshape(self.n_params_, -1), dtype=ref.dtype, device=ref.device
+        )
+        out = torch.empty_like(Vt)
+        shift = float(self.damping) * self.data_weight_
+        for layer, f in zip(self._layout.layers, self.factors_):
+            M = self._layout.block(Vt, layer)
+            R = torch.einsum("op,oek,ef->pfk", f["qg"], M, f["qa"])
+            R = R * fn(f["lam"] + shift, layer["name"])[:, :, None]
+            self._layout.put(
+                out, torch.einsum("op,pfk,ef->oek", f["qg"], R, f["qa"]), layer
+            )
+        if self._diag is not None:
+            rows = torch.cat(
+                [
+                    torch.arange(
+                        self._layout.slices[k].start,
+                        self._layout.slices[k].stop,
+                        device=Vt.device,
+                    )
+                    for k in self._layout.other
+                ]
+            )
+            out[rows] = Vt[rows] * fn(self._diag + shift, "diagonal")[:, None]
+        res = out.detach().to("cpu", torch.float64).numpy()
+        return res[:, 0] if one else res
+
+    def matvec(self, V):
+        """``(F + damping * W * I) V`` for ``V`` of shape ``(P,)`` or ``(P, k)``."""
+        return self._apply(V, lambda lam, name: lam)
+
+    def solve(self, V):
+        """``(F + damping * W * I)^{-1} V``, ``V`` of shape ``(P,)`` or ``(P, k)``."""
+
+        def inv(lam, name):
+            # round-off leaves a singular factor's eigenvalues at ~1e-17, not 0
+            if bool((lam <= 1e-12 * float(lam.max().clamp_min(1e-300))).any()):
+                raise IndefiniteHessianError(
+                    f"The Kronecker-factored curvature of {name!r} is singular "
+                    f"with damping={self.damping!r}: some directions have zero "
+                    "curvature. Pass damping > 0 (or a larger one; per-example units)."
+                )
+            return 1.0 / lam
+
+        return self._apply(V, inv)
+
+    def dense(self):
+        """Dense damped curvature ``(P, P)`` (for tests and small models only)."""
+        return self.matvec(np.eye(self.n_params_))
+
+
+def check_is_fitted_kfac(curv):
+    if not hasattr(curv, "factors_"):
+        raise ValueError(
+            "This KroneckerCurvature is not fitted yet: call fit(X, y) first."
+        )
+
+
+def per_example_products(module, loss, X, y, V, *, batch_size=256):
+    """``Q V (n, k)``: per-example loss gradients times ``V (P, k)``, without ``n x P``.
+
+    Row ``i`` is ``grad_theta l_i(theta)' V`` (unweighted, the loss of example
+    ``i`` at its label). For a Kronecker-factored layer with block ``V_l``
+    (``(out, in[+1], k)``, as in :class:`KroneckerCurvature`) it is
+    ``sum_t g_it' V_l a_it`` from the layer's inputs ``a_it`` and output
+    gradients ``g_it``, computed through whichever is smaller per batch: the
+    per-example gradient ``(b, out, in)`` or ``V_l a_it`` ``(b, out, k, T)``.
+    Parameters outside such layers use ``torch.func`` per-example gradients of
+    those parameters only.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    loss : str or callable
+        As for :class:`KroneckerCurvature`.
+    X, y : torch.Tensor
+    V : array-like of shape (P,) or (P, k)
+        In the flat order of the trainable parameters.
+    batch_size : int, default=256
+
+    Returns
+    -------
+    ndarray of shape (n, k) (``(n,)`` for ``V`` of shape ``(P,)``)
+    """
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    from ..torch._functional import per_example_loss
+
+    layout = _Layout(module)
+    ref = next(iter(layout.params.values()))
+    X = torch.as_tensor(X, dtype=ref.dtype, device=ref.device)
+    y = torch.as_tensor(y, device=ref.device)
+    Vn = np.asarray(V, dtype=np.float64)
+    if Vn.shape[0] != layout.n_params or Vn.ndim not in (1, 2):
+        raise ValueError(
+            f"V must have shape (P,) or (P, k) with P={layout.n_params}, got "
+            f"{Vn.shape}."
+        )
+    one = Vn.ndim == 1
+    Vt = torch.as_tensor(
+        Vn.reshape(layout.n_params, -1), dtype=ref.dtype, device=ref.device
+    )
+    blocks = [layout.block(Vt, layer) for layer in layout.layers]
+    V_other = {
+        k: Vt[layout.slices[k]].reshape(*layout.params[k].shape, -1)
+        for k in layout.other
+    }
+    p0 = {k: layout.params[k].detach() for k in layout.other}
+
+    def loss_other(p, x, yi):
+        z = functional_call(module, p, (x[None],))
+        return per_example_loss(loss, z.reshape(1, -1), yi[None])[0]
+
+    out = []
+    training = module.training
+    module.eval()
+    try:
+        with _Recorder(layout) as rec:
+            for i0 in range(0, X.shape[0], int(batch_size)):
+                sl = slice(i0, i0 + int(batch_size))
+                z = rec.forward(module, X[sl])
+                lsum = per_example_loss(loss, z, y[sl]).sum()
+                idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
+                gs = torch.autograd.grad(
+                    lsum, [rec.outputs[i] for i in idx], allow_unused=True
+                )
+                res = z.new_zeros(z.shape[0], Vt.shape[1])
+                for i, g in zip(idx, gs):
+                    if g is None:
+                        continue
+                    layer = layout.layers[i]
+                    a = _acts(layer, rec.inputs[i])
+                    g = _grads(layer, g)
+                    b, o, T = g.shape
+                    d, k = a.shape[1], Vt.shape[1]
+                    if o * d <= o * k * T:
+                        D = torch.einsum("bot,bdt->bod", g, a)
+                        res += torch.einsum("bod,odk->bk", D, blocks[i])
+                    else:
+                        Va = torch.einsum("odk,bdt->bokt", blocks[i], a)
+                        res += torch.einsum("bot,bokt->bk", g, Va)
+                if layout.other:
+                    rec.enabled = False
+                    try:
+                        pg = vmap(grad(loss_other), in_dims=(None, 0, 0))(
+                            p0, X[sl], y[sl]
+                        )
+                    finally:
+                        rec.enabled = True
+                    for k in layout.other:
+                        res += pg[k].reshape(pg[k].shape[0], -1) @ V_other[k].reshape(
+                            -1, Vt.shape[1]
+                        )
+                out.append(res.detach())
+    finally:
+        module.train(training)
+    res = torch.cat(out).to("cpu", torch.float64).numpy()
+    return res[:, 0] if one else res
