@@ -272,3 +272,35 @@ def test_torch_linear_matches_closed_form_and_sklearn(breast_cancer):
         gi_sk.self_influence(groups=groups) / C,
         rtol=1e-6,
     )
+
+
+@pytest.mark.torch
+def test_torch_matrix_free_matches_closed_form(breast_cancer):
+    """hessian_solver="cg": one CG solve per example, same closed form."""
+    torch = pytest.importorskip("torch")
+    from sklearn_groupinf.torch import TorchModel
+
+    X, y, _, _ = breast_cancer
+    X, y = X[:120], y[:120]
+    torch.manual_seed(0)
+    net = TorchModel(
+        torch.nn.Linear(30, 1),
+        loss="binary_cross_entropy",
+        weight_decay=1.0,
+        decay_bias=False,
+        hessian_solver="cg",
+        cg_tol=1e-12,
+        device="cpu",
+    )
+    gi = GroupInfluence(net).fit(X, y)
+    theta = gi.theta_
+    Xt = np.hstack([X, np.ones((len(X), 1))])
+    p = expit(Xt @ theta)
+    G = (p - y)[:, None] * Xt
+    H = Xt.T @ ((p * (1 - p))[:, None] * Xt) + np.diag([1.0] * 30 + [0.0])
+    expected = np.einsum("ij,ij->i", G, np.linalg.solve(H, G.T).T)
+    np.testing.assert_allclose(gi.self_influence(), expected, rtol=1e-8)
+    groups = np.arange(len(y)) % 5
+    GS = np.eye(5)[groups].T @ G
+    expected_g = np.einsum("ij,ij->i", GS, np.linalg.solve(H, GS.T).T)
+    np.testing.assert_allclose(gi.self_influence(groups=groups), expected_g, rtol=1e-8)
