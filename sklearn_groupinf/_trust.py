@@ -80,8 +80,10 @@ def group_hessian_products(backend, rows, V):
 def curvature_share(state, rows, *, n_iter=30, tol=1e-3, seed=0):
     """``lambda_max(H^{-1} H_S)`` of the group with training rows ``rows``.
 
-    Power iteration on ``H^{-1} H_S`` (self-adjoint in the ``H`` inner
-    product), started from ``H^{-1} H_S`` applied to a fixed random vector;
+    Exact from an eigenvalue problem of size ``m`` when the backend gives a
+    rank-``m`` factor of ``H_S`` with ``m <= n_iter`` (single rows, small
+    groups). Otherwise power iteration on ``H^{-1} H_S`` (self-adjoint in the
+    ``H`` inner product), started from ``H^{-1} H_S`` applied to a fixed random vector;
     each step costs one group-Hessian product and one solve with ``H``. The
     Rayleigh quotient ``x' H_S x / x' H x`` approaches ``lambda_max`` from
     below; iteration stops when it changes by less than ``tol`` (absolute: for
@@ -92,6 +94,9 @@ def curvature_share(state, rows, *, n_iter=30, tol=1e-3, seed=0):
     rows = np.asarray(rows)
     if len(rows) == 0:
         return 0.0
+    exact = _share_from_factor(state, rows, max_rank=n_iter)
+    if exact is not None:
+        return exact
     y = np.random.default_rng(seed).standard_normal(backend.n_params)
     try:
         y = group_hessian_products(backend, rows, y[:, None])[:, 0]
@@ -110,6 +115,30 @@ def curvature_share(state, rows, *, n_iter=30, tol=1e-3, seed=0):
             return new
         lam = new
     return lam
+
+
+def _share_from_factor(state, rows, *, max_rank):
+    """Exact share from a low-rank group Hessian ``V diag(signs) V'``, or None.
+
+    ``lambda_max(H^{-1} V C V') = lambda_max(C V' H^{-1} V)``: ``m`` solves for
+    a rank-``m`` factor, used when ``m <= max_rank`` (e.g. single rows).
+    """
+    try:
+        factor = state.backend.group_hessian_factor(rows, max_rank=max_rank)
+    except NotImplementedError:
+        return None
+    if factor is None:
+        return None
+    V, signs, diag = factor
+    if diag is not None and np.any(diag):
+        return None  # the penalty share of mean-form objectives is full rank
+    if V.shape[1] == 0:
+        return 0.0
+    G = V.T @ state.solver.solve(V)
+    G = 0.5 * (G + G.T)
+    if np.all(signs > 0):
+        return float(np.linalg.eigvalsh(G)[-1])
+    return float(np.max(np.linalg.eigvals(signs[:, None] * G).real))
 
 
 def rule(method, *, newton_reference):
