@@ -332,3 +332,35 @@ def test_errors_name_the_problem():
         KroneckerCurvature(
             net, lambda z, y: ((z - y) ** 2).sum(1), fisher="sampled"
         ).fit(X, y)
+
+
+def test_sampled_ekfac_is_exact_in_its_basis_for_the_drawn_labels(mlp):
+    # labels drawn as documented (inverse CDF of the softmax at seeded uniforms);
+    # the dense Fisher of those labels projected into the Kronecker basis has
+    # EK-FAC's eigenvalues on its diagonal
+    net, X, y, _, _ = mlp
+    X = X[:60]
+    m = 2
+    u = torch.tensor(np.random.default_rng(5).random((60, m)), dtype=DT)
+    with torch.no_grad():
+        cdf = torch.softmax(net(X), 1).cumsum(1)
+    F = 0
+    for j in range(m):
+        yj = (cdf < u[:, j : j + 1]).sum(1).clamp(max=2)
+        Qj = example_grads(net, "cross_entropy", X, yj)
+        F = F + Qj.T @ Qj / m
+    curv = KroneckerCurvature(
+        net,
+        "cross_entropy",
+        kind="ekfac",
+        fisher="sampled",
+        n_draws=m,
+        random_state=5,
+    ).fit(X, y[:60])
+    for j, f in enumerate(curv.factors_):
+        i = int(curv.layers_[j])
+        idx = layer_index(net, f"{i}.weight", f"{i}.bias")
+        Q = np.kron(f["qg"].numpy(), f["qa"].numpy())
+        expected = np.diag(Q.T @ F[np.ix_(idx, idx)] @ Q)
+        got = f["lam"].numpy().reshape(-1)
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12 * got.max())
