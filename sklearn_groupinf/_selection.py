@@ -41,7 +41,16 @@ def resolve_budget(budget, n_pool, name="budget"):
     return max(1, int(np.floor(budget * n_pool)))
 
 
-def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=None):
+def greedy_select(
+    b,
+    operator,
+    k,
+    *,
+    goal="decrease",
+    stop_early=False,
+    exclude=None,
+    strategy="auto",
+):
     """Greedy minimisation (or maximisation) of ``b' 1_S + 1/2 1_S' K 1_S``.
 
     Parameters
@@ -58,6 +67,13 @@ def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=
         Stop when no remaining unit moves the estimate in ``goal``'s direction.
     exclude : array-like of int, optional
         Units that may not be selected.
+    strategy : {"auto", "naive", "pruned"}, default="auto"
+        How the marginal changes are kept up to date for an implicit operator
+        ``K = W diag(sigma) W'``: ``"naive"`` adds one column of ``K`` per step
+        (a pass over ``W``); ``"pruned"`` evaluates exactly only the units
+        that bounds cannot rule out (:func:`_greedy_pruned`), with the same
+        picks. ``"auto"`` prunes implicit operators of at least
+        ``PRUNE_MIN_UNITS`` units. Dense operators always use ``"naive"``.
 
     Returns
     -------
@@ -68,6 +84,10 @@ def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=
     """
     if goal not in ("decrease", "increase"):
         raise ValueError(f"goal must be 'decrease' or 'increase'; got {goal!r}.")
+    if strategy not in ("auto", "naive", "pruned"):
+        raise ValueError(
+            f"strategy must be 'auto', 'naive' or 'pruned'; got {strategy!r}."
+        )
     b = np.asarray(b, dtype=np.float64)
     n = b.shape[0]
     direction = 1.0 if goal == "decrease" else -1.0
@@ -84,6 +104,25 @@ def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=
         if stop_early:
             order = order[: int(np.searchsorted(score[order] >= 0, True))]
         return order.astype(int), np.cumsum(b[order])
+    implicit = getattr(operator, "form", None) == "implicit"
+    if strategy == "pruned" or (
+        strategy == "auto" and implicit and n >= PRUNE_MIN_UNITS
+    ):
+        if not implicit:
+            raise ValueError(
+                "strategy='pruned' needs an implicit operator (K = W diag(s) W'); "
+                "a dense one has no factor to bound with. Use strategy='auto'."
+            )
+        return _greedy_pruned(
+            b,
+            operator.W,
+            operator.sigma,
+            half_diag,
+            k,
+            direction,
+            available,
+            stop_early,
+        )
     order, estimates = [], []
     total = 0.0
     for _ in range(min(k, int(available.sum()))):
@@ -99,6 +138,116 @@ def greedy_select(b, operator, k, *, goal="decrease", stop_early=False, exclude=
         if operator is not None:
             c += np.asarray(operator.column(j), dtype=np.float64)
     return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
+
+
+#: implicit operators with at least this many units use the pruned greedy
+PRUNE_MIN_UNITS = 20_000
+
+
+def _greedy_pruned(
+    b,
+    W,
+    sigma,
+    half_diag,
+    k,
+    direction,
+    available,
+    stop_early,
+    *,
+    shortlist=4096,
+    stats=None,
+):
+    """The greedy rule of :func:`greedy_select` with bounds instead of passes.
+
+    With ``K = W diag(sigma) W'`` (``sigma`` in ``{-1, +1}``) and ``v`` the sum
+    of the rows ``w_i`` selected so far, the running sum is ``c_j = w_j'
+    diag(sigma) v``. At a *checkpoint* (one pass over ``W``) every ``c_j`` is
+    computed exactly for ``v = v0``; afterwards, by Cauchy-Schwarz,
+
+        |c_j(v) - c_j(v0)| <= ||w_j|| * ||v - v0|| = ||w_j|| * d,
+
+    so every unit's score lies in ``[s0_j - ||w_j|| d, s0_j + ||w_j|| d]``.
+    A unit whose lower bound exceeds the smallest upper bound ``U`` cannot be
+    the greedy pick; the others (at least the unit attaining ``U``) are
+    evaluated exactly (``O(r)`` each) and the best is taken, ties to the lowest
+    index, as :func:`greedy_select` does. At a checkpoint a shortlist ``L`` of
+    units is kept: those with ``s0_j - ||w_j|| D <= T``, ``T`` the smallest
+    upper bound at radius ``D`` (``D`` chosen so that ``L`` has about
+    ``shortlist`` units). A unit outside ``L`` has a lower bound above ``T``
+    for every ``d <= D``, so ``L`` holds every candidate as long as ``d <= D``
+    and some unit of ``L`` still has an upper bound ``<= T`` (selected units
+    leave ``L``); otherwise a new checkpoint is taken. The picks and
+    estimates are those of the naive rule (up to round-off in the order of
+    summation).
+
+    ``stats``, when a dict, receives ``passes`` (full passes over ``W``,
+    counting those for the diagonal and the row norms) and ``evaluated``
+    (exact scores).
+    """
+    n, _ = W.shape
+    base = direction * (b + half_diag)
+    norms = np.sqrt(np.einsum("ij,ij->i", W, W))
+    v = np.zeros(W.shape[1])
+    n_steps = min(k, int(available.sum()))
+    order, estimates = [], []
+    total = 0.0
+    passes, evaluated = 2, 0  # the diagonal and the row norms
+    short = None  # (rows, s0 of the rows, norms of the rows, D, T, v0)
+    for _ in range(n_steps):
+        if short is not None:
+            rows, s0, nr, D, T, v0 = short
+            d = float(np.linalg.norm(v - v0))
+            if d > D or len(rows) == 0 or np.min(s0 + nr * d) > T:
+                short = None
+        if short is None:  # checkpoint: exact scores of every unit
+            s_all = base + direction * (W @ (sigma * v))
+            s_all[~available] = np.inf
+            passes += 1
+            D = _shortlist_radius(s_all, norms, shortlist)
+            T = np.min(s_all + norms * D)
+            rows = np.flatnonzero(s_all - norms * D <= T)
+            short = (rows, s_all[rows], norms[rows], D, T, v.copy())
+            rows, s0, nr, D, T, v0 = short
+            d = 0.0
+        lb = s0 - nr * d
+        cand = rows[lb <= np.min(s0 + nr * d)]
+        exact = base[cand] + direction * (W[cand] @ (sigma * v))
+        evaluated += len(cand)
+        best = int(np.argmin(exact))
+        j, score = int(cand[best]), float(exact[best])
+        if stop_early and score >= 0:
+            break
+        order.append(j)
+        total += direction * score
+        estimates.append(total)
+        available[j] = False
+        v += W[j]
+        keep = rows != j
+        short = (rows[keep], s0[keep], nr[keep], D, T, v0)
+    if stats is not None:
+        stats.update(passes=passes, evaluated=evaluated)
+    return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
+
+
+def _shortlist_radius(s, norms, size):
+    """Largest radius ``D`` (of a doubling search) whose shortlist has ``<= size``.
+
+    The shortlist for radius ``D`` holds the units whose lower bound
+    ``s_j - ||w_j|| D`` does not exceed the smallest upper bound; it grows with
+    ``D``. Returns ``0`` when even the smallest positive radius overflows.
+    """
+    finite = np.isfinite(s)
+    if not np.any(finite):
+        return 0.0
+    scale = float(np.max(norms[finite])) or 1.0
+    spread = float(np.ptp(s[finite])) or 1.0
+    D, best = spread / scale * 1e-6, 0.0
+    for _ in range(40):
+        ub = np.min(s + norms * D)
+        if np.count_nonzero(s - norms * D <= ub) > size:
+            break
+        best, D = D, 2.0 * D
+    return best
 
 
 def greedy_refined(

@@ -1,0 +1,107 @@
+"""The pruned greedy makes the same picks as the naive greedy rule."""
+
+import numpy as np
+import pytest
+
+from sklearn_groupinf._interaction import InteractionOperator
+from sklearn_groupinf._selection import _greedy_pruned, greedy_select
+
+
+def _fixture(seed, n=600, r=6, n_neg=0, n_dup=0):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n, r)) * rng.uniform(0.1, 2.0, size=(n, 1))
+    b = rng.standard_normal(n)
+    if n_dup:  # exact ties: duplicated units
+        src = rng.choice(n, n_dup, replace=False)
+        dst = rng.choice(np.setdiff1d(np.arange(n), src), n_dup, replace=False)
+        W[dst], b[dst] = W[src], b[src]
+    sigma = np.ones(r)
+    sigma[:n_neg] = -1.0  # indefinite middle
+    return b, InteractionOperator(W, sigma)
+
+
+@pytest.mark.parametrize("goal", ["decrease", "increase"])
+@pytest.mark.parametrize(
+    "seed, n_neg, n_dup", [(0, 0, 0), (1, 2, 0), (2, 0, 40), (3, 3, 40)]
+)
+def test_pruned_greedy_equals_naive(goal, seed, n_neg, n_dup):
+    b, op = _fixture(seed, n_neg=n_neg, n_dup=n_dup)
+    naive = greedy_select(b, op, 120, goal=goal, strategy="naive")
+    pruned = greedy_select(b, op, 120, goal=goal, strategy="pruned")
+    np.testing.assert_array_equal(pruned[0], naive[0])
+    np.testing.assert_allclose(pruned[1], naive[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shortlist", [1, 8, 64, 10_000])
+def test_shortlist_size_does_not_change_picks(shortlist):
+    b, op = _fixture(4, n_neg=1, n_dup=20)
+    naive = greedy_select(b, op, 80, strategy="naive")
+    avail = np.ones(len(b), dtype=bool)
+    stats = {}
+    order, est = _greedy_pruned(
+        b,
+        op.W,
+        op.sigma,
+        0.5 * op.diag(),
+        80,
+        1.0,
+        avail,
+        False,
+        shortlist=shortlist,
+        stats=stats,
+    )
+    np.testing.assert_array_equal(order, naive[0])
+    np.testing.assert_allclose(est, naive[1], rtol=1e-10, atol=1e-12)
+    if shortlist >= 64:  # bounds save passes: fewer than one per step
+        assert stats["passes"] < 80
+
+
+def test_pruned_stop_early_and_exclude():
+    b, op = _fixture(5)
+    b = b + 0.5  # positive K: marginal changes grow, so the greedy stops
+    kw = dict(goal="decrease", stop_early=True, exclude=[0, 1, 2])
+    naive = greedy_select(b, op, 200, strategy="naive", **kw)
+    pruned = greedy_select(b, op, 200, strategy="pruned", **kw)
+    assert 0 < len(naive[0]) < 200
+    np.testing.assert_array_equal(pruned[0], naive[0])
+    assert not np.isin([0, 1, 2], pruned[0]).any()
+
+
+def test_pruned_needs_an_implicit_operator():
+    from sklearn_groupinf._interaction import DenseInteractionOperator
+
+    b, op = _fixture(6, n=50)
+    dense = DenseInteractionOperator(op.W, op.sigma, device="cpu")
+    with pytest.raises(ValueError, match="implicit operator"):
+        greedy_select(b, dense, 5, strategy="pruned")
+    with pytest.raises(ValueError, match="strategy"):
+        greedy_select(b, op, 5, strategy="fast")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pruned_greedy_when_picks_leave_the_shortlist(seed):
+    # small interactions next to a wide spread of b: few checkpoints, and the
+    # units with the smallest upper bounds are the ones picked, so the
+    # shortlist must be renewed when no remaining unit is below its threshold
+    rng = np.random.default_rng(seed)
+    n, r = 3000, 8
+    W = rng.standard_normal((n, r)) * 0.01 * rng.uniform(0.2, 1.0, (n, 1))
+    b = rng.standard_normal(n) * 0.01
+    op = InteractionOperator(W, np.ones(r))
+    naive = greedy_select(b, op, 300, strategy="naive")
+    stats = {}
+    order, est = _greedy_pruned(
+        b,
+        W,
+        op.sigma,
+        0.5 * op.diag(),
+        300,
+        1.0,
+        np.ones(n, dtype=bool),
+        False,
+        shortlist=64,
+        stats=stats,
+    )
+    np.testing.assert_array_equal(order, naive[0])
+    np.testing.assert_allclose(est, naive[1], rtol=1e-10, atol=1e-14)
+    assert stats["passes"] < 300
