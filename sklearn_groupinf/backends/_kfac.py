@@ -94,6 +94,12 @@ class KroneckerCurvature(HessianSolver):
     random_state : int, numpy Generator or None, default=0
         Seed of the drawn labels (drawn once for all rows, so the result does
         not depend on ``batch_size``).
+    penalty : float, array-like of shape (P,) or None, default=None
+        Diagonal Hessian of a penalty term of the objective (e.g. weight
+        decay in sum form, zero for undecayed biases), added to ``F``. Exact
+        for the diagonal parameters and where it is constant over a layer's
+        ``[weight | bias]`` block; otherwise the block gets its best diagonal
+        in the Kronecker eigenbasis, ``(Q_G^2)' D (Q_A^2)``.
 
     Attributes
     ----------
@@ -106,7 +112,8 @@ class KroneckerCurvature(HessianSolver):
         ``W``.
     factors_ : list of dict
         Per layer: ``A``, ``G``, their eigenpairs ``qa, da, qg, dg`` and the
-        eigenvalues ``lam`` (``dg da'`` for K-FAC, corrected for EK-FAC).
+        eigenvalues ``lam`` (``dg da'`` for K-FAC, corrected for EK-FAC) and
+        ``pen``, the penalty's in the same basis.
 
     Notes
     -----
@@ -140,6 +147,7 @@ class KroneckerCurvature(HessianSolver):
         n_draws=1,
         batch_size=256,
         random_state=0,
+        penalty=None,
     ):
         self.module = module
         self.loss = loss
@@ -149,6 +157,7 @@ class KroneckerCurvature(HessianSolver):
         self.n_draws = n_draws
         self.batch_size = batch_size
         self.random_state = random_state
+        self.penalty = penalty
 
     # ------------------------------------------------------------------ fit
     def _check_params(self):
@@ -300,6 +309,27 @@ class KroneckerCurvature(HessianSolver):
         )
         if self.kind == "ekfac":
             self._correct_eigenvalues(X, y, s, draws)
+        self._add_penalty(X)
+
+    def _add_penalty(self, X):
+        """Penalty eigenvalues per block (``pen``) and on the diagonal parameters."""
+        import torch
+
+        layout, P = self._layout, self.n_params_
+        pen = np.zeros(P) if self.penalty is None else np.asarray(self.penalty, float)
+        if pen.ndim == 0:
+            pen = np.full(P, float(pen))
+        if pen.shape != (P,) or not np.all(np.isfinite(pen)) or np.any(pen < 0):
+            raise ValueError(
+                f"penalty must be a finite number >= 0 or an array of shape ({P},) "
+                f"of them (one per trainable parameter), got shape {pen.shape}."
+            )
+        pen = torch.as_tensor(pen, dtype=X.dtype, device=X.device)
+        for layer, f in zip(layout.layers, self.factors_):
+            D = layout.block(pen[:, None], layer)[..., 0]
+            f["pen"] = (f["qg"] ** 2).T @ D @ f["qa"] ** 2
+        if layout.other:
+            self._diag_pen = torch.cat([pen[layout.slices[k]] for k in layout.other])
 
     def _correct_eigenvalues(self, X, y, s, draws):
         import torch
@@ -345,7 +375,7 @@ class KroneckerCurvature(HessianSolver):
         for layer, f in zip(self._layout.layers, self.factors_):
             M = self._layout.block(Vt, layer)
             R = torch.einsum("op,oek,ef->pfk", f["qg"], M, f["qa"])
-            R = R * fn(f["lam"] + shift, layer["name"])[:, :, None]
+            R = R * fn(f["lam"] + f["pen"] + shift, layer["name"])[:, :, None]
             self._layout.put(
                 out, torch.einsum("op,pfk,ef->oek", f["qg"], R, f["qa"]), layer
             )
@@ -360,7 +390,9 @@ class KroneckerCurvature(HessianSolver):
                     for k in self._layout.other
                 ]
             )
-            out[rows] = Vt[rows] * fn(self._diag + shift, "diagonal")[:, None]
+            out[rows] = (
+                Vt[rows] * fn(self._diag + self._diag_pen + shift, "diagonal")[:, None]
+            )
         res = out.detach().to("cpu", torch.float64).numpy()
         return res[:, 0] if one else res
 
@@ -385,6 +417,11 @@ class KroneckerCurvature(HessianSolver):
 
     def dense(self):
         """Dense damped curvature ``(P, P)`` (for tests and small models only)."""
+        if self.n_params_ > 20_000:
+            raise MemoryError(
+                f"dense() of {self.n_params_} parameters would hold a "
+                f"{self.n_params_}^2 matrix; use matvec/solve (P <= 20000 only)."
+            )
         return self.matvec(np.eye(self.n_params_))
 
 
