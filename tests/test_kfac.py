@@ -389,3 +389,61 @@ def test_penalty_is_exact_on_uniform_blocks_and_best_diagonal_otherwise(mlp):
         np.testing.assert_allclose(got, np.diag(Q.T @ A @ Q), rtol=1e-8, atol=1e-12)
     with pytest.raises(ValueError, match="penalty must be"):
         KroneckerCurvature(net, "cross_entropy", penalty=np.ones(3)).fit(X, y)
+
+
+def _odd_models():
+    torch.manual_seed(3)
+    nn = torch.nn
+    yield (
+        "strided-padded-conv",
+        nn.Sequential(
+            nn.Conv2d(2, 3, 3, stride=2, padding=1),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(3 * 3 * 3, 4),
+        ),
+        (2, 5, 5),
+    )
+    yield (
+        "dilated-conv-no-bias",
+        nn.Sequential(
+            nn.Conv2d(1, 2, 2, dilation=2, bias=False),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(2 * 4 * 4, 4, bias=False),
+        ),
+        (1, 6, 6),
+    )
+    yield (
+        "linear-over-positions",
+        nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(20, 4)),
+        (5, 3),
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["strided-padded-conv", "dilated-conv-no-bias", "linear-over-positions"]
+)
+def test_ekfac_identity_for_strides_dilations_and_positions(name):
+    _, net, shape = next(m for m in _odd_models() if m[0] == name)
+    net = net.to(DT)
+    X = torch.randn(25, *shape, dtype=DT)
+    y = torch.randint(0, 4, (25,))
+    F = exact_ggn(net, "cross_entropy", X, y)
+    curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac").fit(X, y)
+    assert curv.diagonal_parameters_ == []
+    for j, f in enumerate(curv.factors_):
+        i = int(curv.layers_[j])
+        bias = net[i].bias is not None
+        idx = layer_index(net, f"{i}.weight", f"{i}.bias" if bias else None)
+        Q = np.kron(f["qg"].numpy(), f["qa"].numpy())
+        expected = np.diag(Q.T @ F[np.ix_(idx, idx)] @ Q)
+        got = f["lam"].numpy().reshape(-1)
+        np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12 * got.max())
+    V = np.random.default_rng(0).standard_normal((len(F), 3))
+    np.testing.assert_allclose(
+        per_example_products(net, "cross_entropy", X, y, V),
+        example_grads(net, "cross_entropy", X, y) @ V,
+        rtol=1e-10,
+        atol=1e-12,
+    )
