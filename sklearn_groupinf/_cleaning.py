@@ -19,33 +19,6 @@ from sklearn.model_selection import (
     StratifiedShuffleSplit,
 )
 
-from .backends import unwrap_estimator
-
-
-def loss_scale(estimator):
-    """``c`` with ``l_i = c * metric_i`` for the fitted ``estimator``.
-
-    :meth:`GroupInfluence.self_influence` is in the units of the objective's
-    per-example loss ``l_i`` (``C`` times the log-loss for
-    ``LogisticRegression``, half the squared error or half the deviance for
-    the least-squares models and GLMs); own losses computed from predictions
-    are in the metric's units.
-    """
-    final, _ = unwrap_estimator(estimator)
-    name = type(final).__name__
-    if name == "LogisticRegression":
-        return float(final.C)
-    if name in (
-        "Ridge",
-        "LinearRegression",
-        "RidgeClassifier",
-        "PoissonRegressor",
-        "GammaRegressor",
-        "TweedieRegressor",
-    ):
-        return 0.5
-    return 1.0
-
 
 def own_losses(estimator, X, y, classifier):
     """Each row's loss under the fitted ``estimator`` (metric units).
@@ -69,7 +42,7 @@ def own_losses(estimator, X, y, classifier):
 def approximate_loo_loss(gi, X, y, classifier):
     """``l_i(theta_hat) + sigma_i`` in metric units, from one fitted ``gi``."""
     own = own_losses(gi.estimator_, X, y, classifier)
-    return own + gi.self_influence() / loss_scale(gi.estimator_)
+    return own + gi.self_influence()  # both in the metric's units
 
 
 def looks_noisy(loo_loss, y, classifier):

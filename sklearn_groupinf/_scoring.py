@@ -96,9 +96,14 @@ def self_influence(self, groups=None):
     Returns
     -------
     sigma : ndarray of shape (n_samples,) or (n_groups,)
-        Estimated rise of the example's loss ``l_i`` (for a group: of its
-        members' summed loss) when it is removed, in the units of ``l_i``
-        (see Notes). Positive: the unit's own loss rises without it.
+        Estimated rise of the example's own loss (for a group: of its
+        members' summed loss) when it is removed, in the units of the
+        estimator's usual metric for one example: log-loss for
+        ``LogisticRegression``, squared error (averaged over outputs) for the
+        least-squares models, deviance for the GLMs, the training loss for a
+        ``TorchModel``. Positive: the unit's own loss rises without it. It
+        equals ``influence_[i]`` of a ``GroupInfluence`` whose target set is
+        the training set with ``target_weight`` one on row ``i`` only.
 
     Notes
     -----
@@ -111,16 +116,16 @@ def self_influence(self, groups=None):
         \\sigma_S = \\Big(\\sum_{i\\in S} \\nabla \\ell_i\\Big)^\\top
             H^{-1} \\sum_{i \\in S} q_i ,
 
-    where :math:`\\ell_i` is the example's data loss as the objective
-    counts it, without its sample weight and without the penalty:
-    ``C`` times the log-loss for ``LogisticRegression`` (the log-loss
-    itself with no penalty), half the squared error for the least-squares
-    models (whose objective the backend halves, penalty included), the
-    half deviance for the GLMs, and the module's training loss for a
-    ``TorchModel``. For sum-form objectives :math:`q_i = s_i \\nabla
-    \\ell_i`, so with unit weights :math:`\\sigma_i = \\nabla\\ell_i^\\top
-    H^{-1} \\nabla\\ell_i \\ge 0`. For the mean-form GLM objectives
-    :math:`q_i` also carries the example's share of the penalty gradient,
+    where :math:`\\ell_i` is the example's term of the estimator's usual
+    metric (log-loss, squared error, deviance; the training loss of a
+    ``TorchModel``), without its sample weight and without the penalty.
+    The objective counts the example as :math:`s_i c\\,\\ell_i` for a
+    constant :math:`c` (``C`` for ``LogisticRegression``, 1/2 for the
+    least-squares models and the GLMs' half deviance), so
+    :math:`q_i = s_i c \\nabla \\ell_i` for the sum-form objectives. With
+    unit weights :math:`\\sigma_i = c\\,\\nabla\\ell_i^\\top H^{-1}
+    \\nabla\\ell_i \\ge 0`. For the mean-form GLM objectives :math:`q_i`
+    also carries the example's share of the penalty gradient,
     so :math:`\\sigma_i` can be slightly negative. :math:`\\sigma_S`
     includes the cross terms between members; it is not the sum of their
     :math:`\\sigma_i`. Per-example scores cost one solve with :math:`H`

@@ -35,7 +35,8 @@ def self_influence(state, membership=None, *, batch_size=1024):
     -------
     sigma : ndarray of shape (n_units,)
         First-order rise of each unit's own (summed) loss when it is removed,
-        in the units of ``l_i``.
+        in the units of the estimator's usual metric per example
+        (``backend.metric_scale`` times ``l_i``).
     """
     backend = state.backend
     if membership is None:
@@ -48,6 +49,7 @@ def self_influence(state, membership=None, *, batch_size=1024):
     else:
         L = backend.aggregated_loss_gradients(membership.matrix)
         out = np.einsum("ij,ij->i", L, state.shifts(membership))
+    out *= backend.metric_scale
     if not np.all(np.isfinite(out)):
         raise FloatingPointError(
             "Self-influence produced non-finite values; the Hessian is "

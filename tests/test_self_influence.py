@@ -1,15 +1,16 @@
 """GroupInfluence.self_influence against closed forms and exact refits.
 
-Self-influence is the first-order rise of a unit's own loss ``l_i`` (the data
-loss as the objective counts it, without the weight) when the unit is
-removed. References:
+Self-influence is the first-order rise of a unit's own loss when the unit is
+removed, in the units of the estimator's usual metric for one example
+(log-loss, squared error, deviance). References:
 
 * Ridge: with the hat matrix ``h = X~ (X~'SX~ + D)^{-1} X~'`` (``D`` the
-  penalty, intercept unpenalised) and residuals ``r``, ``sigma_i = s_i h_ii
-  r_i^2`` and, for a group, ``sigma_S = r_S' S_S h_SS S_S r_S`` (objective
-  ``1/2 sum s_i r_i^2 + alpha/2 ||w||^2``). The exact leave-one-out residual
-  ``r_i / (1 - h_ii)`` (unit weights) gives the exact rise
-  ``1/2 r_i^2 ((1 - h_ii)^{-2} - 1)``, checked against refits.
+  penalty, intercept unpenalised) and residuals ``r``, the squared error
+  rises by ``sigma_i = 2 s_i h_ii r_i^2`` and, for a group, ``sigma_S =
+  2 r_S' S_S h_SS S_S r_S`` (objective ``1/2 sum s_i r_i^2 + alpha/2
+  ||w||^2``). The exact leave-one-out residual ``r_i / (1 - h_ii)`` (unit
+  weights) gives the exact rise ``r_i^2 ((1 - h_ii)^{-2} - 1)``, checked
+  against refits.
 * LogisticRegression and PoissonRegressor: leave-one-out / leave-group-out
   refits with a tight tolerance, own loss evaluated independently.
 """
@@ -46,7 +47,7 @@ def test_ridge_examples_closed_form(weighted):
     gi = GroupInfluence(Ridge(alpha=alpha)).fit(X, y, sample_weight=s)
     sw = np.ones(len(y)) if s is None else s
     r, hat = _ridge_closed_form(X, y, alpha, sw)
-    expected = sw * np.diag(hat) * r**2
+    expected = 2 * sw * np.diag(hat) * r**2
     sigma = gi.self_influence()
     np.testing.assert_allclose(sigma, expected, rtol=1e-9, atol=1e-12 * expected.max())
     assert np.all(sigma >= 0)
@@ -65,8 +66,8 @@ def test_ridge_examples_against_refits():
         keep = np.arange(len(y)) != i
         m = Ridge(alpha=alpha).fit(X[keep], y[keep])
         r_new = y[i] - m.predict(X[i : i + 1])[0]
-        actual[i] = 0.5 * r_new**2 - 0.5 * r[i] ** 2
-    np.testing.assert_allclose(actual, 0.5 * r**2 * ((1 - h) ** -2 - 1), rtol=1e-8)
+        actual[i] = r_new**2 - r[i] ** 2
+    np.testing.assert_allclose(actual, r**2 * ((1 - h) ** -2 - 1), rtol=1e-8)
     np.testing.assert_allclose(actual / sigma, (1 - h / 2) / (1 - h) ** 2, rtol=1e-7)
     assert np.corrcoef(sigma, actual)[0, 1] > 0.99
 
@@ -81,27 +82,27 @@ def test_ridge_groups_closed_form_and_refits():
     expected, actual = [], []
     for g in range(9):
         S = np.flatnonzero(groups == g)
-        expected.append(r[S] @ hat[np.ix_(S, S)] @ r[S])
+        expected.append(2 * r[S] @ hat[np.ix_(S, S)] @ r[S])
         keep = groups != g
         m = Ridge(alpha=alpha).fit(X[keep], y[keep])
         r_new = y[S] - m.predict(X[S])
-        actual.append(0.5 * r_new @ r_new - 0.5 * r[S] @ r[S])
+        actual.append(r_new @ r_new - r[S] @ r[S])
     expected, actual = np.array(expected), np.array(actual)
     np.testing.assert_allclose(sigma, expected, rtol=1e-9)
     # exact leave-group-out: r_S -> (I - h_SS)^{-1} r_S
     for g in range(9):
         S = np.flatnonzero(groups == g)
         r_new = np.linalg.solve(np.eye(len(S)) - hat[np.ix_(S, S)], r[S])
-        assert actual[g] == pytest.approx(0.5 * (r_new @ r_new - r[S] @ r[S]))
+        assert actual[g] == pytest.approx(r_new @ r_new - r[S] @ r[S])
     # sigma_S is the first term of the refit's series in h_SS:
-    # 1/2 ||(I - h)^{-1} r||^2 - 1/2 ||r||^2 = sum_k (k + 1)/2 r' h^k r
+    # ||(I - h)^{-1} r||^2 - ||r||^2 = sum_k (k + 1) r' h^k r
     for g in range(9):
         S = np.flatnonzero(groups == g)
         hS = hat[np.ix_(S, S)]
         terms, v = [], r[S]
         for k in range(1, 200):
             v = hS @ v
-            terms.append((k + 1) / 2 * r[S] @ v)
+            terms.append((k + 1) * r[S] @ v)
         assert terms[0] == pytest.approx(sigma[g], rel=1e-9)
         assert sum(terms) == pytest.approx(actual[g], rel=1e-8)
     assert np.corrcoef(sigma, actual)[0, 1] > 0.98
@@ -138,8 +139,8 @@ def test_logistic_examples_against_loo_refits():
     for i in rows:
         keep = np.arange(len(y)) != i
         m = LogisticRegression(C=C, tol=1e-12, max_iter=10_000).fit(X[keep], y[keep])
-        # l_i = C * log-loss: the objective is C sum_i l_i + 1/2 ||w||^2
-        actual.append(C * (_logloss(m, X[i : i + 1], y[i : i + 1])[0] - own[i]))
+        # in log-loss units, whatever C
+        actual.append(_logloss(m, X[i : i + 1], y[i : i + 1])[0] - own[i])
     actual = np.array(actual)
     assert np.corrcoef(sigma[rows], actual)[0, 1] > 0.999
     rel = np.abs(sigma[rows] - actual) / np.abs(actual)
@@ -159,7 +160,7 @@ def test_logistic_groups_against_refits():
     for g in range(n_groups):
         S, keep = groups == g, groups != g
         m = LogisticRegression(C=C, tol=1e-12).fit(X[keep], y[keep])
-        actual.append(C * (_logloss(m, X[S], y[S]).sum() - own[S].sum()))
+        actual.append(_logloss(m, X[S], y[S]).sum() - own[S].sum())
     actual = np.array(actual)
     assert np.corrcoef(sigma, actual)[0, 1] > 0.999
     rel = np.abs(sigma - actual) / np.abs(actual)
@@ -167,7 +168,7 @@ def test_logistic_groups_against_refits():
 
 
 def test_poisson_mean_form_against_refits():
-    """Mean-form GLM: l_i is the half deviance, q_i carries the penalty share."""
+    """Mean-form GLM: deviance units; q_i carries the penalty share."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 3))
     y = rng.poisson(np.exp(0.3 * X[:, 0] - 0.2 * X[:, 1] + 0.5))
@@ -187,7 +188,7 @@ def test_poisson_mean_form_against_refits():
         keep = np.arange(100) != i
         m = PoissonRegressor(alpha=alpha, tol=1e-12, max_iter=10_000)
         m.fit(X[keep], y[keep])
-        actual.append(half_deviance(m, i) - half_deviance(base, i))
+        actual.append(2 * (half_deviance(m, i) - half_deviance(base, i)))
     actual = np.array(actual)
     assert np.corrcoef(sigma[rows], actual)[0, 1] > 0.999
     rel = np.abs(sigma[rows] - actual) / np.abs(actual)
@@ -219,6 +220,24 @@ def test_multinomial_examples_against_loo_refits():
     assert np.corrcoef(sigma[rows], actual)[0, 1] > 0.999
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: LogisticRegression(C=0.3), lambda: Ridge(alpha=2.0)]
+)
+def test_self_influence_is_the_influence_on_the_own_metric(make):
+    """sigma_i = influence_[i] when the target is row i's own metric term."""
+    X, y = _logistic_data(n=80, seed=3)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    gi = GroupInfluence(make()).fit(X, y, sample_weight=w)
+    sigma = gi.self_influence()
+    for i in (0, 7, 41):
+        e = np.zeros(len(y))
+        e[i] = 1.0
+        own = GroupInfluence(make()).fit(
+            X, y, sample_weight=w, X_target=X, y_target=y, target_weight=e
+        )
+        assert sigma[i] == pytest.approx(own.influence_[i], rel=1e-8)
+
+
 def test_self_influence_units_are_groups_sorted(breast_cancer):
     X, y, _, _ = breast_cancer
     gi = GroupInfluence(LogisticRegression()).fit(X, y)
@@ -234,10 +253,10 @@ def test_self_influence_units_are_groups_sorted(breast_cancer):
 
 @pytest.mark.torch
 def test_torch_linear_matches_closed_form_and_sklearn(breast_cancer):
-    """nn.Linear + BCE with weight decay 1/C: sigma_torch = sigma_sklearn / C.
+    """nn.Linear + BCE with weight decay 1/C equals LogisticRegression(C).
 
-    The torch objective is the sklearn one divided by ``C`` (so are ``l_i``,
-    ``q_i`` and ``H``), hence the factor; a numpy closed form checks both.
+    The torch objective is the sklearn one divided by ``C``; both report
+    log-loss units, so the scores agree; a numpy closed form checks both.
     """
     torch = pytest.importorskip("torch")
     from sklearn_groupinf.torch import TorchModel
@@ -265,11 +284,11 @@ def test_torch_linear_matches_closed_form_and_sklearn(breast_cancer):
     H = Xt.T @ ((p * (1 - p))[:, None] * Xt) + np.diag([1 / C] * 30 + [0.0])
     expected = np.einsum("ij,ij->i", G, np.linalg.solve(H, G.T).T)
     np.testing.assert_allclose(sigma_t, expected, rtol=1e-7)
-    np.testing.assert_allclose(sigma_t, gi_sk.self_influence() / C, rtol=1e-6)
+    np.testing.assert_allclose(sigma_t, gi_sk.self_influence(), rtol=1e-6)
     groups = np.arange(200) % 6
     np.testing.assert_allclose(
         gi_t.self_influence(groups=groups),
-        gi_sk.self_influence(groups=groups) / C,
+        gi_sk.self_influence(groups=groups),
         rtol=1e-6,
     )
 

@@ -109,6 +109,11 @@ class ModelBackend(ABC):
             f"{type(self).__name__} does not give per-example loss gradients."
         )
 
+    #: factor turning ``l_i`` into the example's term of the estimator's usual
+    #: metric (log-loss, squared error, deviance), the units self-influence is
+    #: reported in; 1 when ``l_i`` already is that term (a TorchModel's loss).
+    metric_scale = 1.0
+
     def aggregated_loss_gradients(self, matrix, batch_size=2048):
         """``matrix @ L`` (``L`` the loss gradients) for a ``(g, n)`` matrix."""
         return _aggregate_rows(self.loss_gradients, matrix, batch_size)

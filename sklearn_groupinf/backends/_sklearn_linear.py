@@ -200,6 +200,11 @@ class SklearnLinearBackend(ModelBackend):
             Q += s[:, None] * (self._D * self._theta)[None, :]
         return Q
 
+    @property
+    def metric_scale(self):
+        """``l_i`` is ``c`` times the loss; the metric is ``scale`` times it."""
+        return self.spec.target.scale / self.spec.c
+
     def loss_gradients(self, rows=None):
         """``grad l_i = c g_i (x) x~_i``: the data loss, no weight, no penalty."""
         r = self._rows(rows)
