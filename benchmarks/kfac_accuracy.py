@@ -17,9 +17,17 @@ summed over class-coherent groups of 10 rows and over random groups of 10) and
 the time to fit the curvature and solve once ("block-diag" is the exact GGN
 restricted to the layers' blocks: the best any layer-wise method can do).
 
+``--scale`` instead times the factor code on a CNN of about a million
+parameters (two 3x3 convolutions with max-pooling, two linear layers, 28x28
+inputs; random inputs and labels, float64): K-FAC and EK-FAC with one sampled
+label per example (the scalable setting: one back-propagation per batch for the
+factors), one solve, and per-example products ``Q V`` for ``k`` directions;
+peak resident memory of the process. No exact reference exists at that size.
+
 Run (``--quick``: 200 training rows instead of 500)::
 
     python benchmarks/kfac_accuracy.py [--quick] [--threads 1]
+    python benchmarks/kfac_accuracy.py --scale [--n-scale 1000]
 """
 
 import argparse
@@ -126,12 +134,65 @@ def train(net, X, y, steps):
         opt.step()
 
 
+def scale(n, k=10):
+    import resource
+
+    from sklearn_groupinf.backends._kfac import per_example_products
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 320),
+        nn.ReLU(),
+        nn.Linear(320, 10),
+    ).to(DT)
+    P = sum(p.numel() for p in net.parameters())
+    X = torch.randn(n, 1, 28, 28, dtype=DT)
+    y = torch.randint(0, 10, (n,))
+    rows = []
+    for kind in ("kfac", "ekfac"):
+        t0 = time.perf_counter()
+        curv = KroneckerCurvature(
+            net, LOSS, kind=kind, fisher="sampled", damping=1e-3, batch_size=128
+        ).fit(X, y)
+        t_fit = time.perf_counter() - t0
+        V = np.random.default_rng(0).standard_normal((P, k))
+        t0 = time.perf_counter()
+        W = curv.solve(V)
+        t_solve = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        per_example_products(net, LOSS, X, y, W, batch_size=128)
+        t_prod = time.perf_counter() - t0
+        rows.append([kind, P, n, k, f"{t_fit:.1f}", f"{t_solve:.2f}", f"{t_prod:.1f}"])
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(
+        fmt_table(
+            ["curvature", "P", "n", "k", "fit (s)", "solve k (s)", "Q V (s)"], rows
+        )
+    )
+    print(
+        f"peak resident memory of the process: {rss:.2f} GB "
+        f"(n x P in float64 would be {n * P * 8 / 1e9:.1f} GB)"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200 training rows")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--scale", action="store_true", help="time a ~1M-parameter CNN")
+    ap.add_argument("--n-scale", type=int, default=1000)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.scale:
+        return scale(args.n_scale)
     n_train = 200 if args.quick else 500
     rng = np.random.default_rng(0)
     rows = []
