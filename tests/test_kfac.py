@@ -320,6 +320,8 @@ def test_errors_name_the_problem():
         KroneckerCurvature(net, "squared_error").solve(np.zeros(8))
     with pytest.raises(ValueError, match="kind must be"):
         KroneckerCurvature(net, "squared_error", kind="diag").fit(X, y)
+    with pytest.raises(ValueError, match="same number of rows"):
+        KroneckerCurvature(net, "squared_error").fit(X, y[:1])
     with pytest.raises(ValueError, match="damping must be"):
         KroneckerCurvature(net, "squared_error", damping=-1.0).fit(X, y)
     curv = KroneckerCurvature(net, "squared_error").fit(X, y)

@@ -229,7 +229,16 @@ class KroneckerCurvature(HessianSolver):
             if sample_weight is None
             else torch.as_tensor(sample_weight, dtype=ref.dtype, device=ref.device)
         )
+        if y.shape[0] != n or s.shape != (n,):
+            raise ValueError(
+                f"X, y and sample_weight must have the same number of rows, got "
+                f"{n}, {y.shape[0]} and {tuple(s.shape)}."
+            )
+        if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
+            raise ValueError("sample_weight must be finite and >= 0.")
         self.data_weight_ = float(s.sum())
+        if not self.data_weight_ > 0:
+            raise ValueError("sample_weight sums to 0: there is no data to fit.")
         self.n_params_ = layout.n_params
         self.layers_ = [layer["name"] for layer in layout.layers]
         self.diagonal_parameters_ = list(layout.other)
@@ -290,6 +299,12 @@ class KroneckerCurvature(HessianSolver):
             Gi = G[i] if G[i] is not None else X.new_zeros(n_out, n_out)
             da, qa = torch.linalg.eigh(0.5 * (Ai + Ai.T))
             dg, qg = torch.linalg.eigh(0.5 * (Gi + Gi.T))
+            if not bool(torch.isfinite(da).all() and torch.isfinite(dg).all()):
+                raise FloatingPointError(
+                    f"The Kronecker factors of layer {layer['name']!r} have "
+                    "non-finite entries (overflow in the activations or the "
+                    "loss?). Scale the inputs or check the network for divergence."
+                )
             da, dg = da.clamp_min(0), dg.clamp_min(0)
             self.factors_.append(
                 {
