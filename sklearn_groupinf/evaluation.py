@@ -16,24 +16,24 @@ import time
 import warnings
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.stats import pearsonr, spearmanr
-from sklearn.base import clone, is_classifier
+from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
-from sklearn.utils import Bunch, _safe_indexing
+from sklearn.utils import Bunch
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     _check_sample_weight,
-    check_array,
     check_consistent_length,
     check_is_fitted,
+    validate_data,
 )
 
-from ._groups import GroupMembership
 from ._progress import log
+from ._refits import check_membership, clone_warm, refit_one, tight_clone
 from ._results import _FrameBunch
+from ._utils import _fit_with_weight
 from .backends import get_backend, unwrap_estimator
 
 __all__ = ["GroupRefits", "agreement", "leave_group_out"]
@@ -54,7 +54,11 @@ class GroupRefits(_FrameBunch):
     - ``refit_value``: the target after each refit;
     - ``n_iter``: solver iterations of each refit (``-1`` when the estimator
       does not report them);
-    - ``converged``: ``False`` where the solver stopped at ``max_iter``.
+    - ``converged``: ``False`` where the solver stopped at ``max_iter`` (torch
+      models: where the polished refit is above ``stationarity_tol``);
+    - ``stationarity``: ``||grad J|| / median_i ||q_i||`` at the refitted
+      parameters, the measure of ``GroupInfluence.stationarity_`` (the error
+      of a refit relative to its exact minimiser is of about this size).
 
     Scalars: ``target_value`` (the target at the reference fit on all data),
     ``target_name``, ``elapsed`` (wall-clock seconds of all refits together,
@@ -62,100 +66,52 @@ class GroupRefits(_FrameBunch):
     returns a pandas DataFrame.
     """
 
-    _columns = ("groups", "size", "actual", "refit_value", "n_iter", "converged")
-
-
-def _check_membership(groups, n_samples):
-    """Labels -> (labels, sizes, list of removed-row masks)."""
-    if sp.issparse(groups) or (
-        isinstance(groups, np.ndarray) and groups.ndim == 2 and groups.dtype == bool
-    ):
-        M = sp.csr_matrix(groups, dtype=bool)
-        if M.shape[1] != n_samples:
-            raise ValueError(
-                f"A membership matrix in groups must have shape (n_groups, "
-                f"{n_samples}); got {M.shape}. Pass one label per example or a "
-                "boolean matrix with one row per group."
-            )
-        removed = [M[g].toarray().ravel() for g in range(M.shape[0])]
-        labels = np.arange(M.shape[0])
-    else:
-        membership = GroupMembership(groups, n_samples)
-        labels = membership.labels
-        removed = [membership.inverse == g for g in range(membership.n_groups)]
-    sizes = np.array([int(r.sum()) for r in removed])
-    if np.any(sizes == 0):
-        raise ValueError(
-            f"groups has {int(np.sum(sizes == 0))} empty groups (rows "
-            f"{np.flatnonzero(sizes == 0)[:5].tolist()} of the membership matrix); "
-            "every group needs at least one training example."
-        )
-    return labels, sizes, removed
+    _columns = (
+        "groups",
+        "size",
+        "actual",
+        "refit_value",
+        "n_iter",
+        "converged",
+        "stationarity",
+    )
 
 
 def _label(g):
     return g.item() if isinstance(g, np.generic) else g
 
 
-def _tight_clone(est, warm_from, *, tol, max_iter, class_weight):
-    """A clone with a tight tolerance, enough iterations and a warm start."""
-    est = clone(est)
-    params = est.get_params(deep=False)
-    new = {}
-    if isinstance(params.get("tol"), numbers.Real):
-        new["tol"] = min(float(params["tol"]), tol)
-    if "max_iter" in params:
-        current = params["max_iter"]
-        new["max_iter"] = max(
-            current if isinstance(current, numbers.Integral) else 0, max_iter
-        )
-    if class_weight is not None and "class_weight" in params:
-        new["class_weight"] = class_weight
-    warm = "warm_start" in params and params.get("solver") != "liblinear"
-    if warm:
-        new["warm_start"] = True
-    est.set_params(**new)
-    if warm and warm_from is not None and hasattr(warm_from, "coef_"):
-        est.coef_ = np.array(warm_from.coef_, copy=True)
-        if hasattr(warm_from, "intercept_"):
-            est.intercept_ = np.array(warm_from.intercept_, copy=True)
-    return est
+class _Columns(BaseEstimator):
+    """Records the columns of ``X`` so that scikit-learn's own check compares
+    the columns of other data with them (number, names and order)."""
 
 
-def _fit(est, X, y, sample_weight):
-    if sample_weight is None:
-        return est.fit(X, y)
-    if isinstance(est, Pipeline):
-        return est.fit(X, y, **{f"{est.steps[-1][0]}__sample_weight": sample_weight})
-    return est.fit(X, y, sample_weight=sample_weight)
+def _check_columns(X, X_target, frozen_final):
+    """``X`` (and ``X_target``) as float arrays, columns checked as scikit-learn does.
 
-
-def _refit_one(est, X, y, sample_weight, keep, target_kw, return_model=False):
-    """Refit ``est`` on the rows ``keep`` (all when ``None``); evaluate the target."""
-    if keep is None:
-        Xk, yk, swk = X, y, sample_weight
-    else:
-        Xk, yk = _safe_indexing(X, np.flatnonzero(keep)), y[keep]
-        swk = None if sample_weight is None else sample_weight[keep]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        _fit(est, Xk, yk, swk)
-    converged = True
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            converged = False
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    backend = get_backend(est, Xk, yk, sample_weight=swk, **target_kw)
-    final, _ = unwrap_estimator(est)
-    n_iter = getattr(final, "n_iter_", None)
-    n_iter = -1 if n_iter is None else int(np.max(n_iter))
-    return (
-        float(backend.target_value()),
-        n_iter,
-        converged,
-        (est if return_model else None),
-    )
+    A frozen model fitted with feature names must get the same columns in
+    ``X``; ``X_target`` must have the columns of ``X``.
+    """
+    if frozen_final is not None and hasattr(frozen_final, "n_features_in_"):
+        try:
+            validate_data(frozen_final, X, reset=False, skip_check_array=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"The frozen {type(frozen_final).__name__} does not match X: {exc} "
+                "Pass the data (columns) it was fitted on."
+            ) from exc
+    cols = _Columns()
+    Xa = validate_data(cols, X, reset=True, dtype=np.float64)
+    if X_target is None:
+        return Xa, None
+    try:
+        Xt = validate_data(cols, X_target, reset=False, dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(
+            f"X_target does not match the training data X: {exc} Pass X_target "
+            "with the columns of X, in the same order."
+        ) from exc
+    return Xa, Xt
 
 
 def leave_group_out(
@@ -172,6 +128,7 @@ def leave_group_out(
     refit="final_estimator",
     tol=1e-10,
     max_iter=10_000,
+    stationarity_tol=1e-6,
     n_jobs=None,
     verbose=0,
 ):
@@ -191,6 +148,15 @@ def leave_group_out(
     tolerance (``tol``), at least ``max_iter`` iterations and, where the
     estimator allows it, a warm start from the reference fit, so that the
     differences measured are the effect of the removal and not solver noise.
+    Torch models (:class:`~sklearn_groupinf.torch.TorchModel`, skorch nets)
+    keep their own ``tol`` and ``max_iter`` (float64 L-BFGS cannot reach
+    ``tol=1e-10``), start from the reference fit's module (a ``TorchModel``
+    with ``warm_start`` and ``module_``, so that each refit stays in the
+    reference's basin), and are finished by the Newton polish of
+    :meth:`GroupInfluence.fit <sklearn_groupinf.GroupInfluence.fit>` until
+    their stationarity is at most ``stationarity_tol`` (L-BFGS runs again
+    from the polished parameters when the polish stalls, up to three rounds).
+    The stationarity reached is reported per group.
     ``class_weight="balanced"``, which scikit-learn recomputes at every fit, is
     frozen to the weights of the fit on all data, as :class:`GroupInfluence`
     does.
@@ -232,7 +198,11 @@ def leave_group_out(
         Solver tolerance of the refits (an estimator's own smaller ``tol`` is
         kept).
     max_iter : int, default=10000
-        Minimum iteration budget of the refits.
+        Minimum iteration budget of the refits (torch models: their own).
+    stationarity_tol : float, default=1e-6
+        Stationarity to which torch refits are polished: use the
+        ``stationarity_tol`` of the :class:`GroupInfluence` whose estimates
+        are checked (its default is the same).
     n_jobs : int, default=None
         Number of refits run in parallel. ``None`` means 1 unless in a
         :func:`joblib.parallel_config` context (e.g. ``backend="dask"`` with a
@@ -245,14 +215,23 @@ def leave_group_out(
     -------
     refits : GroupRefits
         ``groups``, ``size``, ``actual`` (the change of the target, in its
-        units), ``refit_value``, ``n_iter``, ``converged``, and the scalars
+        units), ``refit_value``, ``n_iter``, ``converged``, ``stationarity``,
+        and the scalars
         ``target_value``, ``target_name`` and ``elapsed`` (seconds).
 
     Warns
     -----
     sklearn.exceptions.ConvergenceWarning
-        When some refits stopped at ``max_iter`` (their ``converged`` is
-        ``False``); increase ``max_iter``.
+        When some refits stopped at ``max_iter``, or torch refits stayed above
+        ``stationarity_tol`` (their ``converged`` is ``False``); increase
+        ``max_iter``.
+
+    Raises
+    ------
+    ValueError
+        When ``X_target`` has other columns than ``X`` (number, or names and
+        order of DataFrame columns), or a frozen estimator was fitted on other
+        columns than those of ``X``, as scikit-learn checks ``predict``'s input.
 
     See Also
     --------
@@ -290,14 +269,20 @@ def leave_group_out(
         raise ValueError(f"tol must be a positive float; got {tol!r}.")
     if not (isinstance(max_iter, numbers.Integral) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    if not (isinstance(stationarity_tol, numbers.Real) and stationarity_tol > 0):
+        raise ValueError(
+            f"stationarity_tol must be a positive float; got {stationarity_tol!r}."
+        )
     start = time.perf_counter()
     frozen = isinstance(estimator, FrozenEstimator)
     model = estimator.estimator if frozen else estimator
     pipeline = isinstance(model, Pipeline)
-    if pipeline:
-        check_consistent_length(X, y)
-    else:
-        X = check_array(X, dtype=np.float64, input_name="X")
+    if frozen:
+        check_is_fitted(model)
+    if X_target is None and y_target is not None:
+        raise ValueError("y_target was given without X_target; pass both.")
+    if not pipeline:  # a Pipeline checks its own input
+        X, X_target = _check_columns(X, X_target, model if frozen else None)
     y = np.asarray(y)
     check_consistent_length(X, y)
     n = len(y)
@@ -305,21 +290,15 @@ def leave_group_out(
         sample_weight = _check_sample_weight(
             sample_weight, np.empty((n, 0)), ensure_non_negative=True
         )
-    labels, sizes, removed = _check_membership(groups, n)
+    labels, sizes, removed = check_membership(groups, n)
     if X_target is None:
-        if y_target is not None:
-            raise ValueError("y_target was given without X_target; pass both.")
         X_target, y_target = X, y
         if target_weight is None:
             target_weight = sample_weight
 
     # the reference model: the user's fit (frozen) or a normal fit, whose
     # parameters warm-start the tight reference fit on all the data
-    if frozen:
-        check_is_fitted(model)
-        fitted = model
-    else:
-        fitted = _fit(clone(model), X, y, sample_weight)
+    fitted = model if frozen else _fit_with_weight(clone(model), X, y, sample_weight)
     final, _ = unwrap_estimator(fitted)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="class_weight='balanced'")
@@ -334,31 +313,21 @@ def leave_group_out(
             target=target,
         )
     class_weight = getattr(getattr(spec_backend, "spec", None), "class_weight", None)
+    tight = dict(tol=tol, max_iter=max_iter, class_weight=class_weight)
 
     if pipeline and refit == "final_estimator":
         prefix = fitted[:-1]
         Xfit = prefix.transform(X) if len(fitted.steps) > 1 else X
         Xt = prefix.transform(X_target) if len(fitted.steps) > 1 else X_target
-        template = _tight_clone(
-            final, final, tol=tol, max_iter=max_iter, class_weight=class_weight
-        )
+        template = tight_clone(final, final, **tight)
     elif pipeline:  # refit the whole pipeline
         Xfit, Xt = X, X_target
         template = clone(model)
         last = template.steps[-1][0]
-        tight = _tight_clone(
-            template.steps[-1][1],
-            None,
-            tol=tol,
-            max_iter=max_iter,
-            class_weight=class_weight,
-        )
-        template.set_params(**{last: tight})
+        template.set_params(**{last: tight_clone(template.steps[-1][1], None, **tight)})
     else:
         Xfit, Xt = X, X_target
-        template = _tight_clone(
-            final, final, tol=tol, max_iter=max_iter, class_weight=class_weight
-        )
+        template = tight_clone(final, final, **tight)
     target_kw = dict(
         X_target=Xt, y_target=y_target, target_weight=target_weight, target=target
     )
@@ -376,35 +345,37 @@ def leave_group_out(
                     "leave examples of every class."
                 )
 
-    f0, _, ok0, ref = _refit_one(
-        template, Xfit, y, sample_weight, None, target_kw, return_model=True
+    run = dict(stationarity_tol=stationarity_tol)
+    f0, _, ok0, stat0, ref = refit_one(
+        template, Xfit, y, sample_weight, None, target_kw, return_model=True, **run
     )
     if not ok0:
         warnings.warn(
             f"The reference fit on all the data did not converge within "
-            f"max_iter={max_iter}; increase max_iter.",
+            f"max_iter={max_iter} (stationarity {stat0:.2g}); increase max_iter.",
             ConvergenceWarning,
             stacklevel=2,
         )
     if not (pipeline and refit == "all"):
-        template = _tight_clone(
-            template, ref, tol=tol, max_iter=max_iter, class_weight=class_weight
-        )
+        template = tight_clone(template, unwrap_estimator(ref)[0], **tight)
     log(f"leave_group_out: {len(labels)} refits", verbose=verbose)
     results = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_refit_one)(
-            _clone_warm(template), Xfit, y, sample_weight, ~rm, target_kw
+        delayed(refit_one)(
+            clone_warm(template), Xfit, y, sample_weight, ~rm, target_kw, **run
         )
         for rm in removed
     )
     refit_value = np.array([r[0] for r in results])
     n_iter = np.array([r[1] for r in results])
     converged = np.array([r[2] for r in results])
+    stationarity = np.array([r[3] for r in results])
     if not converged.all():
         warnings.warn(
             f"{int((~converged).sum())} of {len(converged)} refits stopped at "
-            f"max_iter={max_iter} before reaching tol={tol!r}; their actual "
-            "changes are inexact. Increase max_iter.",
+            f"max_iter={max_iter} before reaching tol={tol!r} (or, for torch "
+            f"models, stationarity_tol={stationarity_tol!r}; largest stationarity "
+            f"{np.max(stationarity[~converged]):.2g}); their actual changes are "
+            "inexact. Increase max_iter.",
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -422,20 +393,12 @@ def leave_group_out(
         refit_value=refit_value,
         n_iter=n_iter,
         converged=converged,
+        stationarity=stationarity,
         target_value=f0,
         target_name=spec_backend.target_name,
         elapsed=time.perf_counter() - start,
         method="refit",
     )
-
-
-def _clone_warm(est):
-    """``clone`` that keeps warm-start coefficients (``coef_``, ``intercept_``)."""
-    new = clone(est)
-    for attr in ("coef_", "intercept_"):
-        if hasattr(est, attr) and getattr(est, "warm_start", False):
-            setattr(new, attr, np.array(getattr(est, attr), copy=True))
-    return new
 
 
 def _values(x):

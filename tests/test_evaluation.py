@@ -265,3 +265,111 @@ def test_agreement_checks_group_alignment(breast_cancer):
     assert r.pearson > 0.99
     with pytest.raises(ValueError, match="different groups"):
         agreement(gi.score_groups(groups + 1), refits)
+
+
+# ------------------------------------------------------------- feature names
+def test_feature_names_checked_as_sklearn_does(breast_cancer):
+    pd = pytest.importorskip("pandas")
+    X, y, Xt, yt = breast_cancer
+    cols = [f"f{i}" for i in range(X.shape[1])]
+    Xf, Xtf = pd.DataFrame(X, columns=cols), pd.DataFrame(Xt, columns=cols)
+    groups = np.arange(len(y)) % 3
+    est = LogisticRegression(C=0.3, solver="newton-cholesky", tol=1e-12)
+    kw = dict(y_target=yt)
+    # reordered target columns used to be accepted (another target measured)
+    with pytest.raises(ValueError, match="X_target does not match"):
+        leave_group_out(est, Xf, y, groups, X_target=Xtf[cols[::-1]], **kw)
+    with pytest.raises(ValueError, match="X_target does not match"):
+        leave_group_out(est, Xf, y, groups, X_target=Xtf.iloc[:, :5], **kw)
+    frozen = FrozenEstimator(clone_fit(est, Xf, y))
+    with pytest.raises(ValueError, match="frozen LogisticRegression does not match"):
+        leave_group_out(frozen, Xf[cols[::-1]], y, groups, X_target=Xtf, **kw)
+    same = leave_group_out(est, Xf, y, groups, X_target=Xtf, **kw)
+    plain = leave_group_out(est, X, y, groups, X_target=Xt, **kw)
+    np.testing.assert_array_equal(same.actual, plain.actual)
+
+
+def clone_fit(est, X, y):
+    from sklearn.base import clone
+
+    return clone(est).fit(X, y)
+
+
+# ------------------------------------------------------------------- torch
+def _torch_problem(n=300, n_groups=5, seed=0):
+    """A 5-8-1 tanh MLP (57 parameters), logistic loss, k-means groups."""
+    torch = pytest.importorskip("torch")
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_classification
+
+    from sklearn_groupinf.torch import TorchModel
+
+    X, y = make_classification(
+        n_samples=n + 200,
+        n_features=5,
+        n_informative=4,
+        n_redundant=0,
+        random_state=seed,
+    )
+    X = StandardScaler().fit_transform(X)
+    groups = KMeans(n_groups, n_init=4, random_state=seed).fit_predict(X[:n])
+    torch.manual_seed(seed)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+    )
+    net = TorchModel(
+        module, loss="binary_cross_entropy", weight_decay=1e-1, device="cpu"
+    )
+    return net, X[:n], y[:n], X[n:], y[n:], groups
+
+
+@pytest.mark.torch
+def test_torch_refits_are_warm_started_finished_and_match_independent_refits():
+    """Each torch refit starts from the fitted module and is polished to the
+    influence state's stationarity; it equals an independent refit (TorchModel
+    warm-started by hand from the fitted weights, long L-BFGS, GroupInfluence's
+    own polish). Before, refits restarted from the initial weights and ran
+    L-BFGS to an unreachable tol for 10,000 iterations."""
+    import copy
+
+    from sklearn_groupinf._hessian import polish_parameters
+    from sklearn_groupinf.backends._torch_factory import make_torch_backend
+
+    net, X, y, Xt, yt, groups = _torch_problem(n=200, n_groups=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        refits = leave_group_out(net, X, y, groups, X_target=Xt, y_target=yt)
+        gi = GroupInfluence(net).fit(X, y, X_target=Xt, y_target=yt)
+    assert refits.converged.all()
+    assert np.all(refits.stationarity <= gi.stationarity_tol)
+    assert refits.target_value == pytest.approx(gi.target_value_, rel=1e-7)
+    assert np.all(refits.n_iter > 0)
+
+    base = copy.deepcopy(net).fit(X, y)
+    for g in range(2):
+        keep = groups != g
+        m = copy.deepcopy(base).set_params(warm_start=True, max_iter=1000, tol=1e-9)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.fit(X[keep], y[keep])
+            be = make_torch_backend(m, X[keep], y[keep], X_target=Xt, y_target=yt)
+            stat = polish_parameters(be, be.removal_gradient_norms(), tol=1e-7)
+        assert stat[1] <= 1e-7
+        assert refits.refit_value[g] == pytest.approx(be.target_value(), rel=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_torch_mlp_refits_agree_with_estimates_at_issue_scale():
+    """The 10-16-1 MLP of benchmarks/torch_refits.py (1,500 rows, 15 k-means
+    groups): the package's group estimates correlate with the refits."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from torch_refits import run
+
+    gi, refits, acc, _ = run(1500, 15, seed=0, n_jobs=1)
+    assert refits.converged.all()
+    assert acc["newton"].spearman >= 0.9
+    assert acc["interaction"].spearman >= 0.8

@@ -568,3 +568,28 @@ def test_polish_uses_exact_newton_steps(small_digits, solver, monkeypatch):
     # curvature, so it reaches the tolerance; with GGN steps it stalled at 2e-6
     assert after <= gi.stationarity_tol < before
     assert not any(issubclass(w.category, NotStationaryWarning) for w in rec)
+
+
+def test_cg_reports_the_iterations_it_ran(mlp_backend, monkeypatch):
+    """n_iter_ counts curvature products (it was one too many); the warning is a
+    ConvergenceWarning that says how many iterations ran."""
+    from sklearn_groupinf import CGConvergenceWarning
+
+    _, be = mlp_backend
+    calls = []
+    matvec = be.curvature_matvec
+
+    def counting(V):
+        calls.append(1)
+        return matvec(V)
+
+    monkeypatch.setattr(be, "curvature_matvec", counting)
+    solver = CGHessianSolver(be, 1e-3)
+    solver.solve(np.ones(be.n_params))
+    assert solver.n_iter_ == [len(calls)]
+    calls.clear()
+    monkeypatch.setattr(be, "cg_max_iter", 3)
+    with pytest.warns(CGConvergenceWarning, match="stopped after 3 iterations"):
+        CGHessianSolver(be, 1e-3).solve(np.ones(be.n_params))
+    assert len(calls) == 3
+    assert issubclass(CGConvergenceWarning, ConvergenceWarning)

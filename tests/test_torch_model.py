@@ -284,3 +284,90 @@ def test_cnn_digits_interaction_beats_first_order(digits):
     rho_f, rho_i = _digits_class_halves(GroupInfluence(net, damping=1e-4), X, y, Xt, yt)
     # measured (2 shared cores, torch 2.13 CPU): first_order 0.32, interaction 0.49
     assert rho_i > rho_f and rho_i > 0.3, (rho_f, rho_i)
+
+
+# ------------------------------------------------ clear errors, not torch's
+def test_binary_cross_entropy_with_two_outputs_raises(breast_cancer):
+    """Two logits with the one-logit loss used to ignore the second silently."""
+    X, y, _, _ = breast_cancer
+    net = TorchModel(torch.nn.Linear(30, 2), loss="binary_cross_entropy")
+    with pytest.raises(ValueError, match="binary_cross_entropy.*2 outputs.*1 output"):
+        net.fit(X, y)
+
+
+def test_class_count_and_input_width_mismatch_raise(digits, concrete):
+    X, y, _, _ = digits
+    with pytest.raises(ValueError, match="10 classes but the module returns 5"):
+        TorchModel(torch.nn.Linear(64, 5), device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="X with 64 features.*nn.Linear\\(64"):
+        TorchModel(torch.nn.Linear(7, 10), device="cpu").fit(X, y)
+    Xc, yc, _, _ = concrete
+    with pytest.raises(ValueError, match="squared_error.*1 value.*has 2"):
+        TorchModel(torch.nn.Linear(8, 2), loss="squared_error").fit(Xc, yc)
+
+    def mean_loss(z, yy):  # a mean, not one value per row
+        return ((z[:, 0] - yy) ** 2).mean()
+
+    with pytest.raises(ValueError, match="one value per row"):
+        TorchModel(torch.nn.Linear(8, 1), loss=mean_loss).fit(Xc, yc)
+
+
+def test_unknown_device_names_the_parameter():
+    with pytest.raises(ValueError, match="device='bogus'"):
+        TorchModel(torch.nn.Linear(2, 2), device="bogus").fit(
+            np.ones((4, 2)), [0, 1, 0, 1]
+        )
+
+
+# ---------------------------------------------- subclasses and pickling
+class _MyTorchModel(TorchModel):
+    """A user's subclass (a module outside sklearn_groupinf)."""
+
+
+def _half_gap(y, z):
+    """Module-level target (picklable): half the squared logit gap to 0."""
+    return 0.5 * z[:, 0] ** 2
+
+
+def test_subclass_is_dispatched_to_the_torch_backend(breast_cancer):
+    X, y, Xt, yt = breast_cancer
+    kw = dict(loss="binary_cross_entropy", weight_decay=1.0, device="cpu")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(30, 1)
+    a = GroupInfluence(TorchModel(lin, **kw)).fit(X, y, X_target=Xt, y_target=yt)
+    b = GroupInfluence(_MyTorchModel(lin, **kw)).fit(X, y, X_target=Xt, y_target=yt)
+    np.testing.assert_array_equal(a.influence_, b.influence_)
+
+
+@pytest.mark.parametrize("solver, target", [("dense", "default"), ("cg", _half_gap)])
+def test_fitted_group_influence_pickles(digits, solver, target):
+    """Backend, loss, target and encoder are classes, not closures."""
+    import pickle
+
+    X, y, Xt, yt = digits
+    torch.manual_seed(0)
+    net = TorchModel(
+        torch.nn.Linear(64, 10),
+        weight_decay=1.0,
+        device="cpu",
+        curvature="ggn",
+        hessian_solver=solver,
+    )
+    gi = GroupInfluence(net, damping=1e-3, target=target).fit(
+        X[:150], y[:150], X_target=Xt[:60], y_target=yt[:60]
+    )
+    groups = np.arange(150) % 7
+    gi2 = pickle.loads(pickle.dumps(gi))
+    np.testing.assert_array_equal(gi2.influence_, gi.influence_)
+    np.testing.assert_array_equal(gi2.predict(Xt), gi.predict(Xt))
+    for method in ("first_order", "interaction"):
+        np.testing.assert_allclose(
+            gi2.score_groups(groups, method=method).estimate,
+            gi.score_groups(groups, method=method).estimate,
+            rtol=1e-10,
+        )
+    # candidates go through the (pickled) encoder
+    kw = dict(action="add", X_candidates=Xt[60:80], y_candidates=yt[60:80])
+    np.testing.assert_array_equal(
+        gi2.select(3, **kw).indices, gi.select(3, **kw).indices
+    )

@@ -204,6 +204,17 @@ class TorchBackend(TorchCurvature, ModelBackend):
     def set_theta(self, theta):
         self._theta = self._tensor(theta).reshape(-1).clone()
 
+    def write_module(self):
+        """Copy the current ``theta`` into the module's parameters, in place.
+
+        The module is the one given at construction (a ``TorchModel``'s
+        ``module_``): after a polish, a refit can continue from there.
+        """
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for p, t in zip(params, torch.split(self._theta, self._numels)):
+                p.copy_(t.view(p.shape))
+
     def objective(self, theta=None):
         th = self._theta if theta is None else self._tensor(theta)
         total = 0.0

@@ -104,6 +104,15 @@ class TorchCurvature:
         """Dense curvature ``(P, P)`` (``curvature``: exact Hessian or GGN)."""
         return _to_numpy(self._hessian_t())
 
+    def exact_hessian(self):
+        """Dense exact Hessian of ``J`` ``(P, P)``, whatever ``curvature`` is."""
+        saved = self.curvature
+        try:
+            self.curvature = "hessian"
+            return self.hessian()
+        finally:
+            self.curvature = saved
+
     def newton_direction(self):
         """Polishing step ``H^{-1} grad J`` with the **exact** Hessian.
 

@@ -143,3 +143,29 @@ def check_output_width(loss, n_outputs, *, n_classes=None, y_width=None):
             f"the module's output, which has {n_outputs}. Give the last layer "
             f"{y_width} output(s), or pass y with {n_outputs} column(s)."
         )
+
+
+def check_module(model, X, y):
+    """Apply ``model.module_`` to two rows of ``X``: input and output must fit.
+
+    ``model`` is a ``TorchModel`` being fitted (``classes_`` set for
+    classifiers); a callable loss must return one value per row.
+    """
+    x = model._tensor(X[:2])
+    n_out = probe_output_width(model.module_, x, X.shape[1])
+    if isinstance(model.loss, str):
+        check_output_width(
+            model.loss,
+            n_out,
+            n_classes=len(getattr(model, "classes_", ())),
+            y_width=1 if np.ndim(y) == 1 else np.shape(y)[1],
+        )
+        return
+    with torch.no_grad():
+        val = model.loss(raw_output(model.module_, x), model._encode_y(y[:2]))
+    if not (torch.is_tensor(val) and val.numel() == x.shape[0]):
+        shape = tuple(val.shape) if torch.is_tensor(val) else type(val).__name__
+        raise ValueError(
+            "A callable loss must return one value per row, shape (n,), from "
+            f"loss(z, y); on {x.shape[0]} rows it returned {shape}."
+        )

@@ -1,17 +1,8 @@
 """``TorchModel``: a torch module as a deterministic scikit-learn estimator.
 
-Objective (what ``fit`` minimises and what the influence backend expands)::
-
-    J(theta) = sum_i s_i l(y_i, z_i(theta)) + (weight_decay / 2) * ||theta_D||^2
-
-``s_i`` the sample weight, ``z_i`` the module's raw output on example ``i``,
-``theta_D`` the decayed parameters (all of them, or all but the biases with
-``decay_bias=False``). It is in **sum form**: removing a group sets its
-``s_i`` to zero and keeps the penalty, exactly what a refit on the remaining
-rows minimises. Dividing by ``C = 1 / weight_decay`` gives scikit-learn's
-``LogisticRegression`` convention ``C sum_i l_i + 1/2 ||w||^2``.
-
-torch is imported by this module; ``sklearn_groupinf`` imports it lazily.
+It minimises the sum-form objective of its docstring's Notes, which the torch
+backend (:mod:`sklearn_groupinf.backends._torch`) expands. torch is imported
+by this module; ``sklearn_groupinf`` imports it lazily.
 """
 
 import copy
@@ -36,9 +27,8 @@ from ._functional import (
     CLASSIFICATION_LOSSES,
     LOSSES,
     DeviceWarning,
-    check_output_width,
+    check_module,
     decay_mask,
-    probe_output_width,
     raw_output,
     resolve_torch_device,
     resolve_torch_dtype,
@@ -299,36 +289,6 @@ class TorchModel(BaseEstimator):
     def _params(self):
         return _training.trainable(self)
 
-    def _seed(self):
-        if self.random_state is None:
-            return None
-        rs = self.random_state
-        if not isinstance(rs, np.random.RandomState):
-            rs = np.random.RandomState(rs)
-        return int(rs.randint(2**31 - 1))
-
-    def _check_module(self, X, y):
-        """Apply ``module_`` to two rows: its input and output widths must fit."""
-        x = self._tensor(X[:2])
-        n_out = probe_output_width(self.module_, x, X.shape[1])
-        if isinstance(self.loss, str):
-            check_output_width(
-                self.loss,
-                n_out,
-                n_classes=len(getattr(self, "classes_", ())),
-                y_width=1 if np.ndim(y) == 1 else np.shape(y)[1],
-            )
-            return
-        with torch.no_grad():
-            z = raw_output(self.module_, x)
-            val = self.loss(z, self._encode_y(y[:2]))
-        if not (torch.is_tensor(val) and val.numel() == x.shape[0]):
-            raise ValueError(
-                "A callable loss must return one value per row, shape (n,), from "
-                f"loss(z, y); on {x.shape[0]} rows it returned "
-                f"{tuple(val.shape) if torch.is_tensor(val) else type(val).__name__}."
-            )
-
     def fit(self, X, y, sample_weight=None):
         """Train a copy of ``module`` to a stationary point of the objective.
 
@@ -371,14 +331,14 @@ class TorchModel(BaseEstimator):
         s_sum = float(sw.sum())
         devices = [self.device_] if self.device_.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            seed = self._seed()
+            seed = _training.seed_of(self.random_state)
             if seed is not None:
                 torch.manual_seed(seed)
             if not (self.warm_start and hasattr(self, "module_")):
                 self.module_ = copy.deepcopy(self.module)
             self.module_.to(device=self.device_, dtype=self.dtype_)
             self.module_.eval()
-            self._check_module(X, y)  # also initialises lazy modules
+            check_module(self, X, y)  # also initialises lazy modules
             named = [
                 (k, p) for k, p in self.module_.named_parameters() if p.requires_grad
             ]

@@ -6,9 +6,19 @@ objective is the sum form ``J = sum_i s_i l_i + weight_decay/2 ||theta_D||^2``;
 the optimisers see ``J / sum_i s_i`` so that ``tol`` does not depend on ``n``.
 """
 
+import numpy as np
 import torch
 
 from ._functional import per_example_loss, raw_output
+
+
+def seed_of(random_state):
+    """A torch seed drawn from ``random_state`` (``None``: no seeding)."""
+    if random_state is None:
+        return None
+    if not isinstance(random_state, np.random.RandomState):
+        random_state = np.random.RandomState(random_state)
+    return int(random_state.randint(2**31 - 1))
 
 
 def trainable(model):

@@ -1,0 +1,220 @@
+"""The refits behind :func:`sklearn_groupinf.evaluation.leave_group_out`.
+
+One refit = a warm-started clone of the reference model fitted without a group,
+measured by the same backend code that :class:`GroupInfluence` uses: the
+target value and the stationarity ``||grad J|| / median_i ||q_i||`` of the
+refitted parameters.
+
+scikit-learn estimators are refitted by their own solver at a tight ``tol``.
+Torch models (``TorchModel``, skorch nets) are not: float64 L-BFGS cannot
+reach such tolerances and would burn its whole iteration budget. They keep
+their own ``tol``, start from the reference fit's module (``warm_start`` with
+``module_``), run at most ``_TORCH_LBFGS_ITER`` L-BFGS iterations (the new
+minimum is near: the quadratic convergence of Newton's method finishes the job
+faster than L-BFGS's linear one), and are finished by the Newton polish that
+``GroupInfluence.fit`` applies, to the same stationarity. When the polish
+stalls, L-BFGS runs again from the polished parameters (at most
+``_TORCH_ROUNDS`` rounds in all).
+"""
+
+import copy
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import _safe_indexing
+
+from ._groups import GroupMembership
+from ._hessian import stationarity
+from ._utils import _fit_with_weight
+from .backends import get_backend, is_torch_model, unwrap_estimator
+
+#: L-BFGS + Newton-polish rounds of one torch refit.
+_TORCH_ROUNDS = 3
+#: L-BFGS iterations per round of a warm-started torch refit.
+_TORCH_LBFGS_ITER = 200
+#: Newton steps per round of a torch refit.
+_NEWTON_STEPS = 30
+
+
+def check_membership(groups, n_samples):
+    """Labels -> ``(labels, sizes, list of removed-row masks)``."""
+    if sp.issparse(groups) or (
+        isinstance(groups, np.ndarray) and groups.ndim == 2 and groups.dtype == bool
+    ):
+        M = sp.csr_matrix(groups, dtype=bool)
+        if M.shape[1] != n_samples:
+            raise ValueError(
+                f"A membership matrix in groups must have shape (n_groups, "
+                f"{n_samples}); got {M.shape}. Pass one label per example or a "
+                "boolean matrix with one row per group."
+            )
+        removed = [M[g].toarray().ravel() for g in range(M.shape[0])]
+        labels = np.arange(M.shape[0])
+    else:
+        membership = GroupMembership(groups, n_samples)
+        labels = membership.labels
+        removed = [membership.inverse == g for g in range(membership.n_groups)]
+    sizes = np.array([int(r.sum()) for r in removed])
+    if np.any(sizes == 0):
+        raise ValueError(
+            f"groups has {int(np.sum(sizes == 0))} empty groups (rows "
+            f"{np.flatnonzero(sizes == 0)[:5].tolist()} of the membership matrix); "
+            "every group needs at least one training example."
+        )
+    return labels, sizes, removed
+
+
+def _warm_start_from(est, warm_from):
+    """Copy the fitted parameters of ``warm_from`` into ``est`` (warm start)."""
+    if warm_from is None:
+        return est
+    if hasattr(warm_from, "module_"):  # TorchModel
+        est.module_ = copy.deepcopy(warm_from.module_)
+        if hasattr(warm_from, "classes_"):
+            est.classes_ = np.array(warm_from.classes_, copy=True)
+        return est
+    for attr in ("coef_", "intercept_"):
+        if hasattr(warm_from, attr):
+            setattr(est, attr, np.array(getattr(warm_from, attr), copy=True))
+    return est
+
+
+def tight_clone(est, warm_from, *, tol, max_iter, class_weight):
+    """A clone with a tight tolerance, enough iterations and a warm start.
+
+    Torch models keep their own ``tol`` and ``max_iter`` (they are polished
+    after fitting, see the module docstring); ``TorchModel`` starts from
+    ``warm_from.module_``.
+    """
+    est = clone(est)
+    params = est.get_params(deep=False)
+    new = {}
+    torch_model = is_torch_model(est)
+    if isinstance(params.get("tol"), numbers.Real) and not torch_model:
+        new["tol"] = min(float(params["tol"]), tol)
+    if "max_iter" in params and not torch_model:
+        current = params["max_iter"]
+        new["max_iter"] = max(
+            current if isinstance(current, numbers.Integral) else 0, max_iter
+        )
+    if class_weight is not None and "class_weight" in params:
+        new["class_weight"] = class_weight
+    warm = "warm_start" in params and params.get("solver") != "liblinear"
+    warm = warm and (not torch_model or hasattr(warm_from, "module_"))
+    if warm:
+        new["warm_start"] = True
+    if warm and torch_model:  # near the new minimum: a short L-BFGS, then Newton
+        new["max_iter"] = min(params["max_iter"], _TORCH_LBFGS_ITER)
+        new["optimizer"] = "lbfgs"
+    est.set_params(**new)
+    return _warm_start_from(est, warm_from) if warm else est
+
+
+def clone_warm(est):
+    """``clone`` that keeps the warm start (``coef_``/``intercept_``, ``module_``)."""
+    new = clone(est)
+    return _warm_start_from(new, est) if getattr(est, "warm_start", False) else new
+
+
+def _fit_recording(est, X, y, sample_weight):
+    """Fit; ``True`` when the solver raised no ``ConvergenceWarning``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        _fit_with_weight(est, X, y, sample_weight)
+    converged = True
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            converged = False
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return converged
+
+
+def _newton_step(backend):
+    """``(H + mu I)^{-1} grad J`` with the exact Hessian ``H`` (dense).
+
+    ``mu = 0`` where ``H`` is positive definite (a Newton step); elsewhere
+    (away from the minimum of a non-convex model) ``mu`` is just above
+    ``-lambda_min(H)`` (a Levenberg-Marquardt step, a descent direction).
+    """
+    H = backend.exact_hessian()
+    lam = np.linalg.eigvalsh(H)
+    mu = 0.0 if lam[0] > 0 else -1.5 * lam[0] + 1e-6 * max(abs(lam[-1]), 1e-300)
+    try:
+        return np.linalg.solve(H + mu * np.eye(len(H)), backend.gradient())
+    except np.linalg.LinAlgError:
+        return None
+
+
+def newton_finish(backend, norms, *, tol, max_steps=_NEWTON_STEPS):
+    """Newton steps with a backtracking line search until stationarity <= ``tol``.
+
+    Unlike the polish of ``GroupInfluence.fit`` (a few steps near a minimum,
+    which keeps the most stationary point it saw), this follows the descent
+    path of the objective from the L-BFGS iterate to the nearby minimum,
+    however far the gradient norm first rises. A step is accepted when the
+    objective does not rise beyond round-off. Matrix-free backends take the
+    backend's own Newton direction (conjugate gradients). Returns the
+    stationarity reached; stops early when no descent step is found.
+    """
+    stat = stationarity(backend, norms)
+    for _ in range(max_steps):
+        if stat <= tol:
+            break
+        if backend.matrix_free:
+            step = backend.newton_direction()
+        else:
+            step = _newton_step(backend)
+        if step is None:
+            break
+        theta, J0 = backend.get_theta(), backend.objective()
+        t = 1.0
+        while t > 1e-10:
+            if backend.objective(theta - t * step) <= J0 + 1e-12 * abs(J0):
+                break
+            t *= 0.5
+        if t <= 1e-10:
+            break
+        backend.set_theta(theta - t * step)
+        stat = stationarity(backend, norms)
+    return stat
+
+
+def refit_one(
+    est, X, y, sample_weight, keep, target_kw, *, stationarity_tol, return_model=False
+):
+    """Refit ``est`` on the rows ``keep`` (all when ``None``) and measure it.
+
+    Returns ``(target_value, n_iter, converged, stationarity, model)``.
+    ``converged``: the solver met its tolerance (scikit-learn estimators), or
+    the polished parameters met ``stationarity_tol`` (torch models).
+    """
+    if keep is None:
+        Xk, yk, swk = X, y, sample_weight
+    else:
+        Xk, yk = _safe_indexing(X, np.flatnonzero(keep)), y[keep]
+        swk = None if sample_weight is None else sample_weight[keep]
+    final, _ = unwrap_estimator(est)
+    torch_model = is_torch_model(final)
+    n_iter = 0
+    for _ in range(_TORCH_ROUNDS if torch_model else 1):
+        converged = _fit_recording(est, Xk, yk, swk)
+        it = getattr(final, "n_iter_", None)
+        n_iter = -1 if it is None or n_iter < 0 else n_iter + int(np.max(it))
+        backend = get_backend(est, Xk, yk, sample_weight=swk, **target_kw)
+        norms = backend.removal_gradient_norms()
+        if not torch_model:
+            stat = stationarity(backend, norms)
+            break
+        stat = newton_finish(backend, norms, tol=stationarity_tol)
+        converged = stat <= stationarity_tol
+        if converged or not hasattr(final, "module_"):
+            break
+        backend.write_module()  # the polish stalled: L-BFGS from here, again
+        final.set_params(warm_start=True)
+    model = est if return_model else None
+    return float(backend.target_value()), n_iter, converged, stat, model
