@@ -7,8 +7,8 @@ examples (and without random groups of 1 % and 5 % of the rows) with a tight
 tolerance and reports the Pearson and Spearman correlations and the median
 relative error of the estimate against the actual rise (over the units whose
 actual rise is not exactly zero, e.g. saturated rows). Losses are in the
-objective's units without the sample weight: ``C`` x log-loss for
-``LogisticRegression``, half the squared error for ``Ridge``.
+estimator's metric units without the sample weight: log-loss for
+``LogisticRegression``, squared error for ``Ridge``.
 
 Usage::
 
@@ -48,12 +48,12 @@ def datasets(quick):
 
 
 def own_loss(model, est, X, y):
-    """Per-example loss in the objective's units (no weight)."""
+    """Per-example loss in the metric's units (log-loss, squared error)."""
     if isinstance(est, LogisticRegression):
         proba = model.predict_proba(X)
         idx = np.searchsorted(model.classes_, y)
-        return -est.C * np.log(proba[np.arange(len(y)), idx])
-    return 0.5 * (y - model.predict(X)) ** 2
+        return -np.log(proba[np.arange(len(y)), idx])
+    return (y - model.predict(X)) ** 2
 
 
 def tight(est):
@@ -137,9 +137,9 @@ Self-influence against exact refits
 
 :meth:`GroupInfluence.self_influence <sklearn_groupinf.GroupInfluence.self_influence>`
 estimates the first-order rise of a training example's own loss when it is
-removed (for a group: of its members' summed loss), in the objective's units
-without the sample weight (``C`` x log-loss for ``LogisticRegression``, half
-the squared error for ``Ridge``). Produced by
+removed (for a group: of its members' summed loss), in the estimator's metric
+units without the sample weight (log-loss for ``LogisticRegression``, squared
+error for ``Ridge``). Produced by
 ``nice .venv/bin/python benchmarks/self_influence.py --rst {args.rst}``:
 {n_rows} examples refitted one at a time (leave-one-out), and {n_groups} random
 groups of 1 % and of 5 % of the rows (fewer where the data have fewer),
