@@ -4,13 +4,13 @@ A 10-16-1 tanh MLP (193 parameters, logistic loss on one logit, weight decay
 1e-2, float64) is trained by ``TorchModel`` on 1,500 rows of
 ``make_classification`` (10 standardised features); the target is log-loss
 on 500 other rows; the groups are the 15 k-means clusters of the training
-rows. ``leave_group_out`` refits the network without each cluster
-(warm-started from the fitted module, finished by Newton polish to the
-stationarity of the influence state) and the package's estimates
+rows. ``leave_group_out`` refits the network without each cluster (warm-started
+from the fitted module, finished by Newton steps to the stationarity of the
+influence state) and the package's estimates
 (``GroupInfluence.score_groups``) are compared with those refits: Spearman
 rank correlation and median relative error.
 
-Usage (the figures quoted in the docs come from these commands)::
+Usage::
 
     python benchmarks/torch_refits.py --threads 1 --n-jobs 1
     python benchmarks/torch_refits.py --threads 2 --n-jobs 2

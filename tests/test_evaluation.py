@@ -356,20 +356,3 @@ def test_torch_refits_are_warm_started_finished_and_match_independent_refits():
             stat = polish_parameters(be, be.removal_gradient_norms(), tol=1e-7)
         assert stat[1] <= 1e-7
         assert refits.refit_value[g] == pytest.approx(be.target_value(), rel=1e-6)
-
-
-@pytest.mark.torch
-@pytest.mark.slow
-def test_torch_mlp_refits_agree_with_estimates_at_issue_scale():
-    """The 10-16-1 MLP of benchmarks/torch_refits.py (1,500 rows, 15 k-means
-    groups): the package's group estimates correlate with the refits."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from torch_refits import run
-
-    gi, refits, acc, _ = run(1500, 15, seed=0, n_jobs=1)
-    assert refits.converged.all()
-    assert acc["newton"].spearman >= 0.9
-    assert acc["interaction"].spearman >= 0.8

@@ -153,7 +153,7 @@ def test_bad_params_raise():
         TorchModel(torch.nn.Linear(2, 2), loss="hinge").fit(
             np.ones((4, 2)), [0, 1, 0, 1]
         )
-    with pytest.raises(ValueError, match="2 classes"):
+    with pytest.raises(ValueError, match="Only binary classification"):
         TorchModel(torch.nn.Linear(2, 1), loss="binary_cross_entropy").fit(
             np.ones((3, 2)), [0, 1, 2]
         )

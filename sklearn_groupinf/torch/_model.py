@@ -15,11 +15,11 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import (
     _check_sample_weight,
-    check_array,
     check_is_fitted,
-    check_X_y,
+    validate_data,
 )
 
 from . import _training
@@ -274,16 +274,9 @@ class TorchModel(BaseEstimator):
             return self._tensor((y == self.classes_[1]).astype(np.float64))
         return self._tensor(np.asarray(y, dtype=np.float64))
 
-    def _check_X(self, X, reset=False):
-        X = check_array(X, dtype=np.float64, allow_nd=True)
-        if reset:
-            self.n_features_in_ = X.shape[1]
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is "
-                f"fitted with {self.n_features_in_}."
-            )
-        return X
+    def _check_X(self, X):
+        """Rows for prediction: the training columns (number and names)."""
+        return validate_data(self, X, reset=False, dtype=np.float64, allow_nd=True)
 
     # -------------------------------------------------------------- fitting
     def _params(self):
@@ -304,7 +297,8 @@ class TorchModel(BaseEstimator):
         self : TorchModel
         """
         self._validate_params()
-        X, y = check_X_y(
+        X, y = validate_data(
+            self,
             X,
             y,
             dtype=np.float64,
@@ -319,13 +313,21 @@ class TorchModel(BaseEstimator):
         self.device_ = resolve_torch_device(self.device)
         self.dtype_ = resolve_torch_dtype(self.dtype)
         if self._is_classifier:
+            check_classification_targets(y)
+            y_type = type_of_target(y, input_name="y")
+            if self.loss == "binary_cross_entropy" and y_type != "binary":
+                raise ValueError(
+                    "Only binary classification is supported with loss="
+                    f"'binary_cross_entropy'. The type of the target is {y_type}; "
+                    "use loss='cross_entropy'."
+                )
             classes = np.unique(y)
             if self.warm_start and hasattr(self, "classes_"):
                 classes = np.union1d(self.classes_, classes)
             if self.loss == "binary_cross_entropy" and len(classes) != 2:
                 raise ValueError(
                     f"loss='binary_cross_entropy' needs exactly 2 classes; y has "
-                    f"{len(classes)}. Use loss='cross_entropy'."
+                    f"{len(classes)} class{'es' if len(classes) != 1 else ''}."
                 )
             self.classes_ = classes
         s_sum = float(sw.sum())
@@ -385,8 +387,9 @@ class TorchModel(BaseEstimator):
         z = torch.cat(outs) if outs else torch.zeros((0, 1), dtype=self.dtype_)
         return z.detach().cpu().numpy().astype(np.float64)
 
+    @available_if(lambda self: self._is_classifier)
     def decision_function(self, X):
-        """Raw outputs: logits ``(n, K)``, or ``(n,)`` for one output."""
+        """Logits ``(n, K)``, or ``(n,)`` for one logit (classifiers only)."""
         z = self._raw(X)
         return z[:, 0] if z.shape[1] == 1 else z
 
