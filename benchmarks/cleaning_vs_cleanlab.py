@@ -376,7 +376,7 @@ def verdict(pairs, recalls):
         "* **Rows: leave-one-out ranking against the cross-fitted greedy.** "
         f"The default for rows (approximate leave-one-out loss) has the lower "
         f"test log-loss in {w_x} of {n} runs against ``validation="
-        '"cross_fit"`` (robust target, interaction-aware greedy), a '
+        '"cross_fit"`` (robust target, interaction-aware greedy), '
         f"a precision never lower than its by more than {max(0, -worst_x):.2f} "
         "(and higher on most sets; see the paired counts), and "
         "is several times faster (time column)"
