@@ -124,7 +124,7 @@ def main():
         )
     groups = np.random.default_rng(SEED).integers(0, args.n_groups, n)
     res = phase(
-        f"score_groups, {args.n_groups} random groups (interaction)",
+        f"score_groups, {args.n_groups} random groups (default method='auto')",
         lambda: gi.score_groups(groups),
     )
     sel = phase(

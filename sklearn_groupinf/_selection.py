@@ -193,6 +193,7 @@ def _greedy_pruned(
     total = 0.0
     passes, evaluated = 2, 0  # the diagonal and the row norms
     short = None  # (rows, s0 of the rows, norms of the rows, D, T, v0)
+    D = None  # radius of the last shortlist
     for _ in range(n_steps):
         if short is not None:
             rows, s0, nr, D, T, v0 = short
@@ -203,7 +204,7 @@ def _greedy_pruned(
             s_all = base + direction * (W @ (sigma * v))
             s_all[~available] = np.inf
             passes += 1
-            D = _shortlist_radius(s_all, norms, shortlist)
+            D = _shortlist_radius(s_all, norms, shortlist, start=D)
             T = np.min(s_all + norms * D)
             rows = np.flatnonzero(s_all - norms * D <= T)
             short = (rows, s_all[rows], norms[rows], D, T, v.copy())
@@ -229,25 +230,38 @@ def _greedy_pruned(
     return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
 
 
-def _shortlist_radius(s, norms, size):
+def _shortlist_radius(s, norms, size, start=None):
     """Largest radius ``D`` (of a doubling search) whose shortlist has ``<= size``.
 
     The shortlist for radius ``D`` holds the units whose lower bound
     ``s_j - ||w_j|| D`` does not exceed the smallest upper bound; it grows with
-    ``D``. Returns ``0`` when even the smallest positive radius overflows.
+    ``D``. The search starts at ``start`` (the previous checkpoint's radius:
+    usually two counts, each one pass over ``n`` scores) and doubles or halves
+    from there. Returns ``0`` when even the smallest radius tried overflows.
     """
     finite = np.isfinite(s)
     if not np.any(finite):
         return 0.0
-    scale = float(np.max(norms[finite])) or 1.0
-    spread = float(np.ptp(s[finite])) or 1.0
-    D, best = spread / scale * 1e-6, 0.0
+
+    def fits(D):
+        T = np.min(s + norms * D)
+        return np.count_nonzero(s - norms * D <= T) <= size
+
+    if not start:
+        scale = float(np.max(norms[finite])) or 1.0
+        start = (float(np.ptp(s[finite])) or 1.0) / scale * 1e-6
+    D = start
+    if fits(D):
+        for _ in range(40):
+            if not fits(2.0 * D):
+                break
+            D *= 2.0
+        return D
     for _ in range(40):
-        ub = np.min(s + norms * D)
-        if np.count_nonzero(s - norms * D <= ub) > size:
-            break
-        best, D = D, 2.0 * D
-    return best
+        D *= 0.5
+        if fits(D):
+            return D
+    return 0.0
 
 
 def greedy_refined(
