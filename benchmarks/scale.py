@@ -5,9 +5,13 @@ p = 100 parameters (99 correlated features + intercept); target = log-loss on
 10,000 held-out rows. ``GroupInfluence(..., interaction="implicit")``:
 
 * ``fit`` (sklearn fit + influence state),
-* ``score_groups`` for 1,000 random groups (``method="interaction"``),
+* ``score_groups`` for 1,000 random groups (the default ``method="auto"``),
 * ``select(1000)`` -- greedy interaction-aware removal of 1,000 examples (and
   the first-order top-k for reference),
+* the same greedy run twice on the interaction factor: with the naive rule
+  (one pass over the n x rank factor per pick) and with the pruned rule
+  (bounds; exact scores only where a bound cannot decide), timed in passes'
+  worth (time / time of one pass) and checked to make the same picks,
 * a check that the greedy's final estimate equals ``b'1_S + 1/2 1_S'K 1_S``
   computed through the ``LinearOperator`` (one matvec, no n x n matrix).
 
@@ -234,7 +238,9 @@ interaction matrix is the factor ``W`` of shape n x rank, never n x n).
 Memory: "traced" is ``tracemalloc`` (numpy buffers; BLAS workspaces are not
 traced), "max RSS" is the process's peak resident set size from
 ``resource.getrusage``. Phases run in order in one process, so max RSS is
-cumulative.
+cumulative. The greedy rows time ``greedy_select`` on the same factor with
+the naive rule (one pass over the factor per pick) and with the pruned rule
+(Cauchy-Schwarz bounds on each unit's running sum since the last full pass).
 
 {table}
 
