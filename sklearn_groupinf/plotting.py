@@ -75,7 +75,9 @@ class GroupInfluenceDisplay:
     >>> gi = gi.fit(X[:400], y[:400], X_target=X[400:], y_target=y[400:])
     >>> groups = X[:400, 0] > 14  # large vs small radius
     >>> disp = GroupInfluenceDisplay.from_estimator(gi, groups)
-    >>> [round(b.get_height(), 6) for b in disp.bars_["interaction"]] == [
+    >>> disp.method  # the default method="auto" scores these groups with newton
+    'newton'
+    >>> [round(b.get_height(), 6) for b in disp.bars_[disp.method]] == [
     ...     round(v, 6) for v in disp.estimate]
     True
     """
