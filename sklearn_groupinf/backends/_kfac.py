@@ -58,6 +58,7 @@ from ._kfac_layers import (
     _Layout,
     _loss_name,
     _other_vjps,
+    _param_columns,
     _Recorder,
     output_factors,
 )
@@ -375,16 +376,7 @@ class KroneckerCurvature(HessianSolver):
 
         check_is_fitted_kfac(self)
         ref = self.factors_[0]["qa"] if self.factors_ else self._diag
-        Vn = np.asarray(V, dtype=np.float64)
-        if Vn.shape[0] != self.n_params_ or Vn.ndim not in (1, 2):
-            raise ValueError(
-                f"V must have shape (P,) or (P, k) with P={self.n_params_} (the "
-                f"trainable parameters), got {Vn.shape}."
-            )
-        one = Vn.ndim == 1
-        Vt = torch.as_tensor(
-            Vn.reshape(self.n_params_, -1), dtype=ref.dtype, device=ref.device
-        )
+        Vt, one = _param_columns(V, self.n_params_, ref)
         out = torch.empty_like(Vt)
         shift = float(self.damping) * self.data_weight_
         for layer, f in zip(self._layout.layers, self.factors_):

@@ -8,6 +8,8 @@ gradients as ``(b, out, T)``, and the output-Hessian factors ``U_i`` of the
 loss (exact, or from labels drawn from the model's predictive distribution).
 """
 
+import numpy as np
+
 
 def _layer_kind(m):
     import torch
@@ -140,6 +142,24 @@ def _grads(layer, g):
     if layer["kind"] == "conv":
         return g.reshape(g.shape[0], g.shape[1], -1)
     return g.reshape(g.shape[0], -1, g.shape[-1]).transpose(1, 2)
+
+
+def _param_columns(V, n_params, ref):
+    """``V`` of shape ``(P,)`` or ``(P, k)`` as a ``(P, k)`` tensor like ``ref``.
+
+    Returns ``(Vt, one)``; ``one`` says ``V`` was a vector (callers return
+    ``res[:, 0]`` then).
+    """
+    import torch
+
+    Vn = np.asarray(V, dtype=np.float64)
+    if Vn.ndim not in (1, 2) or Vn.shape[0] != n_params:
+        raise ValueError(
+            f"V must have shape (P,) or (P, k) with P={n_params} (the trainable "
+            f"parameters), got {Vn.shape}."
+        )
+    Vt = torch.as_tensor(Vn.reshape(n_params, -1), dtype=ref.dtype, device=ref.device)
+    return Vt, Vn.ndim == 1
 
 
 def _loss_name(loss):

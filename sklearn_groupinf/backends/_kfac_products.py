@@ -1,8 +1,6 @@
 """Per-example gradient products ``Q V`` from layer inputs and output gradients."""
 
-import numpy as np
-
-from ._kfac_layers import _acts, _grads, _Layout, _Recorder
+from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
 
 
 def per_example_products(module, loss, X, y, V, *, batch_size=256):
@@ -40,16 +38,7 @@ def per_example_products(module, loss, X, y, V, *, batch_size=256):
     ref = next(iter(layout.params.values()))
     X = torch.as_tensor(X, dtype=ref.dtype, device=ref.device)
     y = torch.as_tensor(y, device=ref.device)
-    Vn = np.asarray(V, dtype=np.float64)
-    if Vn.shape[0] != layout.n_params or Vn.ndim not in (1, 2):
-        raise ValueError(
-            f"V must have shape (P,) or (P, k) with P={layout.n_params}, got "
-            f"{Vn.shape}."
-        )
-    one = Vn.ndim == 1
-    Vt = torch.as_tensor(
-        Vn.reshape(layout.n_params, -1), dtype=ref.dtype, device=ref.device
-    )
+    Vt, one = _param_columns(V, layout.n_params, ref)
     blocks = [layout.block(Vt, layer) for layer in layout.layers]
     V_other = {
         k: Vt[layout.slices[k]].reshape(*layout.params[k].shape, -1)
