@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._base import ModelBackend
+from ._design import DesignMatrix, row_chunks, row_sq_norms
 from ._linear_specs import linear_spec
 from ._losses import HalfTweedieLoss
 from ._targets import TorchCallableTarget, weighted_mean
@@ -30,16 +31,21 @@ def _dense(X):
 
 
 def _sandwich(Xt, W):
-    """``sum_i W_i (x) x~_i x~_i'`` for ``W`` of shape ``(n, K, K)`` -> ``(P, P)``."""
+    """``sum_i W_i (x) x~_i x~_i'`` for ``W`` of shape ``(n, K, K)`` -> ``(P, P)``.
+
+    Summed over row chunks (no ``n x d~`` temporary).
+    """
     n, k, _ = W.shape
     dt = Xt.shape[1]
     out = np.zeros((k, dt, k, dt))
+    for rows in row_chunks(n, dt):
+        Xc, Wc = Xt[rows], W[rows]
+        for a in range(k):
+            for b in range(a, k):
+                out[a, :, b, :] += Xc.T @ (Wc[:, a, b, None] * Xc)
     for a in range(k):
-        for b in range(a, k):
-            block = Xt.T @ (W[:, a, b, None] * Xt)
-            out[a, :, b, :] = block
-            if b != a:
-                out[b, :, a, :] = block.T
+        for b in range(a + 1, k):
+            out[b, :, a, :] = out[a, :, b, :].T
     return out.reshape(k * dt, k * dt)
 
 
@@ -78,7 +84,7 @@ class SklearnLinearBackend(ModelBackend):
         self.estimator = estimator
         self.feature_map = feature_map
         self.spec = spec = linear_spec(estimator, y, sample_weight)
-        self._Xt = self._design(X)
+        self._Xt = self._design(X, train=True)
         self._y = spec.encode_y(y)
         sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
         self._s = sw.astype(np.float64) * spec.class_weights_of(y)
@@ -102,11 +108,14 @@ class SklearnLinearBackend(ModelBackend):
         self.set_theta(theta.ravel())
 
     # -- data -------------------------------------------------------------
-    def _design(self, X):
+    def _design(self, X, train=False):
+        """``[phi(X), 1]``; for the training data without copying ``phi(X)``."""
         if self.feature_map is not None:
             X = self.feature_map(X)
         X = _dense(X)
         if self.spec.fit_intercept:
+            if train:
+                return DesignMatrix(X)
             X = np.hstack([X, np.ones((X.shape[0], 1))])
         return X
 
@@ -199,6 +208,53 @@ class SklearnLinearBackend(ModelBackend):
         if self.spec.mean_form:
             Q += s[:, None] * (self._D * self._theta)[None, :]
         return Q
+
+    # The removal gradient of a linear model is q_i = alpha_i (x) x~_i
+    # (+ s_i D theta for mean-form objectives) with alpha_i = c s_i g_i: the
+    # streamed products below are passes over the design matrix, with no
+    # n x P temporary.
+    def _alpha(self):
+        return self.spec.c * self._g * self._s[:, None]
+
+    def removal_gradient_norms(self):
+        alpha = self._alpha()
+        sq = np.sum(alpha**2, axis=1) * row_sq_norms(self._Xt)
+        if self.spec.mean_form:
+            Dt = (self._D * self._theta).reshape(self._k, self._dt)
+            sq += 2.0 * self._s * np.sum(alpha * (self._Xt @ Dt.T), axis=1)
+            sq += self._s**2 * float(np.dot(Dt.ravel(), Dt.ravel()))
+        return np.sqrt(np.maximum(sq, 0.0))
+
+    def removal_gradient_products(self, V):
+        V = np.asarray(V, dtype=np.float64)
+        V2 = V.reshape(self.n_params, -1)
+        alpha, dt = self._alpha(), self._dt
+        out = np.zeros((self.n_samples, V2.shape[1]))
+        for a in range(self._k):
+            part = self._Xt @ V2[a * dt : (a + 1) * dt]
+            part *= alpha[:, a : a + 1]
+            out += part
+        if self.spec.mean_form:
+            out += self._s[:, None] * ((self._D * self._theta) @ V2)[None, :]
+        return out.reshape((self.n_samples,) + V.shape[1:])
+
+    def aggregated_removal_gradients(self, matrix):
+        alpha, blocks = self._alpha(), []
+        for a in range(self._k):
+            scaled = (
+                matrix.multiply(alpha[:, a][None, :]).tocsr()
+                if sp.issparse(matrix)
+                else np.asarray(matrix) * alpha[:, a][None, :]
+            )
+            Xt = self._Xt  # sparse @ DesignMatrix would form the design
+            blocks.append(
+                Xt.__rmatmul__(scaled) if isinstance(Xt, DesignMatrix) else scaled @ Xt
+            )
+        out = np.hstack(blocks)
+        if self.spec.mean_form:
+            sw = np.asarray(matrix @ self._s).reshape(-1, 1)
+            out += sw * (self._D * self._theta)[None, :]
+        return out
 
     @property
     def metric_scale(self):
