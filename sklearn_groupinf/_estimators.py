@@ -144,6 +144,12 @@ class _FitState:
         factor), computed as ``Q (H^{-1} B)`` when ``B`` is thin.
         """
         n_units = self.backend.n_samples if membership is None else membership.n_groups
+        if membership is None and self._lazy_rows(n_units):
+            from ._lazy_rows import RemovalProducts
+
+            B, Mf = self.target_factor
+            S = self._solve_factor_or_inverse(B, self.backend.n_params)
+            return RemovalProducts(self.backend, S), Mf
 
         def thin():
             A = self.backend.removal_gradient_products(self._solve_factor())
@@ -172,6 +178,22 @@ class _FitState:
         if lazy_shifts and B.shape[1] < n_units:
             return thin(), Mf
         return shifts() @ B, Mf
+
+    def _lazy_rows(self, n_units):
+        """Keep per-example rows ``Q S`` as products (no ``n x r`` array)?
+
+        When the backend's products are passes over its data
+        (``cheap_removal_products``), the shifts are not stored, and a dense
+        ``n x n`` matrix could not be formed (``4 n^2 > max_bytes``).
+        """
+        return (
+            getattr(self.backend, "cheap_removal_products", False)
+            and self._U is None
+            and 4 * n_units * n_units > self.max_bytes
+        )
+
+    def _solve_factor_or_inverse(self, B, P):
+        return self.solver.solve(np.eye(P)) if B is None else self._solve_factor()
 
     def _solve_factor(self):
         if self._solved_B is None:

@@ -136,7 +136,9 @@ class InteractionOperator:
         self.shape = (W.shape[0], W.shape[0])
 
     def diag(self):
-        return (self.W**2) @ self.sigma
+        from ._lazy_rows import row_stats  # chunked: no n x r temporary
+
+        return row_stats(self.W, self.sigma)[1]
 
     def column(self, j):
         """``K[:, j]`` in ``O(n r)``."""
@@ -267,7 +269,7 @@ def make_interaction(
     itemsize = np.dtype(resolve_dtype(dtype)).itemsize
     need = n * n * itemsize
     C, sigma = factor_middle(M) if factor is None else factor
-    W = A @ C
+    W = A.compose(C) if hasattr(A, "compose") else A @ C  # lazy rows stay lazy
     if form == "dense" and need > max_dense_bytes:
         raise MemoryError(
             f"A dense interaction matrix among {n} units needs {need / 1e9:.2f} GB, "

@@ -50,6 +50,7 @@ def greedy_select(
     stop_early=False,
     exclude=None,
     strategy="auto",
+    stats=None,
 ):
     """Greedy minimisation (or maximisation) of ``b' 1_S + 1/2 1_S' K 1_S``.
 
@@ -74,6 +75,10 @@ def greedy_select(
         that bounds cannot rule out (:func:`_greedy_pruned`), with the same
         picks. ``"auto"`` prunes implicit operators of at least
         ``PRUNE_MIN_UNITS`` units. Dense operators always use ``"naive"``.
+    stats : dict, optional
+        Receives ``passes``: full passes over the factor ``W`` (the naive
+        rule: one for ``diag(K)`` and one per pick), and for the pruned rule
+        ``evaluated`` (units scored exactly).
 
     Returns
     -------
@@ -91,8 +96,6 @@ def greedy_select(
     b = np.asarray(b, dtype=np.float64)
     n = b.shape[0]
     direction = 1.0 if goal == "decrease" else -1.0
-    half_diag = np.zeros(n) if operator is None else 0.5 * np.asarray(operator.diag())
-    c = np.zeros(n)
     available = np.ones(n, dtype=bool)
     if exclude is not None:
         available[np.asarray(exclude, dtype=int)] = False
@@ -113,16 +116,27 @@ def greedy_select(
                 "strategy='pruned' needs an implicit operator (K = W diag(s) W'); "
                 "a dense one has no factor to bound with. Use strategy='auto'."
             )
-        return _greedy_pruned(
+        from ._lazy_rows import row_stats
+
+        # one chunked pass gives the row norms and diag(K)
+        sq, signed = row_stats(operator.W, operator.sigma)
+        out = _greedy_pruned(
             b,
             operator.W,
             operator.sigma,
-            half_diag,
+            0.5 * signed,
             k,
             direction,
             available,
             stop_early,
+            norms=np.sqrt(np.maximum(sq, 0.0)),
+            stats=stats,
         )
+        if stats is not None:
+            stats["passes"] += 1  # the one for the row norms and diag(K)
+        return out
+    half_diag = 0.5 * np.asarray(operator.diag())
+    c = np.zeros(n)
     order, estimates = [], []
     total = 0.0
     for _ in range(min(k, int(available.sum()))):
@@ -137,6 +151,8 @@ def greedy_select(
         available[j] = False
         if operator is not None:
             c += np.asarray(operator.column(j), dtype=np.float64)
+    if stats is not None:  # diag(K), then one column per pick
+        stats.update(passes=1 + len(order))
     return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
 
 
@@ -154,7 +170,8 @@ def _greedy_pruned(
     available,
     stop_early,
     *,
-    shortlist=4096,
+    norms=None,
+    shortlist=16384,
     stats=None,
 ):
     """The greedy rule of :func:`greedy_select` with bounds instead of passes.
@@ -171,34 +188,42 @@ def _greedy_pruned(
     the greedy pick; the others (at least the unit attaining ``U``) are
     evaluated exactly (``O(r)`` each) and the best is taken, ties to the lowest
     index, as :func:`greedy_select` does. At a checkpoint a shortlist ``L`` of
-    units is kept: those with ``s0_j - ||w_j|| D <= T``, ``T`` the smallest
-    upper bound at radius ``D`` (``D`` chosen so that ``L`` has about
-    ``shortlist`` units). A unit outside ``L`` has a lower bound above ``T``
-    for every ``d <= D``, so ``L`` holds every candidate as long as ``d <= D``
-    and some unit of ``L`` still has an upper bound ``<= T`` (selected units
-    leave ``L``); otherwise a new checkpoint is taken. The picks and
-    estimates are those of the naive rule (up to round-off in the order of
-    summation).
+    units is kept, with its rows of ``W`` (``|L| x r``): those with
+    ``s0_j - ||w_j|| D <= T``, ``T`` the smallest upper bound at radius ``D``
+    (``D`` chosen so that ``L`` has about ``shortlist`` units). A unit outside
+    ``L`` has a lower bound above ``T`` for every ``d <= D``, so ``L`` holds
+    every candidate as long as ``d <= D`` and some unit of ``L`` still has an
+    upper bound ``<= T`` (selected units leave ``L``); otherwise a new
+    checkpoint is taken. The picks and estimates are those of the naive rule
+    (up to round-off in the order of summation).
 
-    ``stats``, when a dict, receives ``passes`` (full passes over ``W``,
-    counting those for the diagonal and the row norms) and ``evaluated``
-    (exact scores).
+    ``W`` may be an ndarray or a lazy factor (``W @ u``, ``W[rows]``; see
+    :mod:`._lazy_rows`); it is read by whole passes only at checkpoints.
+    ``norms`` (the row norms ``||w_j||``) are computed when not given.
+    ``stats``, when a dict, receives ``passes`` (full passes over ``W`` at
+    checkpoints, plus one for the row norms when computed here) and
+    ``evaluated`` (exact scores).
     """
-    n, _ = W.shape
     base = direction * (b + half_diag)
-    norms = np.sqrt(np.einsum("ij,ij->i", W, W))
+    passes = 0
+    if norms is None:
+        from ._lazy_rows import row_stats
+
+        norms = np.sqrt(np.maximum(row_stats(W, sigma)[0], 0.0))
+        passes += 1
     v = np.zeros(W.shape[1])
     n_steps = min(k, int(available.sum()))
     order, estimates = [], []
     total = 0.0
-    passes, evaluated = 2, 0  # the diagonal and the row norms
-    short = None  # (rows, s0 of the rows, norms of the rows, D, T, v0)
+    evaluated = 0
+    short = None  # rows, their W rows, s0 (inf once picked), norms, D, T, v0
     D = None  # radius of the last shortlist
     for _ in range(n_steps):
         if short is not None:
-            rows, s0, nr, D, T, v0 = short
+            rows, WL, s0, nr, D, T, v0 = short
             d = float(np.linalg.norm(v - v0))
-            if d > D or len(rows) == 0 or np.min(s0 + nr * d) > T:
+            ub = s0 + nr * d
+            if d > D or not np.any(ub <= T):
                 short = None
         if short is None:  # checkpoint: exact scores of every unit
             s_all = base + direction * (W @ (sigma * v))
@@ -207,24 +232,23 @@ def _greedy_pruned(
             D = _shortlist_radius(s_all, norms, shortlist, start=D)
             T = np.min(s_all + norms * D)
             rows = np.flatnonzero(s_all - norms * D <= T)
-            short = (rows, s_all[rows], norms[rows], D, T, v.copy())
-            rows, s0, nr, D, T, v0 = short
+            short = (rows, W[rows], s_all[rows], norms[rows], D, T, v.copy())
+            rows, WL, s0, nr, D, T, v0 = short
             d = 0.0
-        lb = s0 - nr * d
-        cand = rows[lb <= np.min(s0 + nr * d)]
-        exact = base[cand] + direction * (W[cand] @ (sigma * v))
+            ub = s0.copy()
+        cand = np.flatnonzero(s0 - nr * d <= np.min(ub))
+        exact = base[rows[cand]] + direction * (WL[cand] @ (sigma * v))
         evaluated += len(cand)
         best = int(np.argmin(exact))
-        j, score = int(cand[best]), float(exact[best])
+        j, score = int(rows[cand[best]]), float(exact[best])
         if stop_early and score >= 0:
             break
         order.append(j)
         total += direction * score
         estimates.append(total)
         available[j] = False
-        v += W[j]
-        keep = rows != j
-        short = (rows[keep], s0[keep], nr[keep], D, T, v0)
+        v += WL[cand[best]]
+        s0[cand[best]] = np.inf  # picked: leaves the shortlist
     if stats is not None:
         stats.update(passes=passes, evaluated=evaluated)
     return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
@@ -235,21 +259,30 @@ def _shortlist_radius(s, norms, size, start=None):
 
     The shortlist for radius ``D`` holds the units whose lower bound
     ``s_j - ||w_j|| D`` does not exceed the smallest upper bound; it grows with
-    ``D``. The search starts at ``start`` (the previous checkpoint's radius:
-    usually two counts, each one pass over ``n`` scores) and doubles or halves
-    from there. Returns ``0`` when even the smallest radius tried overflows.
+    ``D``. The search starts at ``start`` (the previous checkpoint's radius)
+    and doubles or halves from there. Every shortlist for ``D <= 4 start``
+    lies in the one for ``4 start`` (and the smallest upper bound is attained
+    inside it), so the search counts on that subset after one pass over the
+    ``n`` scores. Returns ``0`` when even the smallest radius tried overflows.
     """
     finite = np.isfinite(s)
     if not np.any(finite):
         return 0.0
-
-    def fits(D):
-        T = np.min(s + norms * D)
-        return np.count_nonzero(s - norms * D <= T) <= size
-
     if not start:
         scale = float(np.max(norms[finite])) or 1.0
         start = (float(np.ptp(s[finite])) or 1.0) / scale * 1e-6
+    cap = 4.0 * start
+    T = np.min(s + norms * cap)
+    sub = np.flatnonzero(s - norms * cap <= T)
+    s_sub, n_sub = s[sub], norms[sub]
+
+    def fits(D):
+        if D <= cap:
+            Tl = np.min(s_sub + n_sub * D)
+            return np.count_nonzero(s_sub - n_sub * D <= Tl) <= size
+        Tl = np.min(s + norms * D)
+        return np.count_nonzero(s - norms * D <= Tl) <= size
+
     D = start
     if fits(D):
         for _ in range(40):

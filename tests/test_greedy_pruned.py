@@ -105,3 +105,68 @@ def test_pruned_greedy_when_picks_leave_the_shortlist(seed):
     np.testing.assert_array_equal(order, naive[0])
     np.testing.assert_allclose(est, naive[1], rtol=1e-10, atol=1e-14)
     assert stats["passes"] < 300
+
+
+def _fitted_pair(max_dense_bytes):
+    from sklearn.linear_model import LogisticRegression
+
+    from sklearn_groupinf import GroupInfluence
+
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((400, 5))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(400) > 0).astype(int)
+    gi = GroupInfluence(
+        LogisticRegression(C=0.5),
+        interaction="implicit",
+        max_dense_bytes=max_dense_bytes,
+    )
+    return gi.fit(X[:300], y[:300], X_target=X[300:], y_target=y[300:])
+
+
+def test_lazy_factor_equals_the_stored_factor():
+    # below 4 n^2 bytes the per-example factor W = Q H^-1 C is kept as
+    # products (RemovalProducts); every operation matches the stored W
+    from sklearn_groupinf._lazy_rows import RemovalProducts, row_stats
+
+    lazy = _fitted_pair(1000)._fitted.unit_operator("interaction")
+    stored = _fitted_pair(2 * 1024**3)._fitted.unit_operator("interaction")
+    assert isinstance(lazy.W, RemovalProducts)
+    assert isinstance(stored.W, np.ndarray)
+    Ws = stored.W
+    np.testing.assert_allclose(np.asarray(lazy.W), Ws, rtol=1e-10, atol=1e-14)
+    rng = np.random.default_rng(0)
+    u, V = rng.standard_normal(Ws.shape[1]), rng.standard_normal((300, 2))
+    np.testing.assert_allclose(lazy.W @ u, Ws @ u, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(lazy.W.T @ V, Ws.T @ V, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(lazy.W[[5, 2]], Ws[[5, 2]], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(lazy.diag(), stored.diag(), rtol=1e-10, atol=1e-16)
+    sq, signed = row_stats(lazy.W, lazy.sigma)
+    np.testing.assert_allclose(sq, np.sum(Ws**2, axis=1), rtol=1e-10, atol=1e-16)
+    np.testing.assert_allclose(lazy.matvec(V), stored.matvec(V), rtol=1e-9)
+
+
+@pytest.mark.parametrize("goal", ["decrease", "increase"])
+def test_selection_on_the_lazy_factor(goal):
+    # GroupInfluence.select with the lazy factor: the pruned greedy on it
+    # makes the naive greedy's picks on the stored factor
+    lazy = _fitted_pair(1000)
+    stored = _fitted_pair(2 * 1024**3)
+    op = stored._fitted.unit_operator("interaction")
+    naive = greedy_select(stored.influence_, op, 40, goal=goal, strategy="naive")
+    lop = lazy._fitted.unit_operator("interaction")
+    pruned = greedy_select(lazy.influence_, lop, 40, goal=goal, strategy="pruned")
+    np.testing.assert_array_equal(pruned[0], naive[0])
+    np.testing.assert_allclose(pruned[1], naive[1], rtol=1e-9, atol=1e-15)
+    sel = lazy.select(40, method="interaction")
+    ref = stored.select(40, method="interaction")
+    np.testing.assert_array_equal(sel.indices, ref.indices)
+
+
+def test_stats_count_passes():
+    b, op = _fixture(8, n=2000)
+    st_naive, st_pruned = {}, {}
+    greedy_select(b, op, 50, strategy="naive", stats=st_naive)
+    greedy_select(b, op, 50, strategy="pruned", stats=st_pruned)
+    assert st_naive["passes"] == 51
+    assert 2 <= st_pruned["passes"] < 51
+    assert st_pruned["evaluated"] >= 50

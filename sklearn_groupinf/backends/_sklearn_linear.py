@@ -17,11 +17,12 @@ Conventions
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import log_softmax
 
 from ._base import ModelBackend
 from ._design import DesignMatrix, row_chunks, row_sq_norms
 from ._linear_specs import linear_spec
-from ._losses import HalfTweedieLoss
+from ._losses import HalfBinomialLoss, HalfMultinomialLoss, HalfTweedieLoss
 from ._targets import TorchCallableTarget, weighted_mean
 
 
@@ -67,6 +68,9 @@ class SklearnLinearBackend(ModelBackend):
     supports_second_order = True
     supports_newton = True
     newton_by_default = True
+    #: removal-gradient products are passes over the design matrix, so
+    #: per-example interaction factors are kept as products (``_lazy_rows``)
+    cheap_removal_products = True
 
     def __init__(
         self,
@@ -265,6 +269,21 @@ class SklearnLinearBackend(ModelBackend):
         """``grad l_i = c g_i (x) x~_i``: the data loss, no weight, no penalty."""
         r = self._rows(rows)
         return self._outer(self.spec.c * self._g[r], self._Xt[r])
+
+    def example_log_proba(self, rows=None, theta=None):
+        """Class log-probabilities of training rows at ``theta`` (log-loss only)."""
+        loss = self.spec.loss
+        if not isinstance(loss, (HalfBinomialLoss, HalfMultinomialLoss)):
+            raise NotImplementedError(
+                f"{type(self.estimator).__name__} is not fitted with a log-loss; "
+                "it gives no class probabilities."
+            )
+        z = self._raw(self._Xt[self._rows(rows)], theta)
+        if isinstance(loss, HalfBinomialLoss):
+            return np.column_stack(
+                [-np.logaddexp(0.0, z[:, 0]), -np.logaddexp(0.0, -z[:, 0])]
+            )
+        return log_softmax(z, axis=1)
 
     def candidate_gradients(self, X, y, sample_weight=None):
         Xt = self._design(X)
