@@ -51,11 +51,21 @@ def regression():
     return net, (X[:80], Y[:80], X[80:], Y[80:])
 
 
-@pytest.mark.parametrize("kind", ["kfac", "ekfac"])
-def test_kfac_equals_the_exact_ggn_where_it_is_exact(regression, kind):
+@pytest.mark.parametrize(
+    "kind, sketch", [("kfac", "shifts"), ("ekfac", "shifts"), ("ekfac", "plain")]
+)
+def test_kfac_equals_the_exact_ggn_where_it_is_exact(regression, kind, sketch):
     net, data = regression
     exact = _fit(FrozenEstimator(net), data, curvature="ggn")
-    gi = _fit(FrozenEstimator(net), data, curvature=kind, target_rank=12)
+    opts = {"target_sketch": sketch}
+    gi = _fit(
+        FrozenEstimator(net),
+        data,
+        curvature=kind,
+        target_rank=12,  # = P: both sketches are exact
+        curvature_options=opts,
+    )
+    assert gi._state.backend.target_sketch == sketch
     assert isinstance(gi._state.backend, KroneckerBackend)
     assert isinstance(exact._state.backend, TorchBackend)
     np.testing.assert_allclose(gi.influence_, exact.influence_, rtol=1e-9, atol=1e-13)
@@ -290,3 +300,23 @@ def test_low_rank_target_factor_keeps_the_largest_directions():
     B, M = low_rank_target_ggn(lambda V: V @ H, 60, 10, oversample=10)
     err = np.linalg.norm(H - B @ M @ B.T, 2)
     assert lam[10] <= err <= 1.5 * lam[10]
+
+
+@pytest.mark.parametrize("target", ["default", "probability"])
+def test_target_products_equal_the_exact_target_ggn(mlp, target):
+    # layer-by-layer products against the torch backend's (vmapped jvp/vjp)
+    net, data, _ = mlp
+    phi = "default"
+    if target == "probability":  # class-0 probability: indefinite in z
+
+        def phi(y, z):
+            return torch.softmax(z, 1)[:, 0]
+
+    kw = dict(damping=0.1, target=phi)
+    exact = _fit(FrozenEstimator(net), data, curvature="ggn", **kw)._state.backend
+    be = _fit(FrozenEstimator(net), data, curvature="ekfac", **kw)._state.backend
+    V = np.random.default_rng(0).normal(size=(3, be.n_params))
+    ref = exact.target_hessian_products(V)
+    np.testing.assert_allclose(
+        be.target_hessian_products(V), ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max()
+    )

@@ -422,6 +422,13 @@ class KroneckerCurvature(HessianSolver):
 
         return self._apply(V, inv)
 
+    def power(self, V, p):
+        """``(F + damping * W * I)^p V`` (e.g. ``p = -1/2``), shaped as ``solve``."""
+        if p >= 0:
+            return self._apply(V, lambda lam, name: lam**p)
+        self.solve(np.zeros(self.n_params_))  # raises on a singular curvature
+        return self._apply(V, lambda lam, name: lam**p)
+
     def dense(self):
         """Dense damped curvature ``(P, P)`` (for tests and small models only)."""
         if self.n_params_ > 20_000:

@@ -1,0 +1,118 @@
+"""A rank-``r`` factor of the target curvature from curvature-vector products.
+
+The interaction term needs the target's Gauss-Newton matrix ``H_f`` only
+through ``u_i' H_f u_j`` with ``u_i = H^{-1} q_i``. With a factor
+``H_f ~ B diag(lam) B'`` (``B``: ``P x r``) the interaction rows are
+``Q (H^{-1} B)``: ``r`` solves and ``n x r`` values, never ``P x P``.
+
+:func:`low_rank_target_ggn` finds the factor by randomized range finding
+(Halko, Martinsson & Tropp 2011, algorithms 4.1 and 5.3): ``r + oversample``
+products with a Gaussian test matrix, an orthonormal basis ``Y`` of their
+range (after ``n_iter`` power iterations), the small matrix ``Y' C Y`` and
+its eigenvalues, of which the ``r`` largest in magnitude are kept (signed,
+so an indefinite target curvature is allowed). It costs
+``(r + oversample) (2 + 2 n_iter)`` target curvature-vector products and
+``(r + oversample) P`` values.
+
+``precondition`` (a fitted :class:`KroneckerCurvature`): the factor is found
+for ``C = H^{-1/2} H_f H^{-1/2}`` instead of ``H_f`` and mapped back
+(``B = H^{1/2} B_C``), so the directions kept are the largest in the metric
+that the interaction term uses (``u' H_f u`` with ``u = H^{-1} q``) rather than
+the largest of ``H_f`` itself. ``benchmarks/kfac_target_rank.py`` compares
+both.
+"""
+
+import numpy as np
+
+
+def low_rank_target_ggn(
+    products,
+    n_params,
+    rank,
+    *,
+    precondition=None,
+    test_matrix=None,
+    oversample=10,
+    n_iter=0,
+    random_state=0,
+):
+    """``(B, M)`` with ``B (P, r)``, ``M = diag(lam)`` and ``H_f ~ B M B'``.
+
+    Parameters
+    ----------
+    products : callable
+        ``products(V)`` returns ``V H_f`` for rows ``V`` ``(k, P)``.
+    n_params : int
+        ``P``.
+    rank : int
+        ``r`` (capped at ``P``).
+    precondition : object with ``power(V, p)`` or None
+        Find the factor of ``H^{-1/2} H_f H^{-1/2}`` (see the module docstring).
+    test_matrix : ndarray of shape (P, l) or None
+        Directions where the factor must be accurate (e.g. random
+        combinations of the parameter shifts ``H^{-1} q_i``): the Nystrom
+        approximation ``Y (Omega' Y)^+ Y'`` with ``Y = H_f Omega`` is exact
+        on their span (when ``l <= rank``), from ``l`` products. Ignores
+        ``precondition``, ``oversample`` and ``n_iter``.
+    oversample : int, default=10
+        Extra test vectors beyond ``r``.
+    n_iter : int, default=0
+        Power iterations (each costs ``2 (r + oversample)`` more products).
+    random_state : int, default=0
+        Seed of the Gaussian test matrix.
+
+    Returns
+    -------
+    B : ndarray of shape (P, r)
+    M : ndarray of shape (r, r)
+        Diagonal: the kept eigenvalues.
+    """
+    P = int(n_params)
+    r = min(int(rank), P)
+    if test_matrix is not None:
+        return _nystrom(products, np.asarray(test_matrix, dtype=np.float64), r)
+    ell = min(P, r + int(oversample))
+
+    def apply(V):  # C V for columns V (P, k)
+        if precondition is None:
+            return np.asarray(products(V.T)).T
+        W = precondition.power(V, -0.5)
+        return precondition.power(np.asarray(products(W.T)).T, -0.5)
+
+    rng = np.random.default_rng(random_state)
+    Y = apply(rng.standard_normal((P, ell)))
+    for _ in range(int(n_iter)):
+        Y = apply(np.linalg.qr(Y)[0])
+    Qb = np.linalg.qr(Y)[0]
+    T = Qb.T @ apply(Qb)
+    lam, W = np.linalg.eigh(0.5 * (T + T.T))
+    keep = np.argsort(-np.abs(lam))[:r]
+    lam, W = lam[keep], W[:, keep]
+    B = Qb @ W
+    if precondition is not None:
+        B = precondition.power(B, 0.5)
+    if not (np.all(np.isfinite(B)) and np.all(np.isfinite(lam))):
+        raise FloatingPointError(
+            "The low-rank target curvature has non-finite entries (overflow in "
+            "the target?). Check the target at the fitted parameters."
+        )
+    return B, np.diag(lam)
+
+
+def _nystrom(products, Om, r):
+    """``(B, M)`` of ``Y (Om' Y)^+ Y'`` (``Y = H_f Om``), truncated to rank ``r``."""
+    Y = np.asarray(products(Om.T)).T
+    T = Om.T @ Y
+    t, V = np.linalg.eigh(0.5 * (T + T.T))
+    keep = np.abs(t) > 1e-10 * max(np.abs(t).max(), np.finfo(float).tiny)
+    Qy, R = np.linalg.qr(Y @ V[:, keep])
+    mid = (R / t[keep]) @ R.T
+    lam, W = np.linalg.eigh(0.5 * (mid + mid.T))
+    order = np.argsort(-np.abs(lam))[:r]
+    B, lam = Qy @ W[:, order], lam[order]
+    if not (np.all(np.isfinite(B)) and np.all(np.isfinite(lam))):
+        raise FloatingPointError(
+            "The low-rank target curvature has non-finite entries (overflow in "
+            "the target?). Check the target at the fitted parameters."
+        )
+    return B, np.diag(lam)

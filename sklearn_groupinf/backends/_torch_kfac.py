@@ -1,0 +1,249 @@
+"""``KroneckerBackend``: the torch backend with K-FAC / EK-FAC curvature.
+
+For networks too large for the exact curvature. It differs from
+:class:`~sklearn_groupinf.backends._torch.TorchBackend` in four places:
+
+* the damped training curvature is the Kronecker-factored Gauss-Newton
+  matrix of :class:`~sklearn_groupinf.backends._kfac.KroneckerCurvature`
+  (the penalty ``pen_mult * weight_decay * mask`` on its diagonal);
+* removal-gradient products, norms and group sums are computed layer by
+  layer from the layers' inputs and output gradients
+  (:mod:`~sklearn_groupinf.backends._kfac_products`): never ``n x P``, nor
+  ``batch_size x P``;
+* the target curvature is a rank-``r`` factor of the target's Gauss-Newton
+  matrix ``H_f`` (:func:`~sklearn_groupinf.backends._kfac_target.low_rank_target_ggn`)
+  from exact target GGN products computed layer by layer;
+* the parameters are used as trained (no Newton polishing: it would need the
+  exact curvature); ``GroupInfluence`` reports the stationarity it measured.
+
+Removal gradients follow the torch backend: ``q_i = s_i (grad l_i + c)`` with
+``c = weight_decay * mask * theta`` in mean form (skorch) and ``c = 0`` in sum
+form (``TorchModel``).
+"""
+
+import numpy as np
+
+from ._kfac import KroneckerCurvature
+from ._kfac_products import (
+    aggregated_gradients,
+    per_example_products,
+    per_example_sq_norms,
+)
+from ._kfac_target import low_rank_target_ggn
+from ._torch import TorchBackend
+from ._torch_cg import _to_numpy
+from ._torch_options import DEFAULT_TARGET_RANK
+
+
+def _linear_output(z, u):
+    """``u_t' z_t`` per row: a "loss" whose gradients are ``J_t' u_t``."""
+    return (z * u.reshape(z.shape)).sum(1)
+
+
+class KroneckerBackend(TorchBackend):
+    """Torch backend with K-FAC / EK-FAC curvature (see the module docstring).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As :class:`TorchBackend` (``curvature`` and ``hessian_solver`` are set
+        here).
+    kind : {"kfac", "ekfac"}
+    fisher : {"exact", "sampled"}, default="exact"
+    n_draws : int, default=1
+    target_rank : int, default=DEFAULT_TARGET_RANK
+    target_sketch : {"shifts", "plain"}, default="shifts"
+        How the target factor is found (see :meth:`target_hessian_factor`).
+    random_state : int, default=0
+        Seeds the drawn labels and the random test matrix of the target factor.
+    """
+
+    matrix_free = True
+    supports_second_order = False
+    supports_newton = False
+    #: Newton polishing needs the exact curvature: never attempted here.
+    polishable = False
+
+    def __init__(
+        self,
+        *args,
+        kind,
+        fisher="exact",
+        n_draws=1,
+        target_rank=DEFAULT_TARGET_RANK,
+        target_sketch="shifts",
+        random_state=0,
+        **kwargs,
+    ):
+        kwargs.update(curvature="ggn", hessian_solver="cg")
+        super().__init__(*args, **kwargs)
+        self.kind, self.fisher, self.n_draws = kind, fisher, int(n_draws)
+        self.target_rank = int(target_rank)
+        self.target_sketch = target_sketch
+        self.random_state = random_state
+        self.supports_second_order = self.supports_newton = False
+        self._kfac = None
+
+    # ------------------------------------------------------------ curvature
+    def hessian_solver(self, damping):
+        """A fitted :class:`KroneckerCurvature` (``solve`` as the protocol asks)."""
+        self._check_theta()
+        pen = self._pen_mult * self.weight_decay * self._mask
+        self._kfac = KroneckerCurvature(
+            self.module,
+            self._loss,
+            kind=self.kind,
+            fisher=self.fisher,
+            damping=damping,
+            n_draws=self.n_draws,
+            batch_size=self.batch_size,
+            random_state=self.random_state,
+            penalty=_to_numpy(pen),
+        ).fit(self._X, self._y, self._s)
+        return self._kfac
+
+    def _check_theta(self):
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        current = _to_numpy(self._theta)
+        module = np.concatenate([_to_numpy(p.detach().reshape(-1)) for p in params])
+        if not np.array_equal(current, module):
+            raise RuntimeError(
+                "KroneckerBackend: the parameters moved away from the module's "
+                "(K-FAC curvature is computed on the module as trained)."
+            )
+
+    def newton_direction(self):
+        return None
+
+    # --------------------------------------------------- removal gradients
+    def _offset(self):
+        """``c``: the penalty share of each removal gradient (mean form)."""
+        if self.penalty_form == "mean" and self.weight_decay:
+            return _to_numpy(self.weight_decay * self._mask * self._theta)
+        return None
+
+    def _per_example(self, fn, *args):
+        return fn(
+            self.module, self._loss, self._X, self._y, *args, batch_size=self.batch_size
+        )
+
+    def removal_gradient_products(self, V):
+        """``Q V`` ``(n, k)`` layer by layer (never ``n x P`` nor ``b x P``)."""
+        V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
+        out = self._per_example(per_example_products, V)
+        c = self._offset()
+        if c is not None:
+            out = out + (c @ V)[None, :]
+        return out * _to_numpy(self._s)[:, None]
+
+    def removal_gradient_norms(self):
+        sq = self._per_example(per_example_sq_norms)
+        c = self._offset()
+        if c is not None:
+            sq = sq + 2 * self._per_example(per_example_products, c) + c @ c
+        return np.sqrt(np.maximum(sq, 0.0)) * _to_numpy(self._s)
+
+    def aggregated_removal_gradients(self, matrix):
+        """``matrix @ Q`` ``(g, P)`` layer by layer."""
+        import scipy.sparse as sp
+
+        s = _to_numpy(self._s)
+        weighted = sp.csr_matrix(matrix) @ sp.diags(s)
+        out = self._per_example(aggregated_gradients, weighted)
+        c = self._offset()
+        if c is not None:
+            out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * c[None, :]
+        return out
+
+    # ---------------------------------------------------------------- target
+    def target_factor_width(self):
+        return self.target_rank
+
+    def _target_output_factors(self):
+        """``[(U_c, w_c)]``: ``Lambda_t = sum_c w_ct U_ct U_ct'`` per target row.
+
+        ``Lambda_t`` is the target's Hessian in the raw output ``z_t``
+        (``(m, K, K)``), eigendecomposed per row: ``U_c`` ``(m, K)`` holds the
+        scaled eigenvectors and ``w_c`` ``(m,)`` the target weights times the
+        eigenvalues' signs (an indefinite target curvature is allowed).
+        """
+        import torch
+
+        if getattr(self, "_target_factors", None) is None:
+            lams = []
+            with torch.no_grad():
+                for b in self._batches(self._Xf.shape[0]):
+                    z = self._out(self._theta, self._Xf[b])
+                    lams.append(self._target_phi_hessian(z, self._yf[b]))
+            Lam = torch.cat(lams)
+            lam, V = torch.linalg.eigh(0.5 * (Lam + Lam.transpose(1, 2)))
+            scale = lam.abs().amax().clamp_min(torch.finfo(lam.dtype).tiny)
+            self._target_factors = [
+                (
+                    V[:, :, c] * lam[:, c].abs().sqrt()[:, None],
+                    self._wt * lam[:, c].sign(),
+                )
+                for c in range(lam.shape[1])
+                if bool((lam[:, c].abs() > 1e-12 * scale).any())
+            ]
+        return self._target_factors
+
+    def target_hessian_products(self, V):
+        """``V H_f`` ``(k, P)``: exact target GGN products, layer by layer.
+
+        ``H_f = sum_t sum_c w_ct J_t' U_ct U_ct' J_t``; each term's rows
+        ``U_ct' J_t`` are the gradients of the linear function ``U_ct' z_t``,
+        so ``G_c V`` and ``G_c' u`` are per-example products and sums of
+        per-example gradients (two passes over the target rows per ``c``):
+        no vmap over the ``k`` directions, and memory of one batch.
+        """
+        V = np.asarray(V, dtype=np.float64)
+        out = np.zeros_like(V)
+        for U_c, w_c in self._target_output_factors():
+            GV = per_example_products(
+                self.module,
+                _linear_output,
+                self._Xf,
+                U_c,
+                V.T,
+                batch_size=self.batch_size,
+            )
+            out += aggregated_gradients(
+                self.module,
+                _linear_output,
+                self._Xf,
+                U_c,
+                (GV * _to_numpy(w_c)[:, None]).T,
+                batch_size=self.batch_size,
+            )
+        return out
+
+    def target_hessian_factor(self):
+        """Rank-``target_rank`` factor ``(B, diag(lam))`` of the target GGN.
+
+        ``target_sketch="shifts"``: the Nystrom approximation on ``r`` random
+        combinations ``H^{-1} Q' G`` of the training rows' parameter shifts
+        (exact on their span: one pass over the training rows, ``r`` solves
+        and ``r`` target products); ``"plain"``: randomized range finding on
+        ``H_f`` itself (``2 (r + 10)`` products).
+        """
+        if self.target_sketch == "plain":
+            return low_rank_target_ggn(
+                self.target_hessian_products,
+                self.n_params,
+                self.target_rank,
+                random_state=self.random_state,
+            )
+        rng = np.random.default_rng(self.random_state)
+        G = rng.standard_normal((self.target_rank, self.n_samples))
+        if self._kfac is None:
+            raise RuntimeError(
+                "hessian_solver must be called before the target factor."
+            )
+        Om = self._kfac.solve(self.aggregated_removal_gradients(G).T)
+        return low_rank_target_ggn(
+            self.target_hessian_products,
+            self.n_params,
+            self.target_rank,
+            test_matrix=Om,
+        )
