@@ -27,7 +27,10 @@ def trainable(model):
 
 
 def objective_and_grad(model, X, y, s, backward=True):
-    """``J`` summed over chunks of ``batch_size`` rows; gradients into ``.grad``."""
+    """``J`` summed over chunks of ``batch_size`` rows; gradients into ``.grad``.
+
+    The penalty joins the first chunk's graph (one backward pass fewer).
+    """
     params = trainable(model)
     if backward:
         for p in params:
@@ -38,18 +41,13 @@ def objective_and_grad(model, X, y, s, backward=True):
         with torch.set_grad_enabled(backward):
             z = raw_output(model.module_, X[sl])
             part = (s[sl] * per_example_loss(model.loss, z, y[sl])).sum()
+            if i0 == 0 and model.weight_decay > 0:
+                terms = [(m * p * p).sum() for m, p in zip(model._mask, params)]
+                part = part + 0.5 * model.weight_decay * torch.stack(terms).sum()
             if backward:
                 part.backward()
         total += float(part.detach())
-    pen = 0.0
-    if model.weight_decay > 0:
-        with torch.set_grad_enabled(backward):
-            terms = [(m * p * p).sum() for m, p in zip(model._mask, params)]
-            penalty = 0.5 * model.weight_decay * torch.stack(terms).sum()
-            if backward:
-                penalty.backward()
-        pen = float(penalty.detach())
-    return total + pen
+    return total
 
 
 def max_grad(model, X, y, s, s_sum):
