@@ -26,6 +26,7 @@ from ._cleaning import clean_hold_out, clean_loo, hold_out_split
 from ._cross_fit import clean_cross_fit
 from ._group_influence import GroupInfluence
 from ._selector_checks import check_no_class_vanishes, check_selector_input
+from ._selector_groups import LeaveGroupOutUnsupported, clean_leave_group_out
 from ._selector_protocols import (
     _RefittedDelegationMixin,
     _RoutingMixin,
@@ -52,7 +53,15 @@ class GroupSelector(
       (:meth:`GroupInfluence.self_influence`), an n-fold out-of-sample loss
       from one fit; the rows with the highest are removed, in ``n_rounds``
       slices, each round refitted without the rows removed so far;
-    * whole groups (``groups_as_units=True``, ``validation="cross_fit"``):
+    * whole groups of a classifier (``groups_as_units=True``,
+      ``validation="leave_group_out"``): each group is judged by the model
+      fitted without it (one group-Newton step from one fit, class prior put
+      back to all kept rows'): the log-likelihood ratio of "the group's
+      labels are wrong" against "they are right" under that model; the
+      groups with the largest ratio are removed, in ``n_rounds`` slices, each
+      round refitted without the groups removed so far;
+    * whole groups of a regressor, or of a classifier whose influence model
+      gives no group-Newton step or probabilities (``validation="cross_fit"``):
       the groups are split in ``n_folds`` folds (stratified by class); rows
       whose out-of-fold probability of their label is below chance look
       noisy; per fold a :class:`GroupInfluence` fitted on the other folds
@@ -81,13 +90,16 @@ class GroupSelector(
         nothing. ``"auto"`` removes at most the units that look noisy in the
         first round (rows: approximate leave-one-out probability of the given
         label below ``1 / n_classes``; regressors: a squared leave-one-out
-        residual over 9 robust variances; groups: most of their rows), and
-        stops earlier when no unit is estimated to lower the robust target
-        any more; ``removed_indices_`` tells how many were removed.
+        residual over 9 robust variances; groups with ``"leave_group_out"``:
+        a positive flip likelihood ratio; groups with ``"cross_fit"``: most
+        of their rows), and stops earlier when no unit looks noisy any more
+        (``"cross_fit"``: when no unit is estimated to lower the robust
+        target); ``removed_indices_`` tells how many were removed.
     method : {"interaction", "first_order", "second_order"}, \
             default="interaction"
         Estimate driving the greedy removal (``"cross_fit"`` and hold-out;
-        ``"loo"`` ranks by the leave-one-out loss): ``interaction`` adds the pairwise
+        ``"loo"`` ranks by the leave-one-out loss, ``"leave_group_out"`` by
+        the flip likelihood ratio): ``interaction`` adds the pairwise
         interaction of the removed units to the first-order sum, so redundant
         units are not removed together for the same reason; ``first_order``
         is top-k on the summed influences; ``second_order`` also adds the
@@ -95,14 +107,17 @@ class GroupSelector(
     groups_as_units : bool, default=False
         Remove whole groups (the ``groups`` passed to ``fit``) instead of
         single examples. Groups are ranked globally across the folds.
-    validation : {"auto", "loo", "cross_fit"} or float in (0, 1), \
-            default="auto"
-        ``"loo"`` and ``"cross_fit"``: as described above; every unit is a
-        candidate. ``"auto"``: ``"loo"`` for rows, ``"cross_fit"`` for groups
-        (which ``"loo"`` does not rank). A float: that fraction of the rows
-        (whole groups when ``groups`` is given) is held out, its rows (noisy
-        labels and all) are the target set, are never removed and are part of
-        the final refit; the selection is :meth:`GroupInfluence.select` on that split.
+    validation : {"auto", "loo", "leave_group_out", "cross_fit"} or float \
+            in (0, 1), default="auto"
+        ``"loo"``, ``"leave_group_out"`` and ``"cross_fit"``: as described
+        above; every unit is a candidate. ``"auto"``: ``"loo"`` for rows;
+        for groups ``"leave_group_out"`` with a classifier fitted with a
+        log-loss whose influence model gives group-Newton steps (e.g.
+        ``LogisticRegression``), else ``"cross_fit"``. A float: that
+        fraction of the rows (whole groups when ``groups`` is given) is held
+        out, its rows (noisy labels and all) are the target set, are never
+        removed and are part of the final refit; the selection is
+        :meth:`GroupInfluence.select` on that split.
     n_folds : int, default=5
         Folds of ``"cross_fit"`` (lowered to the number of units available).
     damping : float, default=0.0
@@ -131,7 +146,10 @@ class GroupSelector(
     rounds_ : list of dict
         Per round: ``units`` removed (rows or group indices into the sorted
         labels) and ``n_noisy_rows`` (rows that looked noisy); ``"loo"``:
-        ``loo_loss`` of the removed rows (metric units); ``"cross_fit"``:
+        ``loo_loss`` of the removed rows (metric units);
+        ``"leave_group_out"``: ``flip_llr`` of the removed groups and
+        ``n_noisy_units`` (groups with a positive ratio) instead of
+        ``n_noisy_rows``; ``"cross_fit"``:
         ``estimates`` (estimated change of the robust target, summed over the
         folds' target rows in the metric's units, after each removal) and
         ``folds`` (``(pool_rows, target_rows)`` of each fold).
@@ -139,7 +157,8 @@ class GroupSelector(
         Hold-out only: the :meth:`GroupInfluence.select` result.
     splits_ : list of tuple of ndarray
         ``(pool_rows, target_rows)``: the folds of the first round
-        (``"cross_fit"``), the hold-out split, or empty (``"loo"``).
+        (``"cross_fit"``), the hold-out split, or empty (``"loo"``,
+        ``"leave_group_out"``).
     classes_ : ndarray
         Class labels (classifiers only).
     n_features_in_ : int
@@ -162,8 +181,13 @@ class GroupSelector(
     The cross-fitted estimate of removing a set :math:`S` is
     :math:`\\sum_f (b_f^\\top 1_S + \\tfrac12 1_S^\\top K_f 1_S)`, fold
     :math:`f`'s first-order and pairwise terms scaled to its target rows'
-    summed loss. Measured against cleanlab on real tabular sets in
-    ``benchmarks/cleaning_vs_cleanlab.py`` (the documentation page
+    summed loss. The flip likelihood ratio of a group :math:`G` is
+    :math:`\\sum_{i\\in G} [\\log((1 - p_i)/(K - 1)) - \\log p_i]`,
+    :math:`p_i` the probability of row :math:`i`'s label under
+    :math:`\\theta + (H - H_G)^{-1}\\sum_{i\\in G} q_i` (the model without
+    :math:`G`, one Newton step), re-weighted by the class frequencies with
+    and without :math:`G`; :math:`K` classes. Measured against cleanlab on
+    real tabular sets in ``benchmarks/cleaning_vs_cleanlab.py`` (the documentation page
     "Cleaning labels: compared with cleanlab").
 
     ``groups`` and ``sample_weight`` are keyword-only. The weights enter every
@@ -206,7 +230,7 @@ class GroupSelector(
         "groups_as_units": ["boolean"],
         "validation": [
             Interval(RealNotInt, 0, 1, closed="neither"),
-            StrOptions({"auto", "loo", "cross_fit"}),
+            StrOptions({"auto", "loo", "cross_fit", "leave_group_out"}),
         ],
         "n_folds": [Interval(numbers.Integral, 2, None, closed="left")],
         "damping": [Interval(numbers.Real, 0, None, closed="left")],
@@ -321,16 +345,26 @@ class GroupSelector(
             # internal fits get the weights by hand (the last step's fit)
             with config_context(enable_metadata_routing=False):
                 mode = self.validation
-                if mode == "auto":
-                    mode = "cross_fit" if self.groups_as_units else "loo"
+                if mode == "auto" and self.groups_as_units:
+                    mode = "leave_group_out" if self._is_classifier else "cross_fit"
+                elif mode == "auto":
+                    mode = "loo"
+                if mode == "leave_group_out":
+                    removed_units = self._leave_group_out(
+                        X, y, sample_weight, unit_of_row, k
+                    )
+                    if removed_units is None:  # no probabilities: cross-fit
+                        mode = "cross_fit"
                 if mode == "loo":
                     if self.groups_as_units:
                         raise ValueError(
                             "validation='loo' ranks single rows; with "
-                            "groups_as_units=True use validation='cross_fit' (or "
-                            "'auto')."
+                            "groups_as_units=True use validation='leave_group_out', "
+                            "'cross_fit' or 'auto'."
                         )
                     removed_units = self._loo(X, y, sample_weight, k)
+                elif mode == "leave_group_out":
+                    pass
                 elif mode == "cross_fit":
                     removed_units = self._cross_fit(
                         X, y, sample_weight, unit_of_row, k, seed
@@ -384,6 +418,33 @@ class GroupSelector(
             n_rounds=self.n_rounds,
             classifier=self._is_classifier,
         )
+        return removed
+
+    def _leave_group_out(self, X, y, sample_weight, unit_of_row, k):
+        """Groups by leave-group-out flip ratio; ``None`` when unsupported."""
+        if not (self.groups_as_units and self._is_classifier):
+            raise ValueError(
+                "validation='leave_group_out' ranks whole groups of a classifier; "
+                f"got groups_as_units={self.groups_as_units} and a "
+                f"{'classifier' if self._is_classifier else 'regressor'}. Pass "
+                "groups_as_units=True with a classifier, or validation='auto'."
+            )
+        try:
+            removed, self.rounds_ = clean_leave_group_out(
+                lambda pool, target: self._influence(X, y, sample_weight, pool, target),
+                y,
+                unit_of_row,
+                k=k,
+                n_rounds=self.n_rounds,
+            )
+        except LeaveGroupOutUnsupported as exc:
+            if self.validation == "auto":
+                return None
+            raise ValueError(
+                "validation='leave_group_out' needs an estimator fitted with a "
+                f"log-loss whose influence model gives group-Newton steps ({exc}); "
+                "use validation='cross_fit' or 'auto'."
+            ) from exc
         return removed
 
     def _cross_fit(self, X, y, sample_weight, unit_of_row, k, seed):

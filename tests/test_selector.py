@@ -519,11 +519,16 @@ def test_class_coherent_multiclass_groups_do_not_crash():
     groups = np.repeat(np.arange(10), 15)
     y = cls[groups]
     X = rng.normal(size=(len(y), 3)) + 2.0 * np.eye(3)[y]
-    sel = GroupSelector(
-        LogisticRegression(), budget=1, groups_as_units=True, random_state=0
-    ).fit(X, y, groups=groups)
-    assert len(sel.removed_groups_) == 1
-    assert_array_equal(sel.classes_, [0, 1, 2])
+    for validation in ("auto", "cross_fit"):
+        sel = GroupSelector(
+            LogisticRegression(),
+            budget=1,
+            groups_as_units=True,
+            validation=validation,
+            random_state=0,
+        ).fit(X, y, groups=groups)
+        assert len(sel.removed_groups_) == 1
+        assert_array_equal(sel.classes_, [0, 1, 2])
     # a fold whose training part holds a single class is refused clearly
     with pytest.raises(ValueError, match=r"holds only class \[1\].*n_folds"):
         fold_target(np.array([1, 1, 1]), np.array([0, 1]), classifier=True)

@@ -118,6 +118,17 @@ class ModelBackend(ABC):
         """``matrix @ L`` (``L`` the loss gradients) for a ``(g, n)`` matrix."""
         return _aggregate_rows(self.loss_gradients, matrix, batch_size)
 
+    def example_log_proba(self, rows=None, theta=None):
+        """Log-probability of every class for training rows at ``theta``.
+
+        ``(len(rows), n_classes)``, columns in the order of the estimator's
+        ``classes_``; classifiers fitted with a log-loss only. Backends
+        without it raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not give per-row class probabilities."
+        )
+
     @abstractmethod
     def candidate_gradients(self, X, y, sample_weight=None):
         """Removal gradients of examples not in the training set ``(m, P)``.

@@ -1,0 +1,166 @@
+"""Whole-group cleaning: the leave-group-out likelihood ratio of a label flip.
+
+``GroupSelector(groups_as_units=True)`` with its default
+``validation="auto"`` on a classifier fitted with a log-loss. A group whose
+labels were flipped as a block is fitted by a model that contains it (its own
+loss is low), but the model *without* it predicts other labels there. So each
+group ``G`` is judged by the model fitted without it, ``theta_{-G}``,
+estimated from one fit by the group-Newton step
+``theta + (H - H_G)^{-1} sum_{i in G} q_i`` (exact for a quadratic objective,
+close to a refit for linear models), with the class prior put back to the
+frequencies of all kept rows (removing a group that holds most of a class
+changes the prior the model without it has learned; the probabilities are
+re-weighted by ``pi_c / pi_{-G,c}``, class counts plus one).
+
+The score of ``G`` is the log-likelihood ratio of "the group's labels are
+wrong, the given label drawn uniformly from the other classes" against "the
+labels are right" under those probabilities,
+
+    LLR_G = sum_{i in G} [log((1 - p_i) / (K - 1)) - log p_i],
+
+``p_i`` the probability of row ``i``'s given label, ``K`` the number of
+classes. For a single row ``LLR > 0`` is the row rule of
+:func:`~sklearn_groupinf._cleaning.looks_noisy` (label less likely than
+chance). Groups are removed by decreasing ``LLR`` in rounds, every round
+refitted without the groups removed so far; ``k="auto"`` removes the groups
+with a positive ``LLR`` (at most as many as in the first round). Nothing here
+differentiates a model: the backend gives gradients, Hessian solves and
+log-probabilities.
+"""
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ._cleaning import round_sizes
+from ._estimators import group_newton_step
+
+
+class LeaveGroupOutUnsupported(Exception):
+    """The estimator's backend gives no group-Newton step or probabilities."""
+
+
+def leave_group_out_log_proba(state, local, n_units):
+    """Class log-probabilities of each group's rows under ``theta_{-G}``.
+
+    Parameters
+    ----------
+    state : _FitState
+        A fitted :class:`GroupInfluence`'s cache (backend and Hessian solver).
+    local : ndarray of int of shape (n_rows,)
+        Group (``0 .. n_units - 1``) of each training row of that fit.
+    n_units : int
+
+    Returns
+    -------
+    log_proba : list of ndarray
+        Per group, ``(n_rows_in_group, n_classes)`` log-probabilities at the
+        group-Newton parameters ``theta + (H - H_G)^{-1} sum_G q_i``.
+    """
+    backend = state.backend
+    if not getattr(backend, "supports_newton", False):
+        raise LeaveGroupOutUnsupported(type(backend).__name__)
+    theta = backend.get_theta()
+    try:
+        backend.example_log_proba(np.zeros(0, dtype=int))
+    except NotImplementedError as exc:
+        raise LeaveGroupOutUnsupported(str(exc)) from exc
+    out = []
+    for u in range(n_units):
+        rows = np.flatnonzero(local == u)
+        q = backend.removal_gradients(rows).sum(axis=0)
+        step = group_newton_step(backend, state.solver, rows, q)
+        out.append(backend.example_log_proba(rows, theta + step))
+    return out
+
+
+def flip_log_likelihood_ratio(log_proba, y_idx, local, n_units):
+    """``LLR_G`` of every group (module docstring), prior put back.
+
+    ``log_proba`` from :func:`leave_group_out_log_proba`; ``y_idx`` the class
+    index of each row's given label; ``local`` each row's group.
+    """
+    n_classes = log_proba[0].shape[1] if log_proba else 2
+    counts = np.bincount(y_idx, minlength=n_classes).astype(float)
+    llr = np.empty(n_units)
+    for u, lp in enumerate(log_proba):
+        rows = local == u
+        rest = counts - np.bincount(y_idx[rows], minlength=n_classes)
+        shift = np.log(counts + 1.0) - np.log(rest + 1.0)
+        lp = lp + shift[None, :]
+        lp = lp - logsumexp(lp, axis=1, keepdims=True)
+        ly = np.minimum(lp[np.arange(len(lp)), y_idx[rows]], 0.0)
+        wrong = np.log(np.maximum(-np.expm1(ly), 1e-300)) - np.log(n_classes - 1)
+        llr[u] = float(np.sum(wrong - ly))
+    if not np.all(np.isfinite(llr)):
+        raise FloatingPointError(
+            "The leave-group-out likelihood ratio is not finite for some group."
+        )
+    return llr
+
+
+def group_flip_scores(gi, y, local, n_units):
+    """``LLR_G`` of each group for a fitted ``gi`` on rows with labels ``y``."""
+    classes = gi.estimator_.classes_
+    y_idx = np.searchsorted(classes, y)
+    log_proba = leave_group_out_log_proba(gi._state, local, n_units)
+    return flip_log_likelihood_ratio(log_proba, y_idx, local, n_units)
+
+
+def clean_leave_group_out(fit_influence, y, unit_of_row, *, k, n_rounds):
+    """Remove groups by leave-group-out flip likelihood ratio, in rounds.
+
+    Parameters
+    ----------
+    fit_influence : callable
+        ``fit_influence(rows, None)`` returns a ``GroupInfluence`` fitted on
+        ``rows``.
+    y : ndarray of shape (n_samples,)
+    unit_of_row : ndarray of int of shape (n_samples,)
+        Group (``0 .. n_units - 1``) of each row.
+    k : int or "auto"
+    n_rounds : int
+
+    Returns
+    -------
+    removed : ndarray of int
+        Removed groups in removal order.
+    rounds : list of dict
+        Per round: ``units`` removed, their ``flip_llr`` and ``n_noisy_units``
+        (groups with a positive ratio).
+
+    Raises
+    ------
+    LeaveGroupOutUnsupported
+        When the backend gives no group-Newton step or class probabilities.
+    """
+    n_units = int(unit_of_row.max()) + 1
+    kept = np.ones(n_units, dtype=bool)
+    removed, rounds, sizes = [], [], None
+    auto = isinstance(k, str)
+    for r in range(n_rounds):
+        rows = np.flatnonzero(kept[unit_of_row])
+        units, local = np.unique(unit_of_row[rows], return_inverse=True)
+        gi = fit_influence(rows, None)
+        llr = group_flip_scores(gi, y[rows], local, len(units))
+        noisy = llr > 0
+        if sizes is None:
+            cap = min(int(noisy.sum()), n_units - 2) if auto else k
+            sizes = round_sizes(cap, n_rounds) if cap > 0 else []
+        if r >= len(sizes):
+            break
+        order = np.argsort(-llr, kind="stable")[: sizes[r]]
+        if auto:
+            order = order[noisy[order]]
+        rounds.append(
+            {
+                "units": units[order],
+                "flip_llr": llr[order],
+                "n_noisy_units": int(noisy.sum()),
+            }
+        )
+        if len(order) == 0:
+            break
+        kept[units[order]] = False
+        removed.append(units[order])
+    removed = np.concatenate(removed) if removed else np.zeros(0, dtype=int)
+    return removed.astype(int), rounds

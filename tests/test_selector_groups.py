@@ -1,0 +1,138 @@
+"""Whole-group cleaning by the leave-group-out flip likelihood ratio."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from sklearn_groupinf import GroupInfluence, GroupSelector
+from sklearn_groupinf._selector_groups import (
+    flip_log_likelihood_ratio,
+    leave_group_out_log_proba,
+)
+
+
+def _lr():
+    return LogisticRegression(tol=1e-12, max_iter=10000)
+
+
+def _data(n_classes, seed=0, n=120, n_groups=8):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    W = rng.normal(size=(3, n_classes))
+    y = np.argmax(X @ W + rng.gumbel(size=(n, n_classes)), axis=1)
+    groups = np.arange(n) % n_groups
+    return X, y, groups
+
+
+def _refit_llr(X, y, groups, n_classes):
+    """The ratio from exact leave-group-out refits, computed independently."""
+    out = []
+    for u in np.unique(groups):
+        rest, own = groups != u, groups == u
+        p = _lr().fit(X[rest], y[rest]).predict_proba(X[own])
+        # class prior of all rows put back: p_c * pi_c / pi_{-G,c}
+        pi = np.bincount(y, minlength=n_classes) + 1.0
+        pi_rest = np.bincount(y[rest], minlength=n_classes) + 1.0
+        p = p * (pi / pi.sum()) / (pi_rest / pi_rest.sum())
+        p /= p.sum(axis=1, keepdims=True)
+        py = p[np.arange(len(p)), y[own]]
+        out.append(np.sum(np.log((1 - py) / (n_classes - 1)) - np.log(py)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_leave_group_out_probabilities_match_refits(n_classes):
+    X, y, groups = _data(n_classes)
+    gi = GroupInfluence(_lr()).fit(X, y)
+    log_proba = leave_group_out_log_proba(gi._state, groups, 8)
+    full = gi.predict_proba(X)
+    for u, lp in enumerate(log_proba):
+        rest, own = groups != u, groups == u
+        refit = _lr().fit(X[rest], y[rest]).predict_proba(X[own])
+        err = np.abs(np.exp(lp) - refit).max()
+        # one group-Newton step lands close to the refit, far closer than the
+        # model fitted with the group
+        assert err < 0.02
+        assert err < 0.25 * np.abs(full[own] - refit).max()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_flip_ratio_matches_refit_ratio(n_classes):
+    X, y, groups = _data(n_classes, seed=1)
+    y = y.copy()
+    y[groups == 3] = (y[groups == 3] + 1) % n_classes  # one group relabelled
+    gi = GroupInfluence(_lr()).fit(X, y)
+    llr = flip_log_likelihood_ratio(
+        leave_group_out_log_proba(gi._state, groups, 8), y, groups, 8
+    )
+    ref = _refit_llr(X, y, groups, n_classes)
+    # one Newton step: the clean groups within 10 %; the relabelled group
+    # moves the parameters most and its ratio is within 20 %; the ranking of
+    # all groups is the refits'
+    clean = np.arange(8) != 3
+    assert_allclose(llr[clean], ref[clean], rtol=0.1, atol=0.5)
+    assert_allclose(llr[3], ref[3], rtol=0.2)
+    assert_array_equal(np.argsort(llr), np.argsort(ref))
+    assert np.argmax(llr) == 3
+
+
+def test_flip_ratio_closed_form():
+    # two groups, binary: LLR = sum log((1 - p_y) / p_y) after the prior shift
+    p = np.array([[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]])
+    y = np.array([1, 1, 0])
+    local = np.array([0, 0, 1])
+    llr = flip_log_likelihood_ratio([np.log(p[:2]), np.log(p[2:])], y, local, 2)
+    # group 0: counts [1, 2] + 1 over all rows, [1, 0] + 1 without it
+    r = np.array([2 / 2, 3 / 1])
+    q = p[:2] * r
+    q /= q.sum(axis=1, keepdims=True)
+    expect0 = np.sum(np.log(1 - q[[0, 1], 1]) - np.log(q[[0, 1], 1]))
+    # group 1: counts without it [0, 2] + 1
+    q1 = p[2] * np.array([2 / 1, 3 / 3])
+    q1 /= q1.sum()
+    expect1 = np.log(1 - q1[0]) - np.log(q1[0])
+    assert_allclose(llr, [expect0, expect1])
+
+
+def test_default_for_groups_removes_the_largest_ratio_first():
+    X, y, groups = _data(2, seed=2)
+    y = y.copy()
+    y[groups == 5] = 1 - y[groups == 5]
+    sel = GroupSelector(_lr(), budget=1, groups_as_units=True).fit(X, y, groups=groups)
+    ref = _refit_llr(X, y, groups, 2)
+    assert_array_equal(sel.removed_groups_, [np.argmax(ref)])
+    assert sel.removed_groups_[0] == 5
+    assert_allclose(sel.rounds_[0]["flip_llr"], [ref.max()], rtol=0.1)
+    # validation="leave_group_out" asks for the same
+    same = GroupSelector(
+        _lr(), budget=1, groups_as_units=True, validation="leave_group_out"
+    ).fit(X, y, groups=groups)
+    assert_array_equal(same.removed_groups_, sel.removed_groups_)
+
+
+def test_budget_auto_removes_only_groups_with_a_positive_ratio():
+    X, y, groups = _data(2, seed=3, n=200, n_groups=10)
+    y = y.copy()
+    y[np.isin(groups, [2, 7])] = 1 - y[np.isin(groups, [2, 7])]
+    sel = GroupSelector(_lr(), budget="auto", groups_as_units=True).fit(
+        X, y, groups=groups
+    )
+    assert_array_equal(np.sort(sel.removed_groups_), [2, 7])
+    for r in sel.rounds_:
+        assert np.all(r["flip_llr"] > 0)
+    assert len(sel.removed_groups_) <= sel.rounds_[0]["n_noisy_units"]
+
+
+def test_leave_group_out_needs_groups_and_a_classifier():
+    X, y, groups = _data(2)
+    with pytest.raises(ValueError, match="validation='leave_group_out'"):
+        GroupSelector(_lr(), budget=1, validation="leave_group_out").fit(X, y)
+    with pytest.raises(ValueError, match="validation='leave_group_out'"):
+        GroupSelector(
+            Ridge(), budget=1, groups_as_units=True, validation="leave_group_out"
+        ).fit(X, y.astype(float), groups=groups)
+    # a regressor's groups fall back to the cross-fitted robust target
+    sel = GroupSelector(Ridge(), budget=1, groups_as_units=True, random_state=0)
+    sel.fit(X, y.astype(float), groups=groups)
+    assert "estimates" in sel.rounds_[0]
