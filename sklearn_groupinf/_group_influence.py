@@ -276,6 +276,11 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         self : GroupInfluence
         """
         check_options(self)
+        from ._dask_fit import any_dask, fit_dask  # Dask arrays: fitted by chunks
+
+        target = (X_target, y_target, target_weight)
+        if any_dask(X, y, sample_weight, *target):
+            return fit_dask(self, X, y, sample_weight, target, **fit_params)
         X_fit, X, y, sample_weight = validate_training_data(self, X, y, sample_weight)
         X_t, y_t, w_t = validate_target_data(self, X_target, y_target, target_weight)
         t0 = time.perf_counter()

@@ -49,18 +49,27 @@ class RemovalProducts:
 
     def __matmul__(self, u):
         """``W u`` for ``u`` of shape ``(r,)`` or ``(r, k)``: one pass."""
-        return self.backend.removal_gradient_products(self.S @ np.asarray(u))
+        # np.asarray: a Dask backend's products are computed here
+        return np.asarray(self.backend.removal_gradient_products(self.S @ u))
 
     def __getitem__(self, rows):
         if isinstance(rows, tuple):
             return np.asarray(self)[rows]
-        if isinstance(rows, slice):
-            rows = np.arange(self.shape[0])[rows]
-        idx = np.asarray(rows)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
-        out = self.backend.removal_gradients(np.atleast_1d(idx)) @ self.S
-        return out[0] if idx.ndim == 0 else out
+        fast = getattr(self.backend, "removal_gradient_row_products", None)
+        if isinstance(rows, slice):  # a view of the data, no gather
+            idx = rows if fast is not None else np.arange(self.shape[0])[rows]
+            single = False
+        else:
+            idx = np.asarray(rows)
+            if idx.dtype == bool:
+                idx = np.flatnonzero(idx)
+            single = idx.ndim == 0
+            idx = np.atleast_1d(idx)
+        if fast is not None:  # Q[rows] S without forming Q[rows]
+            out = fast(idx, self.S)
+        else:
+            out = self.backend.removal_gradients(idx) @ self.S
+        return out[0] if single else out
 
     @property
     def T(self):
@@ -77,10 +86,7 @@ class RemovalProducts:
         n = self.shape[0]
         sq, signed = np.empty(n), np.empty(n)
         for rows in row_chunks(n, self.backend.n_params):
-            R = self[rows]
-            R2 = R * R
-            sq[rows] = R2.sum(axis=1)
-            signed[rows] = R2 @ sigma
+            _chunk_stats(self[rows], sigma, sq, signed, rows)
         return sq, signed
 
 
@@ -108,7 +114,13 @@ def row_stats(W, sigma):
     n = W.shape[0]
     sq, signed = np.empty(n), np.empty(n)
     for rows in row_chunks(n, max(1, W.shape[1])):
-        R2 = W[rows] * W[rows]
-        sq[rows] = R2.sum(axis=1)
-        signed[rows] = R2 @ sigma
+        _chunk_stats(W[rows], sigma, sq, signed, rows)
     return sq, signed
+
+
+def _chunk_stats(R, sigma, sq, signed, rows):
+    sq[rows] = np.einsum("ij,ij->i", R, R)
+    if np.all(sigma > 0):
+        signed[rows] = sq[rows]
+    else:
+        signed[rows] = np.einsum("ij,ij,j->i", R, R, sigma)

@@ -33,7 +33,7 @@ from ._progress import log
 from ._refits import check_membership, clone_warm, refit_one, tight_clone
 from ._results import _FrameBunch
 from ._utils import _fit_with_weight
-from .backends import get_backend, unwrap_estimator
+from .backends import get_backend, is_torch_model, unwrap_estimator
 
 __all__ = ["GroupRefits", "agreement", "leave_group_out"]
 
@@ -369,15 +369,25 @@ def leave_group_out(
     converged = np.array([r[2] for r in results])
     stationarity = np.array([r[3] for r in results])
     if not converged.all():
-        warnings.warn(
-            f"{int((~converged).sum())} of {len(converged)} refits stopped at "
-            f"max_iter={max_iter} before reaching tol={tol!r} (or, for torch "
-            f"models, stationarity_tol={stationarity_tol!r}; largest stationarity "
-            f"{np.max(stationarity[~converged]):.2g}); their actual changes are "
-            "inexact. Increase max_iter.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+        bad = labels[~converged][:5].tolist()
+        worst = f"{np.max(stationarity[~converged]):.2g}"
+        if is_torch_model(unwrap_estimator(ref)[0]):
+            msg = (
+                f"{int((~converged).sum())} of {len(converged)} torch refits (groups "
+                f"{bad}) did not reach stationarity_tol={stationarity_tol!r} "
+                f"(largest stationarity {worst}): L-BFGS and Newton steps stalled, "
+                "typically on a flat or non-convex stretch of the objective; their "
+                "actual changes are inexact (see the stationarity column). A larger "
+                "weight_decay makes the objective better conditioned."
+            )
+        else:
+            msg = (
+                f"{int((~converged).sum())} of {len(converged)} refits (groups "
+                f"{bad}) stopped at max_iter={max_iter} before reaching tol={tol!r} "
+                f"(largest stationarity {worst}); their actual changes are "
+                "inexact. Increase max_iter."
+            )
+        warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     actual = refit_value - f0
     if not np.all(np.isfinite(actual)):
         bad = labels[~np.isfinite(actual)][:5].tolist()

@@ -59,6 +59,13 @@ def test_streamed_products_match_full_matrix(name, monkeypatch):
     np.testing.assert_allclose(
         be.removal_gradient_products(V[:, 0]), Q @ V[:, 0], rtol=1e-11
     )
+    rows = np.array([7, 3, 100, 3])
+    np.testing.assert_allclose(
+        be.removal_gradient_row_products(rows, V), Q[rows] @ V, rtol=1e-11
+    )
+    np.testing.assert_allclose(
+        be.removal_gradient_row_products(slice(10, 90), V), Q[10:90] @ V, rtol=1e-11
+    )
     groups = rng.integers(0, 7, len(X))
     M = sp.csr_matrix((np.ones(len(X)), (groups, np.arange(len(X)))))
     np.testing.assert_allclose(
@@ -90,6 +97,7 @@ def test_design_matrix_products():
     np.testing.assert_array_equal(D[7], full[7])
     np.testing.assert_array_equal(np.asarray(D), full)
     np.testing.assert_allclose(D.row_sq_norms(), np.sum(full**2, axis=1))
+    np.testing.assert_allclose(D.rows_matmul([4, 0], B), full[[4, 0]] @ B)
     assert D.X is X  # no copy
     assert row_chunks(10, 3, chunk_floats=12) == [
         slice(0, 4),

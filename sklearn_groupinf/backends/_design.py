@@ -69,6 +69,13 @@ class DesignMatrix:
         ones = np.asarray(A.sum(axis=-1)).reshape(left.shape[:-1] + (1,))
         return np.concatenate([np.asarray(left), ones], axis=-1)
 
+    def rows_matmul(self, rows, B):
+        """``D[rows] @ B`` without forming ``D[rows]``."""
+        B = np.asarray(B)
+        out = self.X[rows] @ B[:-1]
+        out += B[-1]
+        return out
+
     def row_sq_norms(self):
         """``||x~_i||^2 = ||x_i||^2 + 1`` for every row ``(n,)``."""
         return row_sq_norms(self.X) + 1.0

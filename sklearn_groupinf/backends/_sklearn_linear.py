@@ -242,6 +242,25 @@ class SklearnLinearBackend(ModelBackend):
             out += self._s[:, None] * ((self._D * self._theta) @ V2)[None, :]
         return out.reshape((self.n_samples,) + V.shape[1:])
 
+    def removal_gradient_row_products(self, rows, V):
+        """``Q[rows] V`` without forming ``Q[rows]`` (``V`` of shape ``(P, m)``)."""
+        V2 = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
+        dt, Xt = self._dt, self._Xt
+        alpha = self.spec.c * self._g[rows] * self._s[rows][:, None]
+        out = None
+        for a in range(self._k):
+            Va = V2[a * dt : (a + 1) * dt]
+            part = (
+                Xt.rows_matmul(rows, Va)
+                if hasattr(Xt, "rows_matmul")
+                else Xt[rows] @ Va
+            )
+            part *= alpha[:, a : a + 1]
+            out = part if out is None else out + part
+        if self.spec.mean_form:
+            out += self._s[rows][:, None] * ((self._D * self._theta) @ V2)[None, :]
+        return out
+
     def aggregated_removal_gradients(self, matrix):
         alpha, blocks = self._alpha(), []
         for a in range(self._k):

@@ -1,0 +1,306 @@
+"""The linear-model backend over Dask arrays: reductions over row chunks.
+
+:class:`DaskLinearBackend` follows the :class:`~.backends._base.ModelBackend`
+protocol for a scikit-learn linear model whose training data are Dask arrays.
+Every per-chunk quantity is the in-memory backend's
+(:class:`~.backends._sklearn_linear.SklearnLinearBackend` on the chunk), so
+the calculus is the same code: the objective, its gradient and Hessian are
+sums of per-chunk terms (a tree reduction, ``P x P`` per chunk), per-example
+quantities (``Q V``, ``||q_i||``) are Dask arrays chunked like ``X``, and
+group sums ``M Q`` are reduced chunk by chunk.
+
+The penalty: a sum-form objective ``sum_i s_i l_i + R(theta)`` has its
+penalty once (each chunk's own is subtracted); a mean-form objective's
+penalty is spread over the examples (``sum_i s_i (l_i + R)``) and adds up
+over chunks as it is.
+
+The target set (usually a validation set) is held in memory.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from .backends._base import ModelBackend
+from .backends._sklearn_linear import SklearnLinearBackend
+
+
+def is_dask(x):
+    """Whether ``x`` is a Dask collection (without importing dask)."""
+    return type(x).__module__.split(".")[0] in ("dask", "dask_expr")
+
+
+def _as_column(a, like):
+    """``a`` as an ``(n, k)`` Dask array with the row chunks of ``like``."""
+    import dask.array as da
+
+    a = a if is_dask(a) else da.from_array(np.asarray(a))
+    if a.ndim == 1:
+        a = a[:, None]
+    return a.rechunk((like.chunks[0], -1))
+
+
+class DaskLinearBackend(ModelBackend):
+    """A fitted scikit-learn linear model and Dask training data.
+
+    Parameters
+    ----------
+    estimator : fitted supported linear estimator
+    X : dask array of shape (n_samples, n_features)
+    y : dask array of shape (n_samples,) or (n_samples, n_outputs)
+    sample_weight : dask array of shape (n_samples,) or None
+    X_target, y_target, target_weight : in-memory arrays (the target set)
+    target : "default" or callable
+    """
+
+    supports_newton = True  # group Hessians from the group's rows
+    newton_by_default = True
+    #: products are passes over the chunks: per-example interaction factors
+    #: are kept as products (``_lazy_rows``), never gathered as ``n x r``
+    cheap_removal_products = True
+
+    def __init__(
+        self,
+        estimator,
+        X,
+        y,
+        *,
+        sample_weight=None,
+        X_target=None,
+        y_target=None,
+        target_weight=None,
+        target="default",
+    ):
+        self.estimator = estimator
+        self.X = X.rechunk({1: -1})
+        self.y = _as_column(y, self.X)
+        self._y_1d = np.ndim(y) == 1
+        self.sw = None if sample_weight is None else _as_column(sample_weight, self.X)
+        # the target set, and the parameter layout, through an in-memory backend
+        self._tgt = SklearnLinearBackend(
+            estimator,
+            X_target,
+            y_target,
+            sample_weight=None,
+            X_target=X_target,
+            y_target=y_target,
+            target_weight=target_weight,
+            target=target,
+        )
+        self.spec = self._tgt.spec
+        self.null_space = self._tgt.null_space
+        self.target_name = self._tgt.target_name
+        self._theta = self._tgt.get_theta()
+        self._cache = {}
+
+    # -- per-chunk backends ----------------------------------------------------
+    def _chunk_maker(self):
+        """``(Xb, yb, sb) -> in-memory backend`` at the current parameters.
+
+        Captures only the estimator and the parameters (not this object), so
+        that the task graph stays small.
+        """
+        return _ChunkMaker(self.estimator, self._y_1d, self._theta.copy())
+
+    def _args(self):
+        return [self.X, self.y] + ([] if self.sw is None else [self.sw])
+
+    def _blockwise(self, fn, width):
+        """``fn(chunk_backend) -> (rows, width)`` over the row chunks: a dask array."""
+        import dask.array as da
+
+        make = self._chunk_maker()
+
+        def block(Xb, yb, sb=None):
+            return fn(make(Xb, yb, sb))
+
+        return da.map_blocks(
+            block, *self._args(), chunks=(self.X.chunks[0], (width,)), dtype=float
+        )
+
+    def _reduce(self, fn, width):
+        """``sum over chunks of fn(chunk_backend)`` (length ``width``), a tree sum."""
+        import dask.array as da
+
+        args = self._args()
+        n_blocks = len(self.X.chunks[0])
+        make = self._chunk_maker()
+
+        def block(Xb, yb, sb=None):
+            return np.asarray(fn(make(Xb, yb, sb)), dtype=np.float64)[None, :]
+
+        parts = da.map_blocks(
+            block, *args, chunks=((1,) * n_blocks, (width,)), dtype=float
+        )
+        return np.asarray(parts.sum(axis=0).compute())
+
+    def _terms(self):
+        """``[J, grad J, H, sum s]`` at the current parameters (one pass)."""
+        if "terms" not in self._cache:
+            P = self.n_params
+            mean_form = self.spec.mean_form
+
+            def fn(be):
+                # a sum-form penalty is counted once, below, not per chunk
+                pen = 0.0 if mean_form else be._pen_mult
+                th = be.get_theta()
+                J = be.objective() - pen * 0.5 * np.dot(be._D * th, th)
+                g = be.gradient() - pen * be._D * th
+                H = be.hessian()
+                H[np.diag_indices_from(H)] -= pen * be._D
+                return np.concatenate([[J], g, H.ravel(), [be._s.sum()]])
+
+            t = self._reduce(fn, 2 + P + P * P)
+            self._cache["terms"] = (t[0], t[1 : 1 + P], t[1 + P : -1], t[-1])
+        return self._cache["terms"]
+
+    # -- protocol ----------------------------------------------------------------
+    @property
+    def n_params(self):
+        return self._tgt.n_params
+
+    @property
+    def n_samples(self):
+        return int(self.X.shape[0])
+
+    @property
+    def data_weight(self):
+        return float(self.spec.c * self._terms()[3])
+
+    def get_theta(self):
+        return self._theta.copy()
+
+    def set_theta(self, theta):
+        self._theta = np.asarray(theta, dtype=np.float64).copy()
+        self._tgt.set_theta(self._theta)
+        self._cache = {}
+
+    def _pen_mult(self):
+        return self._terms()[3] if self.spec.mean_form else 1.0
+
+    def objective(self, theta=None):
+        if theta is not None:
+            saved = self._theta
+            self._theta = np.asarray(theta, dtype=np.float64)
+            try:
+                return self._objective_now()
+            finally:
+                self._theta = saved
+        return self._objective_now()
+
+    def _objective_now(self):
+        mean_form = self.spec.mean_form
+
+        def fn(be):
+            th = be.get_theta()
+            pen = 0.0 if mean_form else be._pen_mult
+            return [be.objective() - pen * 0.5 * np.dot(be._D * th, th)]
+
+        J = self._reduce(fn, 1)[0]
+        if self.spec.mean_form:
+            return float(J)
+        return float(J + 0.5 * np.dot(self._tgt._D * self._theta, self._theta))
+
+    def gradient(self):
+        _, g, _, _ = self._terms()
+        extra = 0.0 if self.spec.mean_form else self._tgt._D * self._theta
+        return g + extra
+
+    def hessian(self):
+        P = self.n_params
+        H = self._terms()[2].reshape(P, P).copy()
+        if not self.spec.mean_form:
+            H[np.diag_indices_from(H)] += self._tgt._D
+        return H
+
+    def removal_gradient_norms(self):
+        # the stationarity scale is their median: n floats come to the client
+        norms = self._blockwise(lambda be: be.removal_gradient_norms()[:, None], 1)
+        return np.asarray(norms[:, 0].compute())
+
+    def removal_gradient_products(self, V):
+        """``Q V``: a Dask array chunked like ``X``."""
+        V = np.asarray(V, dtype=np.float64)
+        V2 = V.reshape(self.n_params, -1)
+        out = self._blockwise(lambda be: be.removal_gradient_products(V2), V2.shape[1])
+        return out[:, 0] if V.ndim == 1 else out
+
+    def aggregated_removal_gradients(self, matrix):
+        """``M Q`` for a ``(g, n)`` (sparse) matrix, reduced over chunks."""
+        import dask
+
+        M = sp.csc_matrix(matrix)
+        bounds = np.cumsum((0,) + self.X.chunks[0])
+        Xd = self.X.to_delayed().ravel()
+        yd = self.y.to_delayed().ravel()
+        sd = [None] * len(Xd) if self.sw is None else self.sw.to_delayed().ravel()
+        make = self._chunk_maker()
+
+        def part(Xb, yb, sb, Mb):
+            return np.asarray(make(Xb, yb, sb).aggregated_removal_gradients(Mb))
+
+        parts = [
+            dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
+            for i in range(len(Xd))
+        ]
+        return dask.delayed(sum)(parts).compute()
+
+    def _rows_backend(self, rows):
+        """The in-memory backend of training rows ``rows`` (gathered)."""
+        r = np.arange(self.n_samples) if rows is None else np.asarray(rows)
+        parts = [self.X[r], self.y[r]] + ([] if self.sw is None else [self.sw[r]])
+        import dask
+
+        return self._chunk_maker()(*map(np.asarray, dask.compute(*parts)))
+
+    def removal_gradients(self, rows=None):
+        return self._rows_backend(rows).removal_gradients()
+
+    def group_hessian(self, rows):
+        return self._rows_backend(rows).group_hessian(np.arange(len(rows)))
+
+    def group_hessian_factor(self, rows, max_rank=None):
+        be = self._rows_backend(rows)
+        return be.group_hessian_factor(np.arange(len(rows)), max_rank=max_rank)
+
+    def example_hessian_vector(self, v, rows=None):
+        if rows is None:
+            raise NotImplementedError(
+                "Per-example Hessian-vector products of every row are not "
+                "available on Dask data (method='second_order'); use "
+                "method='interaction' or 'newton'."
+            )
+        return self._rows_backend(rows).example_hessian_vector(v)
+
+    def candidate_gradients(self, X, y, sample_weight=None):
+        return self._tgt.candidate_gradients(X, y, sample_weight)
+
+    def target_value(self, theta=None):
+        return self._tgt.target_value(theta)
+
+    def target_gradient(self):
+        return self._tgt.target_gradient()
+
+    def target_hessian(self):
+        return self._tgt.target_hessian()
+
+
+class _ChunkMaker:
+    """Builds the in-memory backend of one row chunk at fixed parameters."""
+
+    def __init__(self, estimator, y_1d, theta):
+        self.estimator = estimator
+        self.y_1d = y_1d
+        self.theta = theta
+
+    def __call__(self, Xb, yb, sb=None):
+        y = yb[:, 0] if self.y_1d else yb
+        be = SklearnLinearBackend(
+            self.estimator,
+            Xb,
+            y,
+            sample_weight=None if sb is None else sb[:, 0],
+            X_target=Xb[:1],
+            y_target=y[:1],
+        )
+        be.set_theta(self.theta)
+        return be
