@@ -219,7 +219,9 @@ def test_refit_errors_and_warnings(breast_cancer, digits):
     with pytest.raises(ValueError, match="y_target was given without X_target"):
         leave_group_out(Ridge(), X, y, y, y_target=yt)
     Xd, yd, Xdt, ydt = digits
-    with pytest.warns(ConvergenceWarning, match=r"refits \(groups \[.*\]\) stopped at max_iter"):
+    with pytest.warns(
+        ConvergenceWarning, match=r"refits \(groups \[.*\]\) stopped at max_iter"
+    ):
         r = leave_group_out(
             LogisticRegression(C=10.0, max_iter=2),
             Xd,
