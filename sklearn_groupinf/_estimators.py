@@ -113,8 +113,10 @@ class _FitState:
                     f"This estimate needs the per-example shifts H^-1 q_i "
                     f"({be.n_samples} x {be.n_params}, {need / 1e9:.2g} GB), more "
                     f"than max_dense_bytes={self.max_bytes}. Score groups instead "
-                    "of examples, use a thin target factor (TorchModel with "
-                    "curvature='ggn'), or raise max_dense_bytes."
+                    "of examples, use a thin target factor (GroupInfluence with "
+                    "curvature='kfac' or 'ekfac', or curvature='ggn' with "
+                    "curvature_options={'hessian_solver': 'cg'}), or raise "
+                    "max_dense_bytes."
                 )
             self._U = self.solver.solve(be.removal_gradients().T).T
         return self._U
@@ -170,7 +172,12 @@ class _FitState:
 
         ``shifts()`` gives ``U``; ``thin()`` gives ``Q (H^{-1} B)``.
         """
-        if self.backend.matrix_free and n_units <= self.backend.target_factor_width():
+        by_products = getattr(self.backend, "few_units_by_products", True)
+        if (
+            by_products
+            and self.backend.matrix_free
+            and n_units <= self.backend.target_factor_width()
+        ):
             return self._factor_by_products(shifts())
         B, Mf = self.target_factor
         if B is None:

@@ -64,6 +64,14 @@ def solve_influence(gi, backend, *, frozen, weighted, t0):
         f"x {backend.n_params}) [{time.perf_counter() - t0:.1f} s]",
         verbose=gi.verbose,
     )
+    polishable = getattr(backend, "polishable", True)
+    if not polishable and gi.polish is True:
+        raise ValueError(
+            f"polish=True needs Newton steps with the exact curvature, which "
+            f"curvature={gi.curvature!r} does not form: the network is used at "
+            "its trained parameters. Pass polish='auto' (the stationarity is "
+            "measured and reported), or curvature='exact' for a small network."
+        )
     stationarity = polish_parameters(
         backend,
         backend.removal_gradient_norms(),
@@ -71,6 +79,7 @@ def solve_influence(gi, backend, *, frozen, weighted, t0):
         polish=gi.polish,
         frozen=frozen,
         weighted=weighted,
+        polishable=polishable,
     )
     log(
         f"GroupInfluence: stationarity {stationarity[0]:.2g} -> "

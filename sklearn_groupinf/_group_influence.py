@@ -20,11 +20,13 @@ from ._validation import (
     TorchDevice,
     check_fitted_inputs,
     check_options,
+    curvature_settings,
     is_pipeline,
     validate_target_data,
     validate_training_data,
 )
 from .backends import get_backend, unwrap_estimator
+from .backends._torch_options import CURVATURES
 
 
 class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
@@ -82,6 +84,33 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         expand around its own parameters (see Notes).
     stationarity_tol : float, default=1e-6
         Relative gradient norm regarded as stationary.
+    curvature : {"auto", "exact", "ggn", "kfac", "ekfac"}, default="auto"
+        Curvature of the training objective that ``H`` stands for (torch
+        models; the scikit-learn linear models always use their exact
+        Hessian and accept only ``"auto"`` and ``"exact"``). ``"exact"``: the
+        Hessian; ``"ggn"``: the generalised Gauss-Newton matrix (both dense
+        up to 4096 parameters, conjugate gradients above, unless
+        ``curvature_options`` says otherwise); ``"kfac"`` / ``"ekfac"``:
+        its Kronecker-factored approximation per ``nn.Linear`` and
+        ``nn.Conv2d`` layer (EK-FAC with corrected eigenvalues; every other
+        parameter gets its exact Gauss-Newton diagonal), with the target
+        curvature through a rank-``target_rank`` factor and the parameters
+        used as trained (no polishing, see Notes). ``"auto"``: a
+        ``TorchModel``'s own ``curvature`` / ``hessian_solver`` when set,
+        else ``"exact"`` up to ``AUTO_KFAC_PARAMS`` (4096) trainable
+        parameters and ``"ekfac"`` above.
+    curvature_options : dict, default=None
+        Solver settings of the curvature: ``hessian_solver`` (``"auto"``,
+        ``"dense"``, ``"cg"``), ``cg_tol``, ``cg_max_iter`` (``"exact"``,
+        ``"ggn"``); ``fisher`` (``"exact"`` output-Hessian factors or
+        ``"sampled"`` labels), ``n_draws``, ``random_state`` (``"kfac"``,
+        ``"ekfac"``); ``batch_size`` (rows per pass) and ``cg_block_size``
+        (right-hand sides per block) for all. Unset keys keep the
+        ``TorchModel``'s values (which they override) or the defaults.
+    target_rank : int, default=None
+        Rank ``r`` of the target Gauss-Newton factor used by ``"kfac"`` and
+        ``"ekfac"`` (``None``: ``DEFAULT_TARGET_RANK``, 64); ignored by the
+        other curvatures.
     interaction : {"auto", "dense", "implicit"}, default="auto"
         Form of interaction matrices: dense ``n_units x n_units`` (built in
         tiles on ``device``) or an implicit low-rank operator; ``"auto"`` picks
@@ -143,6 +172,26 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     The second term equals :math:`\\sum_i \\tfrac12\\kappa_{ii} +
     \\sum_{i<j}\\kappa_{ij}`; group scores use only :math:`U_S`.
 
+    With ``curvature="kfac"`` or ``"ekfac"`` the damped Gauss-Newton matrix
+    :math:`F + \\lambda W I` is approximated per layer :math:`l` by
+    :math:`G_l \\otimes A_l + \\lambda W I` (:math:`A_l`: second moment of
+    the layer's inputs, :math:`G_l`: of its output gradients; EK-FAC keeps
+    the eigenbasis :math:`Q_G \\otimes Q_A` and replaces the eigenvalues by
+    the exact second moments of the per-example gradients in it). A row's
+    product with a direction is :math:`\\sum_t g_t^\\top V_l a_t` over
+    the layer's positions, so per-example gradients are never stored: peak
+    memory is the factors, one batch of activations and per-example layer
+    gradients of at most :math:`2^{24}` values at a time. The target
+    curvature enters as :math:`H_f \\approx B \\Lambda B^\\top` of rank
+    :math:`r` (randomized range finding on target Gauss-Newton products of
+    :math:`H^{-1/2} H_f H^{-1/2}`), so the interaction rows
+    :math:`Q H^{-1} B` cost :math:`r` solves and :math:`n r` values; with at
+    most :math:`r` units the interaction uses exact target products
+    instead. Such networks are used at their trained parameters (Newton
+    polishing would need the exact curvature); ``stationarity_`` reports
+    the relative gradient norm there, and ``fit`` warns when it exceeds
+    ``stationarity_tol``.
+
     ``method="auto"`` estimates the cost of ``newton`` per group as the
     cheaper of a Woodbury solve (about :math:`2P^2 K n_S` for a group of
     :math:`n_S` rows and :math:`K` outputs) and a Cholesky factorisation of
@@ -190,6 +239,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         "damping": [Interval(numbers.Real, 0, None, closed="left")],
         "polish": [StrOptions({"auto"}), "boolean"],
         "stationarity_tol": [Interval(numbers.Real, 0, None, closed="neither")],
+        "curvature": [StrOptions(set(CURVATURES))],
+        "curvature_options": [dict, None],
+        "target_rank": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "interaction": [StrOptions({"auto", "dense", "implicit"})],
         "max_dense_bytes": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str, TorchDevice()],
@@ -211,6 +263,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         damping=0.0,
         polish="auto",
         stationarity_tol=1e-6,
+        curvature="auto",
+        curvature_options=None,
+        target_rank=None,
         interaction="auto",
         max_dense_bytes=DEFAULT_MAX_DENSE_BYTES,
         device="auto",
@@ -224,6 +279,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         self.damping = damping
         self.polish = polish
         self.stationarity_tol = stationarity_tol
+        self.curvature = curvature
+        self.curvature_options = curvature_options
+        self.target_rank = target_rank
         self.interaction = interaction
         self.max_dense_bytes = max_dense_bytes
         self.device = device
@@ -318,6 +376,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
             y_target=y_t,
             target_weight=w_t,
             target=self.target,
+            **curvature_settings(self),
         )
         self._state, influence, self.stationarity_ = solve_influence(
             self, backend, frozen=frozen, weighted=sample_weight is not None, t0=t0

@@ -220,7 +220,15 @@ def _frozen_message(after, *, weighted):
 
 
 def polish_parameters(
-    backend, Q, *, tol, max_steps=25, polish="auto", frozen=False, weighted=False
+    backend,
+    Q,
+    *,
+    tol,
+    max_steps=25,
+    polish="auto",
+    frozen=False,
+    weighted=False,
+    polishable=True,
 ):
     """Newton steps on the backend's objective until ``stationarity <= tol``.
 
@@ -239,6 +247,10 @@ def polish_parameters(
         causes, when above ``tol``.
     weighted : bool
         Whether training weights were given (for the frozen warning).
+    polishable : bool
+        ``False`` for backends whose curvature is not the exact Hessian and
+        that never form it (K-FAC): the parameters are used as they are and
+        a warning reports the stationarity when above ``tol``.
 
     Returns
     -------
@@ -247,6 +259,19 @@ def polish_parameters(
     """
     before = after = stationarity(backend, Q)
     if after <= tol:
+        return before, after
+    if not polishable:
+        warnings.warn(
+            f"The network is used at its trained parameters (Kronecker-factored "
+            f"curvature: no Newton polishing, which would need the exact "
+            f"curvature): ||grad J|| is {after:.2g} times a typical per-example "
+            "gradient, so influence estimates carry an error of about that "
+            "relative size beyond the curvature approximation. Train longer or "
+            "with a smaller tolerance to reduce it; damping keeps the estimates "
+            "defined.",
+            NotStationaryWarning,
+            stacklevel=3,
+        )
         return before, after
     if frozen and polish is not True:
         warnings.warn(

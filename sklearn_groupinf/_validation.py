@@ -23,7 +23,8 @@ from sklearn.utils.validation import (
 )
 
 from ._utils import _plain
-from .backends import unwrap_estimator
+from .backends import is_torch_model, unwrap_estimator
+from .backends._torch_options import check_curvature_options
 
 
 class TorchDevice(HasMethods):
@@ -52,11 +53,31 @@ def check_options(gi):
     """Checks of parameters that their constraints cannot express.
 
     ``device`` must name a usable device (torch is imported only when it
-    names an accelerator).
+    names an accelerator); ``curvature`` and ``curvature_options`` must apply
+    to the estimator (only torch models have a choice of curvature).
     """
     from ._interaction import validate_device
 
     validate_device(gi.device)
+    final, _ = unwrap_estimator(gi.estimator)
+    check_curvature_options(
+        gi.curvature,
+        gi.curvature_options,
+        torch_model=is_torch_model(final),
+        estimator_name=type(final).__name__,
+    )
+
+
+def curvature_settings(gi):
+    """Backend keyword arguments of the curvature settings (torch models only)."""
+    final, _ = unwrap_estimator(gi.estimator)
+    if not is_torch_model(final):
+        return {}
+    return dict(
+        curvature=gi.curvature,
+        curvature_options=gi.curvature_options,
+        target_rank=gi.target_rank,
+    )
 
 
 def validate_training_data(gi, X, y, sample_weight):

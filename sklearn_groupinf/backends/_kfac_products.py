@@ -1,6 +1,96 @@
-"""Per-example gradient products ``Q V`` from layer inputs and output gradients."""
+"""Per-example gradient reductions from layer inputs and output gradients.
+
+Every function here streams the training rows ``batch_size`` at a time and
+never holds the ``n x P`` matrix of per-example gradients (nor ``b x P`` for a
+batch): a Kronecker-factored layer's per-example gradient is
+``D_i = sum_t g_it a_it'`` (output gradients ``g``, inputs or patches ``a``),
+and each reduction contracts it with what it needs, layer by layer, forming
+``D`` for at most :data:`MAX_BLOCK_VALUES` values at a time. Parameters
+outside such layers use ``torch.func`` per-example gradients of those
+parameters only.
+"""
 
 from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
+
+#: Largest number of values of per-example layer gradients ``D`` formed at
+#: once (16 Mi values, 128 MiB in float64); larger batches are split.
+MAX_BLOCK_VALUES = 2**24
+
+
+def _batches_of_layer_gradients(module, loss, X, y, batch_size):
+    """Yield ``(slice, layers, other)`` per batch of rows.
+
+    ``layers``: list of ``(layer_index, g (b, out, T), a (b, in[+1], T))``;
+    ``other``: ``{name: (b, *shape)}`` per-example loss gradients of the
+    trainable parameters outside the Kronecker-factored layers. Gradients
+    are of the unweighted loss of each row at its label.
+    """
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    from ..torch._functional import per_example_loss
+
+    layout = _Layout(module)
+    p0 = {k: layout.params[k].detach() for k in layout.other}
+
+    def loss_other(p, x, yi):
+        z = functional_call(module, p, (x[None],))
+        return per_example_loss(loss, z.reshape(1, -1), yi[None])[0]
+
+    training = module.training
+    module.eval()
+    try:
+        with _Recorder(layout) as rec:
+            for i0 in range(0, X.shape[0], int(batch_size)):
+                sl = slice(i0, i0 + int(batch_size))
+                z = rec.forward(module, X[sl])
+                lsum = per_example_loss(loss, z, y[sl]).sum()
+                idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
+                gs = torch.autograd.grad(
+                    lsum, [rec.outputs[i] for i in idx], allow_unused=True
+                )
+                layers = [
+                    (
+                        i,
+                        _grads(layout.layers[i], g.detach()),
+                        _acts(layout.layers[i], rec.inputs[i]),
+                    )
+                    for i, g in zip(idx, gs)
+                    if g is not None
+                ]
+                other = {}
+                if layout.other:
+                    rec.enabled = False
+                    try:
+                        other = vmap(grad(loss_other), in_dims=(None, 0, 0))(
+                            p0, X[sl], y[sl]
+                        )
+                    finally:
+                        rec.enabled = True
+                yield sl, layers, {k: v.detach() for k, v in other.items()}
+    finally:
+        module.train(training)
+
+
+def _layer_blocks(g, a):
+    """Yield ``(rows, D)``: per-example gradients ``D (b', out, in)`` in slices."""
+    import torch
+
+    b, o, _ = g.shape
+    step = max(1, MAX_BLOCK_VALUES // max(1, o * a.shape[1]))
+    for j0 in range(0, b, step):
+        sl = slice(j0, j0 + step)
+        yield sl, torch.einsum("bot,bdt->bod", g[sl], a[sl])
+
+
+def _prepare(module, X, y):
+    import torch
+
+    layout = _Layout(module)
+    ref = next(iter(layout.params.values()))
+    X = torch.as_tensor(X, dtype=ref.dtype, device=ref.device)
+    y = torch.as_tensor(y, device=ref.device)
+    return layout, ref, X, y
 
 
 def per_example_products(module, loss, X, y, V, *, batch_size=256):
@@ -30,68 +120,88 @@ def per_example_products(module, loss, X, y, V, *, batch_size=256):
     ndarray of shape (n, k) (``(n,)`` for ``V`` of shape ``(P,)``)
     """
     import torch
-    from torch.func import functional_call, grad, vmap
 
-    from ..torch._functional import per_example_loss
-
-    layout = _Layout(module)
-    ref = next(iter(layout.params.values()))
-    X = torch.as_tensor(X, dtype=ref.dtype, device=ref.device)
-    y = torch.as_tensor(y, device=ref.device)
+    layout, ref, X, y = _prepare(module, X, y)
     Vt, one = _param_columns(V, layout.n_params, ref)
+    k = Vt.shape[1]
     blocks = [layout.block(Vt, layer) for layer in layout.layers]
-    V_other = {
-        k: Vt[layout.slices[k]].reshape(*layout.params[k].shape, -1)
-        for k in layout.other
-    }
-    p0 = {k: layout.params[k].detach() for k in layout.other}
-
-    def loss_other(p, x, yi):
-        z = functional_call(module, p, (x[None],))
-        return per_example_loss(loss, z.reshape(1, -1), yi[None])[0]
-
+    V_other = {name: Vt[layout.slices[name]].reshape(-1, k) for name in layout.other}
     out = []
-    training = module.training
-    module.eval()
-    try:
-        with _Recorder(layout) as rec:
-            for i0 in range(0, X.shape[0], int(batch_size)):
-                sl = slice(i0, i0 + int(batch_size))
-                z = rec.forward(module, X[sl])
-                lsum = per_example_loss(loss, z, y[sl]).sum()
-                idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
-                gs = torch.autograd.grad(
-                    lsum, [rec.outputs[i] for i in idx], allow_unused=True
-                )
-                res = z.new_zeros(z.shape[0], Vt.shape[1])
-                for i, g in zip(idx, gs):
-                    if g is None:
-                        continue
-                    layer = layout.layers[i]
-                    a = _acts(layer, rec.inputs[i])
-                    g = _grads(layer, g)
-                    b, o, T = g.shape
-                    d, k = a.shape[1], Vt.shape[1]
-                    if o * d <= o * k * T:
-                        D = torch.einsum("bot,bdt->bod", g, a)
-                        res += torch.einsum("bod,odk->bk", D, blocks[i])
-                    else:
-                        Va = torch.einsum("odk,bdt->bokt", blocks[i], a)
-                        res += torch.einsum("bot,bokt->bk", g, Va)
-                if layout.other:
-                    rec.enabled = False
-                    try:
-                        pg = vmap(grad(loss_other), in_dims=(None, 0, 0))(
-                            p0, X[sl], y[sl]
-                        )
-                    finally:
-                        rec.enabled = True
-                    for k in layout.other:
-                        res += pg[k].reshape(pg[k].shape[0], -1) @ V_other[k].reshape(
-                            -1, Vt.shape[1]
-                        )
-                out.append(res.detach())
-    finally:
-        module.train(training)
+    for _, layers, other in _batches_of_layer_gradients(module, loss, X, y, batch_size):
+        res = None
+        for i, g, a in layers:
+            b, o, T = g.shape
+            res = res if res is not None else g.new_zeros(b, k)
+            if a.shape[1] <= k * T:
+                for sl, D in _layer_blocks(g, a):
+                    res[sl] += torch.einsum("bod,odk->bk", D, blocks[i])
+            else:
+                Va = torch.einsum("odk,bdt->bokt", blocks[i], a)
+                res += torch.einsum("bot,bokt->bk", g, Va)
+        for name, G in other.items():
+            part = G.reshape(G.shape[0], -1) @ V_other[name]
+            res = part if res is None else res + part
+        out.append(res)
     res = torch.cat(out).to("cpu", torch.float64).numpy()
     return res[:, 0] if one else res
+
+
+def per_example_sq_norms(module, loss, X, y, *, batch_size=256):
+    """``||grad_theta l_i||^2`` ``(n,)`` of every row, without ``n x P``.
+
+    For a layer with one position (``T = 1``) ``||g a'||^2 = ||g||^2 ||a||^2``;
+    otherwise ``D_i`` is formed in slices (:data:`MAX_BLOCK_VALUES`).
+    """
+    import torch
+
+    _, _, X, y = _prepare(module, X, y)
+    out = []
+    for _, layers, other in _batches_of_layer_gradients(module, loss, X, y, batch_size):
+        res = None
+        for _, g, a in layers:
+            if g.shape[2] == 1:
+                part = (g[..., 0] ** 2).sum(1) * (a[..., 0] ** 2).sum(1)
+            else:
+                part = torch.cat([(D**2).sum((1, 2)) for _, D in _layer_blocks(g, a)])
+            res = part if res is None else res + part
+        for G in other.values():
+            part = (G.reshape(G.shape[0], -1) ** 2).sum(1)
+            res = part if res is None else res + part
+        out.append(res)
+    return torch.cat(out).to("cpu", torch.float64).numpy()
+
+
+def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
+    """``matrix @ Q`` ``(g, P)`` for a ``(g, n)`` (sparse) matrix, without ``n x P``.
+
+    ``Q`` holds the unweighted per-example loss gradients as rows, in the flat
+    order of the trainable parameters; a layer's rows are accumulated as
+    ``sum_i m_gi D_i``.
+    """
+    import scipy.sparse as sp
+    import torch
+
+    layout, ref, X, y = _prepare(module, X, y)
+    matrix = sp.csc_matrix(matrix)
+    n_g = matrix.shape[0]
+    out = torch.zeros((layout.n_params, n_g), dtype=ref.dtype, device=ref.device)
+    acc = {
+        i: torch.zeros(
+            (layer["n_out"], layer["n_in"], n_g), dtype=ref.dtype, device=ref.device
+        )
+        for i, layer in enumerate(layout.layers)
+    }
+    for sl, layers, other in _batches_of_layer_gradients(
+        module, loss, X, y, batch_size
+    ):
+        Mb = torch.as_tensor(
+            matrix[:, sl].toarray(), dtype=ref.dtype, device=ref.device
+        )
+        for i, g, a in layers:
+            for s2, D in _layer_blocks(g, a):
+                acc[i] += torch.einsum("gb,bod->odg", Mb[:, s2], D)
+        for name, G in other.items():
+            out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ Mb.T
+    for i, layer in enumerate(layout.layers):
+        layout.put(out, acc[i], layer)
+    return out.T.to("cpu", torch.float64).numpy()

@@ -37,9 +37,10 @@ from torch.func import functional_call, grad, vmap
 from ._base import ModelBackend
 from ._torch_cg import _to_numpy
 from ._torch_curvature import TorchCurvature
+from ._torch_options import AUTO_KFAC_PARAMS
 
 #: ``hessian_solver="auto"`` forms the curvature up to this many parameters.
-MAX_AUTO_DENSE_PARAMS = 4096
+MAX_AUTO_DENSE_PARAMS = AUTO_KFAC_PARAMS
 
 
 class TorchBackend(TorchCurvature, ModelBackend):

@@ -29,8 +29,11 @@ class TorchCurvature:
             raise MemoryError(
                 f"Forming the dense {what} of {self.n_params} parameters needs "
                 f"{need / 1e9:.1f} GB (limit {MAX_DENSE_BYTES / 1e9:.1f} GB). Use "
-                "TorchModel(hessian_solver='cg', curvature='ggn') (matrix-free), and "
-                "make sure the model is fitted to a stationary point so that "
+                "GroupInfluence(curvature='ekfac') (Kronecker-factored, no "
+                "polishing), or curvature='ggn' with curvature_options="
+                "{'hessian_solver': 'cg'} (matrix-free; TorchModel("
+                "hessian_solver='cg', curvature='ggn') does the same), and make "
+                "sure the model is fitted to a stationary point so that "
                 "GroupInfluence does not polish it with dense Newton steps (a "
                 "smaller TorchModel tol, or polish=False)."
             )

@@ -17,6 +17,7 @@ from ..torch._functional import (
 )
 from ..torch._model import TorchModel
 from ._torch import TorchBackend
+from ._torch_options import AUTO_KFAC_PARAMS, CURVATURE_OPTIONS, DEFAULT_TARGET_RANK
 
 
 class DefaultTarget:
@@ -174,6 +175,9 @@ def make_torch_backend(
     y_target=None,
     target_weight=None,
     target="default",
+    curvature="auto",
+    curvature_options=None,
+    target_rank=None,
 ):
     """Build a :class:`TorchBackend` for a fitted ``TorchModel`` or skorch net.
 
@@ -188,10 +192,12 @@ def make_torch_backend(
         Fixed transform of a pipeline prefix.
     sample_weight, X_target, y_target, target_weight, target :
         As in :meth:`GroupInfluence.fit`.
+    curvature, curvature_options, target_rank :
+        ``GroupInfluence``'s parameters (see :func:`resolve_curvature`).
 
     Returns
     -------
-    backend : TorchBackend
+    backend : TorchBackend or KroneckerBackend
     """
     if isinstance(est, TorchModel):
         if not hasattr(est, "module_"):
@@ -218,7 +224,10 @@ def make_torch_backend(
         module, loss, wd, mask, kind, classes, device, log_probs = _skorch_parts(est)
         dtype = torch.float64
         penalty_form = "mean"
-        opts = {}
+        opts = dict(curvature="hessian", hessian_solver="auto")
+    backend_cls, opts = resolve_curvature(
+        curvature, curvature_options, target_rank, opts, module
+    )
     enc = Encoder(kind, classes, feature_map, device, dtype)
 
     n = len(y)
@@ -241,7 +250,7 @@ def make_torch_backend(
         else:  # callable or unknown training loss: its mean
             phi, name = LossTarget(loss), "loss"
         yf = enc.labels(y if y_target is None and X_target is None else y_target)
-    return TorchBackend(
+    return backend_cls(
         module,
         loss,
         enc.features(X),
@@ -258,3 +267,50 @@ def make_torch_backend(
         encoder=enc,
         **opts,
     )
+
+
+def resolve_curvature(curvature, options, target_rank, model_opts, module):
+    """``(backend class, backend options)`` for ``GroupInfluence``'s settings.
+
+    ``curvature="auto"`` keeps the model's own settings (a ``TorchModel``'s
+    ``curvature`` and ``hessian_solver``; exact Hessian for a skorch net)
+    when they are not the defaults or the module has at most
+    :data:`AUTO_KFAC_PARAMS` trainable parameters, and uses ``"ekfac"``
+    otherwise. ``"exact"`` and ``"ggn"`` override the model's ``curvature``;
+    ``curvature_options`` (checked by
+    :func:`~sklearn_groupinf.backends._torch_options.check_curvature_options`)
+    override its solver settings.
+    """
+    from ._torch_kfac import KroneckerBackend
+
+    options = dict(options or {})
+    n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    auto = curvature == "auto"
+    if auto:
+        custom = (
+            model_opts.get("curvature", "hessian") != "hessian"
+            or model_opts.get("hessian_solver", "auto") != "auto"
+            or any(k in options for k in ("hessian_solver", "cg_tol", "cg_max_iter"))
+        )
+        big = n_params > AUTO_KFAC_PARAMS and not custom
+        curvature = "ekfac" if big else model_opts.get("curvature", "hessian")
+        curvature = {"hessian": "exact"}.get(curvature, curvature)
+        # chosen by size: the options of the other curvatures are unused
+        options = {
+            k: v for k, v in options.items() if curvature in CURVATURE_OPTIONS[k][0]
+        }
+    opts = dict(model_opts)
+    if curvature in ("kfac", "ekfac"):
+        opts = {k: opts[k] for k in ("batch_size", "cg_block_size") if k in opts}
+        opts.update(
+            kind=curvature,
+            target_rank=DEFAULT_TARGET_RANK if target_rank is None else target_rank,
+        )
+        for key, (applies, default, _, _) in CURVATURE_OPTIONS.items():
+            if "kfac" in applies and default is not None:
+                opts[key] = default
+        opts.update({k: v for k, v in options.items() if v is not None})
+        return KroneckerBackend, opts
+    opts["curvature"] = "hessian" if curvature == "exact" else "ggn"
+    opts.update({k: v for k, v in options.items() if v is not None})
+    return TorchBackend, opts

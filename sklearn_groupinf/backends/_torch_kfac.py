@@ -63,6 +63,11 @@ class KroneckerBackend(TorchBackend):
     supports_newton = False
     #: Newton polishing needs the exact curvature: never attempted here.
     polishable = False
+    #: Interaction terms always use the cached rank-``r`` target factor (its
+    #: error is measured by ``benchmarks/kfac_target_rank.py``), also for at
+    #: most ``r`` units, where exact target products would cost ``2 K``
+    #: passes over the target rows per call (``K`` outputs).
+    few_units_by_products = False
 
     def __init__(
         self,

@@ -98,11 +98,19 @@ class TorchModel(BaseEstimator):
     curvature : {"hessian", "ggn"}, default="hessian"
         Curvature used by influence estimates: the exact Hessian or the
         generalised Gauss-Newton matrix (positive semi-definite for convex
-        losses; equal to the Hessian for linear models).
+        losses; equal to the Hessian for linear models). Used by
+        ``GroupInfluence(curvature="auto")``; an explicit
+        ``GroupInfluence(curvature=...)`` (which also offers ``"kfac"`` and
+        ``"ekfac"``, and works for frozen and skorch models alike) overrides
+        it.
     hessian_solver : {"auto", "dense", "cg"}, default="auto"
         Dense Cholesky (the ``n_params x n_params`` curvature is formed) or
         matrix-free conjugate gradients on curvature-vector products;
-        ``"auto"`` is dense up to 4096 parameters.
+        ``"auto"`` is dense up to 4096 parameters. Non-default values (here
+        or in ``curvature``) keep ``GroupInfluence(curvature="auto")`` on the
+        exact curvature above that size, where it would otherwise use
+        EK-FAC; ``GroupInfluence(curvature_options=...)`` overrides this and
+        the ``cg_*`` settings.
     cg_tol : float, default=1e-10
         Relative residual at which conjugate gradients stops.
     cg_max_iter : int, default=1000
