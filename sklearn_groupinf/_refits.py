@@ -43,8 +43,10 @@ _TORCH_LBFGS_ITER = 250
 _NEWTON_STEPS = 30
 #: All Newton steps (fresh and chord) per round of a torch refit.
 _CHORD_MAX_STEPS = 200
-#: Fresh Hessians without halving the best stationarity before giving up.
+#: Fresh Hessians in a row with neither progress before giving up: halving the
+#: best stationarity, or lowering J by more than ``_STALL_DECREASE * |J|``.
 _STALL_HESSIANS = 5
+_STALL_DECREASE = 1e-10
 #: A chord step must divide the stationarity by this to keep its Hessian.
 _CHORD_CONTRACTION = 4.0
 
@@ -176,8 +178,9 @@ def newton_finish(backend, norms, *, tol, max_steps=_NEWTON_STEPS, basin_only=Fa
     stationarity by at least ``_CHORD_CONTRACTION``; otherwise the next step
     forms the Hessian afresh. ``max_steps`` bounds the Hessians formed,
     ``_CHORD_MAX_STEPS`` all steps; ``_STALL_HESSIANS`` fresh Hessians in a
-    row that do not halve the best stationarity seen end the finish (a flat
-    valley or round-off: more steps would not help). Matrix-free backends
+    row that neither halve the best stationarity seen nor lower the objective
+    beyond round-off end the finish (a flat valley: more steps would not
+    help). Matrix-free backends
     take the backend's own Newton direction (conjugate gradients) at every
     step. Returns the
     stationarity reached; stops early when no descent step is found.
@@ -223,6 +226,7 @@ def newton_finish(backend, norms, *, tol, max_steps=_NEWTON_STEPS, basin_only=Fa
             solve = None  # a stale Hessian: form it afresh and retry
             continue
         backend.set_theta(theta - t * step)
+        gained = J0 - backend.objective() > _STALL_DECREASE * abs(J0)
         new_stat = stationarity(backend, norms)
         if basin_only and fresh and t < 1.0:
             return new_stat
@@ -230,7 +234,7 @@ def newton_finish(backend, norms, *, tol, max_steps=_NEWTON_STEPS, basin_only=Fa
             solve = None
         stat = new_stat
         if fresh:
-            stalled = 0 if 2.0 * stat < best else stalled + 1
+            stalled = 0 if gained or 2.0 * stat < best else stalled + 1
             best = min(best, stat)
     return stat
 

@@ -96,3 +96,13 @@ def test_finish_gives_up_on_a_flat_valley_instead_of_burning_hessians():
     stat = _refits.newton_finish(be, None, tol=1e-12)
     assert stat == pytest.approx(1e-3)
     assert be.n_hessians <= _refits._STALL_HESSIANS + 1
+
+
+@pytest.mark.usefixtures("stationarity_is_gradient_norm")
+def test_levenberg_marquardt_path_is_followed_while_the_gradient_grows():
+    # from next to the maximum at 0 each step triples t: the gradient norm
+    # rises for about ten steps while the objective falls; that is progress
+    be = _Quartic([1.0], [0.0], [1e-5])
+    stat = _refits.newton_finish(be, None, tol=1e-12)
+    assert stat <= 1e-12
+    np.testing.assert_allclose(np.abs(be.theta), [1.0], rtol=0, atol=1e-12)
