@@ -226,6 +226,21 @@ class DaskLinearBackend(ModelBackend):
 
     def aggregated_removal_gradients(self, matrix):
         """``M Q`` for a ``(g, n)`` (sparse) matrix, reduced over chunks."""
+        return self._aggregate(matrix, "aggregated_removal_gradients")
+
+    def aggregated_loss_gradients(self, matrix, batch_size=None):
+        """``M L`` (``L`` the loss gradients), reduced over chunks."""
+        return self._aggregate(matrix, "aggregated_loss_gradients")
+
+    @property
+    def metric_scale(self):
+        return self._tgt.metric_scale
+
+    def loss_gradients(self, rows=None):
+        return self._rows_backend(rows).loss_gradients()
+
+    def _aggregate(self, matrix, name):
+        """``sum over chunks of chunk_backend.<name>(M[:, chunk])``."""
         import dask
 
         M = sp.csc_matrix(matrix)
@@ -236,7 +251,7 @@ class DaskLinearBackend(ModelBackend):
         make = self._chunk_maker()
 
         def part(Xb, yb, sb, Mb):
-            return np.asarray(make(Xb, yb, sb).aggregated_removal_gradients(Mb))
+            return np.asarray(getattr(make(Xb, yb, sb), name)(Mb))
 
         parts = [
             dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])

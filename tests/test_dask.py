@@ -171,3 +171,14 @@ def test_dask_errors():
         )
     with pytest.raises(ValueError, match="rows"):
         GroupInfluence(est).fit(dX, dy[:-5], X_target=X[:10], y_target=y[:10])
+
+
+@pytest.mark.parametrize("kind", ["logistic", "poisson"])
+def test_self_influence_and_interaction_matrix(kind):
+    gi, ref, X = _pair(kind)
+    assert _rel(gi.self_influence(), ref.self_influence()) < RTOL
+    groups = np.random.default_rng(2).integers(0, 30, len(X))
+    dgroups = da.from_array(groups, chunks=400)
+    assert _rel(gi.self_influence(dgroups), ref.self_influence(groups)) < RTOL
+    K, K_ref = gi.interaction_matrix(dgroups), ref.interaction_matrix(groups)
+    assert _rel(K, K_ref) < RTOL
