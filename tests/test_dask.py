@@ -182,3 +182,21 @@ def test_self_influence_and_interaction_matrix(kind):
     assert _rel(gi.self_influence(dgroups), ref.self_influence(groups)) < RTOL
     K, K_ref = gi.interaction_matrix(dgroups), ref.interaction_matrix(groups)
     assert _rel(K, K_ref) < RTOL
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # unreliable-group flags
+def test_dask_dataframe_inputs():
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    est, X, y, sw = _data("logistic")
+    cols = [f"x{j}" for j in range(X.shape[1])]
+    frame = pd.DataFrame(X, columns=cols).assign(y=y, w=sw, g=np.arange(len(y)) % 9)
+    df = dd.from_pandas(frame, npartitions=4)
+    gi = GroupInfluence(est).fit(
+        df[cols], df["y"], df["w"], X_target=X[:300] + 0.1, y_target=y[:300]
+    )
+    ref = GroupInfluence(est).fit(X, y, sw, X_target=X[:300] + 0.1, y_target=y[:300])
+    assert _rel(gi.influence_.compute(), ref.influence_) < RTOL
+    res, exp = gi.score_groups(df["g"]), ref.score_groups(frame["g"].to_numpy())
+    np.testing.assert_array_equal(res.groups, exp.groups)
+    assert _rel(res.estimate, exp.estimate) < RTOL
