@@ -14,7 +14,8 @@ penalty once (each chunk's own is subtracted); a mean-form objective's
 penalty is spread over the examples (``sum_i s_i (l_i + R)``) and adds up
 over chunks as it is.
 
-The target set (usually a validation set) is held in memory.
+The target set is held in memory, or given as Dask arrays: its value,
+gradient and Hessian are then weighted sums over its chunks as well.
 """
 
 import numpy as np
@@ -48,7 +49,10 @@ class DaskLinearBackend(ModelBackend):
     X : dask array of shape (n_samples, n_features)
     y : dask array of shape (n_samples,) or (n_samples, n_outputs)
     sample_weight : dask array of shape (n_samples,) or None
-    X_target, y_target, target_weight : in-memory arrays (the target set)
+    X_target, y_target, target_weight : arrays or Dask arrays (the target set)
+        In memory, or Dask arrays whose value, gradient and Hessian are
+        reduced over their chunks (weighted sums, divided by the total
+        weight).
     target : "default" or callable
     """
 
@@ -76,6 +80,16 @@ class DaskLinearBackend(ModelBackend):
         self._y_1d = np.ndim(y) == 1
         self.sw = None if sample_weight is None else _as_column(sample_weight, self.X)
         # the target set, and the parameter layout, through an in-memory backend
+        self._target_chunks = None
+        if is_dask(X_target):  # reduced over its chunks; layout from one row
+            tX = X_target.rechunk({1: -1})
+            tw = None if target_weight is None else _as_column(target_weight, tX)
+            self._target_chunks = (tX, _as_column(y_target, tX), tw, target)
+            X_target, y_target, target_weight = (
+                np.asarray(tX[:1].compute()),
+                np.asarray(y_target[:1].compute()),
+                None,
+            )
         self._tgt = SklearnLinearBackend(
             estimator,
             X_target,
@@ -290,13 +304,65 @@ class DaskLinearBackend(ModelBackend):
         return self._tgt.candidate_gradients(X, y, sample_weight)
 
     def target_value(self, theta=None):
-        return self._tgt.target_value(theta)
+        if self._target_chunks is None:
+            return self._tgt.target_value(theta)
+        if theta is None:
+            return self._target_terms()[0]
+        return self._target_reduce(np.asarray(theta, dtype=np.float64), False)[0]
 
     def target_gradient(self):
-        return self._tgt.target_gradient()
+        if self._target_chunks is None:
+            return self._tgt.target_gradient()
+        return self._target_terms()[1]
 
     def target_hessian(self):
-        return self._tgt.target_hessian()
+        if self._target_chunks is None:
+            return self._tgt.target_hessian()
+        return self._target_terms()[2]
+
+    def _target_terms(self):
+        if "target" not in self._cache:
+            self._cache["target"] = self._target_reduce(self._theta, True)
+        return self._cache["target"]
+
+    def _target_reduce(self, theta, derivatives):
+        """``(f, grad f, H_f)`` at ``theta`` as weighted sums over target chunks.
+
+        Each chunk's in-memory backend gives its weighted mean; times the
+        chunk's weight, summed, and divided by the total weight.
+        """
+        import dask.array as da
+
+        tX, ty, tw, target = self._target_chunks
+        P = self.n_params
+        width = 2 + (P + P * P if derivatives else 0)
+        y_1d = self._y_1d
+        est = self.estimator
+
+        def block(Xb, yb, wb=None):
+            y = yb[:, 0] if y_1d else yb
+            w = np.ones(len(Xb)) if wb is None else wb[:, 0]
+            be = SklearnLinearBackend(
+                est, Xb, y, X_target=Xb, y_target=y, target_weight=w, target=target
+            )
+            be.set_theta(theta)
+            W = float(w.sum())
+            out = [[W, W * be.target_value()]]
+            if derivatives:
+                out += [W * be.target_gradient(), W * be.target_hessian().ravel()]
+            return np.concatenate(out)[None, :]
+
+        args = [tX, ty] + ([] if tw is None else [tw])
+        n_blocks = len(tX.chunks[0])
+        parts = da.map_blocks(
+            block, *args, chunks=((1,) * n_blocks, (width,)), dtype=float
+        )
+        t = np.asarray(parts.sum(axis=0).compute()) / 1.0
+        W = t[0]
+        f = float(t[1] / W)
+        if not derivatives:
+            return (f,)
+        return f, t[2 : 2 + P] / W, t[2 + P :].reshape(P, P) / W
 
 
 class _ChunkMaker:

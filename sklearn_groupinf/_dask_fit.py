@@ -53,13 +53,6 @@ def _to_dask_array(a, name):
     return a
 
 
-def _gather(a):
-    """The target set in memory (it is a validation set, not the training data)."""
-    if a is None or not is_dask(a):
-        return a
-    return np.asarray(a.compute())
-
-
 def _write_theta(est, backend):
     """Put the polished parameters into the estimator's ``coef_``/``intercept_``."""
     spec = backend.spec
@@ -99,8 +92,8 @@ def fit_dask(gi, X, y, sample_weight, target, **fit_params):
         )
     if X_target is None or y_target is None:
         raise ValueError(
-            "With Dask training data pass X_target and y_target (the target set "
-            "is held in memory); got X_target=None or y_target=None."
+            "With Dask training data pass X_target and y_target (in memory or "
+            "as Dask arrays); got X_target=None or y_target=None."
         )
     X = _to_dask_array(X, "X")
     y = _to_dask_array(y, "y")
@@ -113,7 +106,12 @@ def fit_dask(gi, X, y, sample_weight, target, **fit_params):
                 f"{name} has {a.shape[0]} rows and X has {X.shape[0]}; pass "
                 "arrays with the same number of rows."
             )
-    X_t, y_t, w_t = _gather(X_target), _gather(y_target), _gather(target_weight)
+    if any_dask(X_target, y_target, target_weight):  # reduced over its chunks
+        X_t = _to_dask_array(X_target, "X_target")
+        y_t = _to_dask_array(y_target, "y_target")
+        w_t = _to_dask_array(target_weight, "target_weight")
+    else:
+        X_t, y_t, w_t = X_target, y_target, target_weight
     n = int(X.shape[0])
     log(
         f"GroupInfluence (dask): {n} examples in {len(X.chunks[0])} chunks",

@@ -200,3 +200,27 @@ def test_dask_dataframe_inputs():
     res, exp = gi.score_groups(df["g"]), ref.score_groups(frame["g"].to_numpy())
     np.testing.assert_array_equal(res.groups, exp.groups)
     assert _rel(res.estimate, exp.estimate) < RTOL
+
+
+@pytest.mark.parametrize("kind", ["logistic", "ridge"])
+def test_dask_target_set(kind):
+    # the target's value, gradient and Hessian reduced over its own chunks
+    est, X, y, sw = _data(kind)
+    Xt, yt = X[:500] + 0.1, y[:500]
+    wt = np.random.default_rng(5).uniform(0.2, 3.0, 500)
+    ref = GroupInfluence(est, method="interaction").fit(
+        X, y, sw, X_target=Xt, y_target=yt, target_weight=wt
+    )
+    gi = GroupInfluence(est, method="interaction").fit(
+        da.from_array(X, chunks=(400, -1)),
+        da.from_array(y, chunks=400),
+        da.from_array(sw, chunks=400),
+        X_target=da.from_array(Xt, chunks=(130, -1)),
+        y_target=da.from_array(yt, chunks=130),
+        target_weight=da.from_array(wt, chunks=130),
+    )
+    assert abs(gi.target_value_ - ref.target_value_) <= RTOL * abs(ref.target_value_)
+    assert _rel(gi.influence_.compute(), ref.influence_) < RTOL
+    groups = np.arange(len(X)) % 25
+    res, exp = gi.score_groups(groups), ref.score_groups(groups)
+    assert _rel(res.estimate, exp.estimate) < RTOL
