@@ -1,15 +1,20 @@
 """Cleaning without clean data: leave-one-out signals and row rankings.
 
 The per-row signal behind ``GroupSelector``: the approximate leave-one-out
-(LOO) loss of a row, its own loss plus its self-influence
-``l_i(theta_hat) + sigma_i`` (an n-fold out-of-sample loss from one
-:class:`GroupInfluence` fit), and the rule that says a row looks noisy. A
+(LOO) loss of a row from one :class:`GroupInfluence` fit (an n-fold
+out-of-sample loss): for classifiers the log-loss of its label one Newton step
+after removing it, ``theta + (H - H_i)^{-1} q_i``, where the backend gives
+Newton steps and probabilities; otherwise its own loss plus its
+self-influence ``l_i(theta_hat) + sigma_i``; and the rule that says a row
+looks noisy. A
 classifier's row looks noisy when its approximate LOO probability of its given
 label, ``exp(-LOO loss)``, is below chance (``1 / n_classes``); a regressor's
 when its approximate LOO squared residual is over 9 robust variances (a
 3-sigma rule, the variance from the median). :func:`clean_loo` removes rows by
 that signal in rounds; the cross-fitted, group-capable cleaning is in
-:mod:`sklearn_groupinf._cross_fit`. Nothing here differentiates a model.
+:mod:`sklearn_groupinf._cross_fit`, the leave-group-out one in
+:mod:`sklearn_groupinf._selector_groups`. Nothing here differentiates a model:
+the backend gives gradients, Hessian solves and log-probabilities.
 """
 
 import numpy as np
@@ -18,6 +23,8 @@ from sklearn.model_selection import (
     ShuffleSplit,
     StratifiedShuffleSplit,
 )
+
+from ._estimators import group_newton_step
 
 
 def own_losses(estimator, X, y, classifier):
@@ -39,8 +46,71 @@ def own_losses(estimator, X, y, classifier):
     return np.sum(r**2, axis=1)
 
 
+class LeaveGroupOutUnsupported(Exception):
+    """The estimator's backend gives no group-Newton step or probabilities."""
+
+
+def leave_group_out_log_proba(state, local, n_units):
+    """Class log-probabilities of each unit's rows under ``theta_{-G}``.
+
+    Parameters
+    ----------
+    state : _FitState
+        A fitted :class:`GroupInfluence`'s cache (backend and Hessian solver).
+    local : ndarray of int of shape (n_rows,)
+        Unit (a group, or the row itself; ``0 .. n_units - 1``) of each
+        training row of that fit.
+    n_units : int
+
+    Returns
+    -------
+    log_proba : list of ndarray
+        Per unit, ``(n_rows_in_unit, n_classes)`` log-probabilities at the
+        group-Newton parameters ``theta + (H - H_G)^{-1} sum_G q_i``: one
+        Newton step of the objective without the unit, from the full fit.
+
+    Raises
+    ------
+    LeaveGroupOutUnsupported
+        When the backend gives no group-Newton step or class probabilities.
+    """
+    backend = state.backend
+    if not getattr(backend, "supports_newton", False):
+        raise LeaveGroupOutUnsupported(type(backend).__name__)
+    theta = backend.get_theta()
+    try:
+        backend.example_log_proba(np.zeros(0, dtype=int))
+    except NotImplementedError as exc:
+        raise LeaveGroupOutUnsupported(str(exc)) from exc
+    order = np.argsort(local, kind="stable")
+    bounds = np.searchsorted(local[order], np.arange(n_units + 1))
+    out = []
+    for u in range(n_units):
+        rows = order[bounds[u] : bounds[u + 1]]
+        q = backend.removal_gradients(rows).sum(axis=0)
+        step = group_newton_step(backend, state.solver, rows, q)
+        out.append(backend.example_log_proba(rows, theta + step))
+    return out
+
+
 def approximate_loo_loss(gi, X, y, classifier):
-    """``l_i(theta_hat) + sigma_i`` in metric units, from one fitted ``gi``."""
+    """Each row's approximate leave-one-out loss (metric units), one fit.
+
+    Classifiers whose backend gives group-Newton steps and probabilities:
+    ``-log p_i`` of the given label at ``theta + (H - H_i)^{-1} q_i`` (one
+    Newton step without the row; for a row of high leverage far closer to a
+    refit than the first-order value). Otherwise ``l_i(theta_hat) +
+    sigma_i``, own loss plus self-influence.
+    """
+    if classifier:
+        n = len(y)
+        try:
+            log_proba = leave_group_out_log_proba(gi._state, np.arange(n), n)
+        except LeaveGroupOutUnsupported:
+            pass
+        else:
+            idx = np.searchsorted(gi.estimator_.classes_, y)
+            return -np.array([lp[0, c] for lp, c in zip(log_proba, idx)])
     own = own_losses(gi.estimator_, X, y, classifier)
     return own + gi.self_influence()  # both in the metric's units
 

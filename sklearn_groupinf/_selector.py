@@ -49,10 +49,13 @@ class GroupSelector(
     steer. With the default ``validation="auto"``:
 
     * single rows (``validation="loo"``): each row's approximate
-      leave-one-out loss, its own loss plus its self-influence
-      (:meth:`GroupInfluence.self_influence`), an n-fold out-of-sample loss
-      from one fit; the rows with the highest are removed, in ``n_rounds``
-      slices, each round refitted without the rows removed so far;
+      leave-one-out loss, an n-fold out-of-sample loss from one fit: for a
+      classifier whose influence model gives Newton steps and probabilities
+      (e.g. ``LogisticRegression``) the log-loss of its label one Newton step
+      after removing the row, otherwise its own loss plus its self-influence
+      (:meth:`GroupInfluence.self_influence`); the rows with the highest are
+      removed, in ``n_rounds`` slices, each round refitted without the rows
+      removed so far;
     * whole groups of a classifier (``groups_as_units=True``,
       ``validation="leave_group_out"``): each group is judged by the model
       fitted without it (one group-Newton step from one fit, class prior put
@@ -174,10 +177,16 @@ class GroupSelector(
     Notes
     -----
     The approximate leave-one-out loss of row :math:`i` is
+    :math:`\\ell_i(\\hat\\theta + (H - H_i)^{-1} q_i)`, the loss one Newton
+    step after removing the row (a classifier's log-loss; :math:`H_i` the
+    row's Hessian term, a rank-``n_classes`` update), or, where the backend
+    gives no probabilities, the first-order
     :math:`\\ell_i(\\hat\\theta) + \\sigma_i`, :math:`\\sigma_i =
-    \\nabla\\ell_i^\\top H^{-1} q_i`: a first-order, n-fold out-of-sample loss
-    from one fit (the loss is :math:`\\ell_i` of
+    \\nabla\\ell_i^\\top H^{-1} q_i` (the loss is :math:`\\ell_i` of
     :meth:`GroupInfluence.self_influence` converted to the metric's units).
+    On the benchmark sets the Newton value ranks better: for rows of high
+    leverage (digits: 650 parameters, 1,257 rows) the first-order value is
+    far from a refit.
     The cross-fitted estimate of removing a set :math:`S` is
     :math:`\\sum_f (b_f^\\top 1_S + \\tfrac12 1_S^\\top K_f 1_S)`, fold
     :math:`f`'s first-order and pairwise terms scaled to its target rows'

@@ -31,46 +31,18 @@ log-probabilities.
 import numpy as np
 from scipy.special import logsumexp
 
-from ._cleaning import round_sizes
-from ._estimators import group_newton_step
+from ._cleaning import (
+    LeaveGroupOutUnsupported,
+    leave_group_out_log_proba,
+    round_sizes,
+)
 
-
-class LeaveGroupOutUnsupported(Exception):
-    """The estimator's backend gives no group-Newton step or probabilities."""
-
-
-def leave_group_out_log_proba(state, local, n_units):
-    """Class log-probabilities of each group's rows under ``theta_{-G}``.
-
-    Parameters
-    ----------
-    state : _FitState
-        A fitted :class:`GroupInfluence`'s cache (backend and Hessian solver).
-    local : ndarray of int of shape (n_rows,)
-        Group (``0 .. n_units - 1``) of each training row of that fit.
-    n_units : int
-
-    Returns
-    -------
-    log_proba : list of ndarray
-        Per group, ``(n_rows_in_group, n_classes)`` log-probabilities at the
-        group-Newton parameters ``theta + (H - H_G)^{-1} sum_G q_i``.
-    """
-    backend = state.backend
-    if not getattr(backend, "supports_newton", False):
-        raise LeaveGroupOutUnsupported(type(backend).__name__)
-    theta = backend.get_theta()
-    try:
-        backend.example_log_proba(np.zeros(0, dtype=int))
-    except NotImplementedError as exc:
-        raise LeaveGroupOutUnsupported(str(exc)) from exc
-    out = []
-    for u in range(n_units):
-        rows = np.flatnonzero(local == u)
-        q = backend.removal_gradients(rows).sum(axis=0)
-        step = group_newton_step(backend, state.solver, rows, q)
-        out.append(backend.example_log_proba(rows, theta + step))
-    return out
+__all__ = [
+    "LeaveGroupOutUnsupported",
+    "clean_leave_group_out",
+    "flip_log_likelihood_ratio",
+    "leave_group_out_log_proba",
+]
 
 
 def flip_log_likelihood_ratio(log_proba, y_idx, local, n_units):

@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import (
 )
 
 from sklearn_groupinf import GroupInfluence, GroupSelector
+from sklearn_groupinf._cleaning import leave_group_out_log_proba
 from sklearn_groupinf._cross_fit import fold_target
 
 
@@ -41,6 +42,37 @@ def diabetes():
 
 def _lr():
     return LogisticRegression(tol=1e-10, max_iter=1000)
+
+
+def _newton_loo_loss(X, y):
+    """Log-loss of each row's label one Newton step after removing the row."""
+    gi = GroupInfluence(_lr()).fit(X, y)
+    n = len(y)
+    log_proba = leave_group_out_log_proba(gi._state, np.arange(n), n)
+    return -np.array([lp[0, c] for lp, c in zip(log_proba, y)])
+
+
+def test_newton_loo_loss_is_close_to_refits(cancer):
+    # the row signal against exact leave-one-out refits, on 40 rows with the
+    # largest first-order scores (high leverage or a wrong label): one Newton
+    # step is much closer than own loss + self-influence
+    X, y, _ = cancer
+    X, y = X[:, :8], y.copy()
+    y[:10] = 1 - y[:10]
+    gi = GroupInfluence(_lr()).fit(X, y)
+    proba = gi.predict_proba(X)[np.arange(len(y)), y]
+    first = -np.log(proba) + gi.self_influence()  # C = 1: l_i is the log-loss
+    newton = _newton_loo_loss(X, y)
+    rows = np.argsort(-first)[:40]
+    exact = np.empty(len(rows))
+    for t, i in enumerate(rows):
+        keep = np.arange(len(y)) != i
+        m = _lr().fit(X[keep], y[keep])
+        exact[t] = -np.log(m.predict_proba(X[i : i + 1])[0, y[i]])
+    rel_newton = np.max(np.abs(newton[rows] - exact) / exact)  # measured 0.006
+    rel_first = np.max(np.abs(first[rows] - exact) / exact)  # measured 0.07
+    assert rel_newton < 0.02
+    assert rel_newton < 0.25 * rel_first
 
 
 # --------------------------------------------------------------- reference
@@ -109,9 +141,7 @@ def test_cross_fit_ranks_globally_on_a_trimmed_held_out_target(cancer):
     ).fit(X, y)
     folds = sel.rounds_[0]["folds"]
     assert len(folds) == 5
-    gi = GroupInfluence(_lr()).fit(X, y)
-    proba = gi.predict_proba(X)[np.arange(len(y)), y]
-    loo = -np.log(proba) + gi.self_influence()  # C = 1: l_i is the log-loss
+    loo = _newton_loo_loss(X, y)
     noisy = loo > np.log(2)  # LOO probability of the label below 1/2
     assert sel.rounds_[0]["n_noisy_rows"] == noisy.sum() > 0
     targets = np.concatenate([t for _, t in folds])
@@ -443,14 +473,12 @@ def test_default_selector_finds_flipped_labels(noisy_cancer):
 
 def test_default_ranks_rows_by_approximate_loo_loss(cancer):
     # validation="auto" on rows: one round removes the k rows with the largest
-    # own log-loss + self-influence, recomputed here from GroupInfluence
+    # one-Newton-step leave-one-out loss, recomputed here from GroupInfluence
     X, y, _ = cancer
     y = y.copy()
     y[:15] = 1 - y[:15]
     sel = GroupSelector(_lr(), budget=20, n_rounds=1).fit(X, y)
-    gi = GroupInfluence(_lr()).fit(X, y)
-    proba = gi.predict_proba(X)[np.arange(len(y)), y]
-    loo = -np.log(proba) + gi.self_influence()  # C = 1: l_i is the log-loss
+    loo = _newton_loo_loss(X, y)
     assert_array_equal(sel.removed_indices_, np.argsort(-loo, kind="stable")[:20])
     assert_allclose(sel.rounds_[0]["loo_loss"], np.sort(loo)[::-1][:20])
 
