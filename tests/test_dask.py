@@ -68,8 +68,18 @@ def _pair(kind, chunks=400, **params):
     return gi, ref, X
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
-    "kind", ["logistic", "multinomial", "ridge", "poisson", "linear"]
+    "kind",
+    [
+        "logistic",
+        pytest.param("multinomial", marks=SLOW),
+        pytest.param("ridge", marks=SLOW),
+        "poisson",
+        pytest.param("linear", marks=SLOW),
+    ],
 )
 def test_fit_equals_in_memory(kind):
     gi, ref, X = _pair(kind)
@@ -126,7 +136,15 @@ def test_chunk_size_does_not_change_results():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # unreliable-group flags
-@pytest.mark.parametrize("method", ["first_order", "interaction", "newton", None])
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("first_order", marks=SLOW),
+        "interaction",
+        pytest.param("newton", marks=SLOW),
+        None,
+    ],
+)
 def test_score_groups_with_dask_groups(method):
     gi, ref, X = _pair("poisson" if method == "newton" else "logistic")
     groups = np.random.default_rng(1).integers(0, 40, len(X))
@@ -139,7 +157,9 @@ def test_score_groups_with_dask_groups(method):
     np.testing.assert_array_equal(res.reliable, exp.reliable)
 
 
-@pytest.mark.parametrize("max_dense_bytes", [2 * 1024**3, 1000])
+@pytest.mark.parametrize(
+    "max_dense_bytes", [pytest.param(2 * 1024**3, marks=SLOW), 1000]
+)
 def test_select_equals_in_memory(max_dense_bytes):
     # max_dense_bytes=1000: the per-example factor is kept as chunked products
     gi, ref, _ = _pair("logistic", max_dense_bytes=max_dense_bytes)
@@ -173,7 +193,7 @@ def test_dask_errors():
         GroupInfluence(est).fit(dX, dy[:-5], X_target=X[:10], y_target=y[:10])
 
 
-@pytest.mark.parametrize("kind", ["logistic", "poisson"])
+@pytest.mark.parametrize("kind", ["logistic", pytest.param("poisson", marks=SLOW)])
 def test_self_influence_and_interaction_matrix(kind):
     gi, ref, X = _pair(kind)
     assert _rel(gi.self_influence(), ref.self_influence()) < RTOL
@@ -202,7 +222,7 @@ def test_dask_dataframe_inputs():
     assert _rel(res.estimate, exp.estimate) < RTOL
 
 
-@pytest.mark.parametrize("kind", ["logistic", "ridge"])
+@pytest.mark.parametrize("kind", ["logistic", pytest.param("ridge", marks=SLOW)])
 def test_dask_target_set(kind):
     # the target's value, gradient and Hessian reduced over its own chunks
     est, X, y, sw = _data(kind)
