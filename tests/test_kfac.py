@@ -313,6 +313,49 @@ def test_per_example_products_cover_parameters_outside_layers():
     np.testing.assert_allclose(got, Q @ v, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("model", ["cnn", "layernorm"])
+def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
+    # one-pass GGN products (layer by layer, signed weights) and group sums of
+    # per-example gradients against the exact GGN and explicit gradients
+    from sklearn_groupinf.backends._kfac_layers import output_factors
+    from sklearn_groupinf.backends._kfac_products import (
+        aggregated_gradients,
+        ggn_products,
+        per_example_sq_norms,
+    )
+
+    if model == "cnn":
+        net, X, y, _, _ = request.getfixturevalue("cnn")
+        X, y = X[:30], y[:30]
+    else:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(5, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 3)
+        ).to(DT)
+        X, y = torch.randn(20, 5, dtype=DT), torch.randint(0, 3, (20,))
+    rng = np.random.default_rng(0)
+    s = torch.as_tensor(rng.uniform(0.5, 2.0, len(X)), dtype=DT)
+    F = exact_ggn(net, "cross_entropy", X, y, s)
+    with torch.no_grad():
+        U = output_factors("cross_entropy", net(X).reshape(len(X), -1), y)
+    V = rng.standard_normal((F.shape[0], 3))
+    w = s[:, None].expand(-1, U.shape[1])
+    got = ggn_products(net, X, U, w, V, batch_size=7)
+    np.testing.assert_allclose(got, F @ V, rtol=1e-9, atol=1e-12 * np.abs(F).max())
+    # a negative weight subtracts that example's term
+    w2 = w.clone()
+    w2[0] = -w2[0]
+    F0 = exact_ggn(net, "cross_entropy", X[:1], y[:1], s[:1])
+    got = ggn_products(net, X, U, w2, V, batch_size=7)
+    np.testing.assert_allclose(got, (F - 2 * F0) @ V, atol=1e-9 * np.abs(F).max())
+    Q = example_grads(net, "cross_entropy", X, y)
+    M = rng.standard_normal((4, len(X)))
+    got = aggregated_gradients(net, "cross_entropy", X, y, M, batch_size=7)
+    np.testing.assert_allclose(got, M @ Q, rtol=1e-10, atol=1e-12)
+    norms = per_example_sq_norms(net, "cross_entropy", X, y, batch_size=7)
+    np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
+
+
 def test_errors_name_the_problem():
     net = torch.nn.Linear(3, 2).to(DT)
     X, y = torch.randn(2, 3, dtype=DT), torch.randn(2, 2, dtype=DT)

@@ -72,6 +72,56 @@ def _batches_of_layer_gradients(module, loss, X, y, batch_size):
         module.train(training)
 
 
+def _batches_of_direction_gradients(module, X, U, batch_size):
+    """Yield ``(slice, c, layers, other)``: gradients of ``U[:, c]' z`` per batch.
+
+    As :func:`_batches_of_layer_gradients` for the linear functions
+    ``u_tc' z_t`` of the raw outputs (``U`` of shape ``(n, C, K)``): one
+    forward pass per batch and ``C`` backward passes through it.
+    """
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    layout = _Layout(module)
+    p0 = {k: layout.params[k].detach() for k in layout.other}
+
+    def linear_other(p, x, u):
+        z = functional_call(module, p, (x[None],))
+        return (z.reshape(-1) * u).sum()
+
+    training = module.training
+    module.eval()
+    try:
+        with _Recorder(layout) as rec:
+            for i0 in range(0, X.shape[0], int(batch_size)):
+                sl = slice(i0, i0 + int(batch_size))
+                z = rec.forward(module, X[sl])
+                idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
+                outs = [rec.outputs[i] for i in idx]
+                acts = {i: _acts(layout.layers[i], rec.inputs[i]) for i in idx}
+                for c in range(U.shape[1]):
+                    gs = torch.autograd.grad(
+                        z, outs, U[sl, c], retain_graph=True, allow_unused=True
+                    )
+                    layers = [
+                        (i, _grads(layout.layers[i], g.detach()), acts[i])
+                        for i, g in zip(idx, gs)
+                        if g is not None
+                    ]
+                    other = {}
+                    if layout.other:
+                        rec.enabled = False
+                        try:
+                            other = vmap(grad(linear_other), in_dims=(None, 0, 0))(
+                                p0, X[sl], U[sl, c]
+                            )
+                        finally:
+                            rec.enabled = True
+                    yield sl, c, layers, {k: v.detach() for k, v in other.items()}
+    finally:
+        module.train(training)
+
+
 def _layer_blocks(g, a):
     """Yield ``(rows, D)``: per-example gradients ``D (b', out, in)`` in slices."""
     import torch
@@ -205,3 +255,58 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
     for i, layer in enumerate(layout.layers):
         layout.put(out, acc[i], layer)
     return out.T.to("cpu", torch.float64).numpy()
+
+
+def ggn_products(module, X, U, weights, V, *, batch_size=256):
+    """``sum_t sum_c w_tc J_t' u_tc u_tc' J_t V`` ``(P, k)`` in one pass over ``X``.
+
+    A Gauss-Newton matrix with output-Hessian factors ``U`` ``(n, C, K)``
+    and weights ``weights`` ``(n, C)`` (signed: an indefinite output Hessian
+    is allowed) times ``V`` ``(P, k)``. The rows ``g_tc = J_t' u_tc`` are the
+    gradients of ``u_tc' z_t``: per batch one forward pass and ``C``
+    backward passes give, layer by layer, ``r = G V`` and then ``G' (w r)``
+    (per-example layer gradients formed in slices, never ``n x P``).
+    """
+    import torch
+
+    layout, ref, X, _ = _prepare(module, X, X[:0])
+    U = torch.as_tensor(U, dtype=ref.dtype, device=ref.device)
+    w = torch.as_tensor(weights, dtype=ref.dtype, device=ref.device)
+    Vt, one = _param_columns(V, layout.n_params, ref)
+    k = Vt.shape[1]
+    blocks = [layout.block(Vt, layer) for layer in layout.layers]
+    V_other = {name: Vt[layout.slices[name]].reshape(-1, k) for name in layout.other}
+    acc = {i: torch.zeros_like(blocks[i]) for i in range(len(layout.layers))}
+    out = torch.zeros_like(Vt)
+    for sl, c, layers, other in _batches_of_direction_gradients(
+        module, X, U, batch_size
+    ):
+        r = None
+        for i, g, a in layers:
+            part = g.new_zeros(g.shape[0], k)
+            if a.shape[1] <= k * g.shape[2]:
+                for s2, D in _layer_blocks(g, a):
+                    part[s2] += torch.einsum("bod,odk->bk", D, blocks[i])
+            else:
+                Va = torch.einsum("odk,bdt->bokt", blocks[i], a)
+                part += torch.einsum("bot,bokt->bk", g, Va)
+            r = part if r is None else r + part
+        for name, G in other.items():
+            part = G.reshape(G.shape[0], -1) @ V_other[name]
+            r = part if r is None else r + part
+        if r is None:
+            continue
+        r = r * w[sl, c][:, None]
+        for i, g, a in layers:
+            if a.shape[1] <= k * g.shape[2]:
+                for s2, D in _layer_blocks(g, a):
+                    acc[i] += torch.einsum("bod,bk->odk", D, r[s2])
+            else:
+                gr = torch.einsum("bot,bk->bokt", g, r)
+                acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
+        for name, G in other.items():
+            out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ r
+    for i, layer in enumerate(layout.layers):
+        layout.put(out, acc[i], layer)
+    res = out.to("cpu", torch.float64).numpy()
+    return res[:, 0] if one else res

@@ -26,6 +26,7 @@ import numpy as np
 from ._kfac import KroneckerCurvature
 from ._kfac_products import (
     aggregated_gradients,
+    ggn_products,
     per_example_products,
     per_example_sq_norms,
 )
@@ -33,11 +34,6 @@ from ._kfac_target import low_rank_target_ggn
 from ._torch import TorchBackend
 from ._torch_cg import _to_numpy
 from ._torch_options import DEFAULT_TARGET_RANK
-
-
-def _linear_output(z, u):
-    """``u_t' z_t`` per row: a "loss" whose gradients are ``J_t' u_t``."""
-    return (z * u.reshape(z.shape)).sum(1)
 
 
 class KroneckerBackend(TorchBackend):
@@ -165,12 +161,13 @@ class KroneckerBackend(TorchBackend):
         return self.target_rank
 
     def _target_output_factors(self):
-        """``[(U_c, w_c)]``: ``Lambda_t = sum_c w_ct U_ct U_ct'`` per target row.
+        """``(U, w)``: ``Lambda_t = sum_c w_tc U_tc U_tc'`` per target row.
 
         ``Lambda_t`` is the target's Hessian in the raw output ``z_t``
-        (``(m, K, K)``), eigendecomposed per row: ``U_c`` ``(m, K)`` holds the
-        scaled eigenvectors and ``w_c`` ``(m,)`` the target weights times the
-        eigenvalues' signs (an indefinite target curvature is allowed).
+        (``(m, K, K)``), eigendecomposed per row: ``U`` ``(m, C, K)`` holds
+        the scaled eigenvectors and ``w`` ``(m, C)`` the target weights times
+        the eigenvalues' signs (an indefinite target curvature is allowed);
+        eigenvalues that are zero for every row are dropped.
         """
         import torch
 
@@ -183,45 +180,23 @@ class KroneckerBackend(TorchBackend):
             Lam = torch.cat(lams)
             lam, V = torch.linalg.eigh(0.5 * (Lam + Lam.transpose(1, 2)))
             scale = lam.abs().amax().clamp_min(torch.finfo(lam.dtype).tiny)
-            self._target_factors = [
-                (
-                    V[:, :, c] * lam[:, c].abs().sqrt()[:, None],
-                    self._wt * lam[:, c].sign(),
-                )
-                for c in range(lam.shape[1])
-                if bool((lam[:, c].abs() > 1e-12 * scale).any())
-            ]
+            keep = (lam.abs() > 1e-12 * scale).any(0)
+            U = (V * lam.abs().sqrt()[:, None, :]).transpose(1, 2)[:, keep]
+            self._target_factors = (U, self._wt[:, None] * lam.sign()[:, keep])
         return self._target_factors
 
     def target_hessian_products(self, V):
         """``V H_f`` ``(k, P)``: exact target GGN products, layer by layer.
 
-        ``H_f = sum_t sum_c w_ct J_t' U_ct U_ct' J_t``; each term's rows
-        ``U_ct' J_t`` are the gradients of the linear function ``U_ct' z_t``,
-        so ``G_c V`` and ``G_c' u`` are per-example products and sums of
-        per-example gradients (two passes over the target rows per ``c``):
-        no vmap over the ``k`` directions, and memory of one batch.
+        ``H_f = sum_t sum_c w_tc J_t' U_tc U_tc' J_t``
+        (:func:`~sklearn_groupinf.backends._kfac_products.ggn_products`: one
+        pass over the target rows, one backward pass per ``c``; no vmap over
+        the ``k`` directions, memory of one batch).
         """
+        U, w = self._target_output_factors()
         V = np.asarray(V, dtype=np.float64)
-        out = np.zeros_like(V)
-        for U_c, w_c in self._target_output_factors():
-            GV = per_example_products(
-                self.module,
-                _linear_output,
-                self._Xf,
-                U_c,
-                V.T,
-                batch_size=self.batch_size,
-            )
-            out += aggregated_gradients(
-                self.module,
-                _linear_output,
-                self._Xf,
-                U_c,
-                (GV * _to_numpy(w_c)[:, None]).T,
-                batch_size=self.batch_size,
-            )
-        return out
+        out = ggn_products(self.module, self._Xf, U, w, V.T, batch_size=self.batch_size)
+        return out.T
 
     def target_hessian_factor(self):
         """Rank-``target_rank`` factor ``(B, diag(lam))`` of the target GGN.
