@@ -284,10 +284,77 @@ class DaskLinearBackend(ModelBackend):
     def removal_gradients(self, rows=None):
         return self._rows_backend(rows).removal_gradients()
 
+    # -- groups: Hessians and gradient sums of every group in one pass --------
+    #: largest size (bytes) of the per-group Hessians kept by prepare_groups
+    max_group_bytes = 2 * 1024**3
+
+    def prepare_groups(self, membership):
+        """Reduce ``H_g`` and ``q_g`` of every group over the chunks (one pass).
+
+        Exact group estimates need each group's curvature; gathering the
+        rows of every group would read the data once per group. Kept while
+        ``n_groups * P^2`` floats fit in :attr:`max_group_bytes`; the group
+        methods below then answer from them (keyed by the group's rows).
+        """
+        G, P = membership.n_groups, self.n_params
+        key = ("groups", id(membership), self._theta.tobytes())
+        if self._cache.get("groups_key") == key or 8 * G * P * P > (
+            self.max_group_bytes
+        ):
+            return
+        import dask
+
+        M = sp.csc_matrix(membership.matrix)
+        bounds = np.cumsum((0,) + self.X.chunks[0])
+        Xd = self.X.to_delayed().ravel()
+        yd = self.y.to_delayed().ravel()
+        sd = [None] * len(Xd) if self.sw is None else self.sw.to_delayed().ravel()
+        make = self._chunk_maker()
+
+        def part(Xb, yb, sb, Mb):
+            be = make(Xb, yb, sb)
+            H = np.zeros((G, P, P))
+            Mb = sp.csr_matrix(Mb)
+            for g in np.flatnonzero(np.diff(Mb.indptr)):
+                H[g] = be.group_hessian(Mb.indices[Mb.indptr[g] : Mb.indptr[g + 1]])
+            return H
+
+        parts = [
+            dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
+            for i in range(len(Xd))
+        ]
+        H = dask.delayed(sum)(parts).compute()
+        Q = self.aggregated_removal_gradients(membership.matrix)
+        index = {membership.members(g).tobytes(): g for g in range(G)}
+        self._cache["groups"] = (index, H, Q)
+        self._cache["groups_key"] = key
+
+    def _group(self, rows):
+        cached = self._cache.get("groups")
+        if cached is None:
+            return None
+        g = cached[0].get(np.asarray(rows, dtype=np.intp).tobytes())
+        return None if g is None else g
+
+    def cached_group_hessian(self, rows):
+        g = self._group(rows)
+        return None if g is None else self._cache["groups"][1][g]
+
+    def group_removal_gradient(self, rows):
+        g = self._group(rows)
+        if g is None:
+            return self.removal_gradients(rows).sum(axis=0)
+        return self._cache["groups"][2][g]
+
     def group_hessian(self, rows):
+        H = self.cached_group_hessian(rows)
+        if H is not None:
+            return H.copy()
         return self._rows_backend(rows).group_hessian(np.arange(len(rows)))
 
     def group_hessian_factor(self, rows, max_rank=None):
+        if self._group(rows) is not None:
+            return None  # the reduced H_g: a direct solve with H - H_g
         be = self._rows_backend(rows)
         return be.group_hessian_factor(np.arange(len(rows)), max_rank=max_rank)
 

@@ -281,9 +281,12 @@ def newton_estimates(state, membership, group_ids=None, *, strategy="auto"):
     theta = backend.get_theta()
     ids = range(membership.n_groups) if group_ids is None else group_ids
     out = np.empty(len(ids))
+    if hasattr(backend, "prepare_groups"):  # e.g. Dask: all groups in one pass
+        backend.prepare_groups(membership)
     for t, g in enumerate(ids):
         rows = membership.members(g)
-        q = backend.removal_gradients(rows).sum(axis=0)
+        q = getattr(backend, "group_removal_gradient", None)
+        q = backend.removal_gradients(rows).sum(axis=0) if q is None else q(rows)
         step = group_newton_step(backend, state.solver, rows, q, strategy=strategy)
         out[t] = backend.target_value(theta + step) - state.f0
     if not np.all(np.isfinite(out)):

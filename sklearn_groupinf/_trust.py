@@ -72,6 +72,9 @@ class UnreliableEstimateWarning(UserWarning):
 
 def group_hessian_products(backend, rows, V):
     """``H_S v`` for the columns ``v`` of ``V`` ``(P, k)``: ``(P, k)``."""
+    cached = getattr(backend, "cached_group_hessian", lambda rows: None)(rows)
+    if cached is not None:  # e.g. Dask: group Hessians reduced in one pass
+        return cached @ V
     return np.column_stack(
         [backend.example_hessian_vector(v, rows).sum(axis=0) for v in V.T]
     )
