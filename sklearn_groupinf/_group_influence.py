@@ -183,11 +183,15 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     memory is the factors, one batch of activations and per-example layer
     gradients of at most :math:`2^{24}` values at a time. The target
     curvature enters as :math:`H_f \\approx B \\Lambda B^\\top` of rank
-    :math:`r` (randomized range finding on target Gauss-Newton products of
-    :math:`H^{-1/2} H_f H^{-1/2}`), so the interaction rows
-    :math:`Q H^{-1} B` cost :math:`r` solves and :math:`n r` values; with at
-    most :math:`r` units the interaction uses exact target products
-    instead. Such networks are used at their trained parameters (Newton
+    :math:`r` (``target_rank``): by default the Nystrom approximation
+    :math:`Y (\\Omega^\\top Y)^{+} Y^\\top`, :math:`Y = H_f \\Omega`,
+    on :math:`r` random combinations :math:`\\Omega = H^{-1} Q^\\top G` of
+    the parameter shifts (exact on their span), from exact target
+    Gauss-Newton products computed layer by layer; so the interaction rows
+    :math:`Q H^{-1} B` cost :math:`r` solves and :math:`n r` values. The
+    default :math:`r = 64` had 0.5 % error in the interaction terms of 100
+    groups of a 2,410-parameter network (``benchmarks/kfac_target_rank.py``).
+    Such networks are used at their trained parameters (Newton
     polishing would need the exact curvature); ``stationarity_`` reports
     the relative gradient norm there, and ``fit`` warns when it exceeds
     ``stationarity_tol``.
