@@ -80,6 +80,10 @@ def test_kfac_equals_the_exact_ggn_where_it_is_exact(regression, kind, sketch):
     np.testing.assert_allclose(
         gi.interaction_matrix(groups), exact.interaction_matrix(groups), atol=1e-12
     )
+    np.testing.assert_allclose(
+        gi.self_influence(groups), exact.self_influence(groups), rtol=1e-9
+    )
+    np.testing.assert_allclose(gi.self_influence(), exact.self_influence(), rtol=1e-9)
 
 
 def test_skorch_regressor_mean_form_kfac_equals_the_exact_ggn(regression):
@@ -199,6 +203,7 @@ def test_never_forms_n_by_p(mlp, monkeypatch):
     assert len(greedy.groups) == 3
     K = gi.interaction_matrix(g)
     assert K.shape == (20, 20)
+    assert gi.self_influence(g).shape == (20,)
     assert len(gi.select(10, method="interaction").indices) == 10
 
 
@@ -239,7 +244,7 @@ def test_options_reach_the_backend(mlp):
     assert gi._state.target_factor[0].shape == (be.n_params, 5)
 
 
-def test_clear_errors(mlp, breast_cancer):
+def test_clear_errors(mlp, breast_cancer, monkeypatch):
     net, data, _ = mlp
     X, y, Xt, yt = breast_cancer
     for value in ["ggn", "kfac", "ekfac"]:
@@ -258,6 +263,11 @@ def test_clear_errors(mlp, breast_cancer):
         GroupInfluence(net, curvature="ekfac", curvature_options={"cg_tol": 1e-3}).fit(
             *data[:2]
         )
+    be = _fit(net, data, curvature="kfac", damping=0.1)._state.backend
+    monkeypatch.setattr(type(be).__mro__[0], "n_params", 10**8)
+    with pytest.raises(MemoryError, match="self_influence\\(groups=...\\)"):
+        be.loss_gradients(np.arange(10))
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="polish=True needs Newton steps"):
         GroupInfluence(net, curvature="kfac", damping=0.1, polish=True).fit(*data[:2])
     with pytest.warns(NotStationaryWarning, match="used at its trained parameters"):

@@ -35,6 +35,11 @@ from ._torch import TorchBackend
 from ._torch_cg import _to_numpy
 from ._torch_options import DEFAULT_TARGET_RANK
 
+#: Largest block of per-example gradients of all parameters (bytes) that
+#: the few estimators not streamed layer by layer may form (per-example
+#: self-influence, candidate rows); above it they raise ``MemoryError``.
+MAX_ROW_BLOCK_BYTES = 2**30
+
 
 class KroneckerBackend(TorchBackend):
     """Torch backend with K-FAC / EK-FAC curvature (see the module docstring).
@@ -155,6 +160,30 @@ class KroneckerBackend(TorchBackend):
         if c is not None:
             out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * c[None, :]
         return out
+
+    def aggregated_loss_gradients(self, matrix, batch_size=None):
+        """``matrix @ L`` ``(g, P)`` (unweighted loss gradients) layer by layer."""
+        return self._per_example(aggregated_gradients, matrix)
+
+    def _check_rows(self, n_rows, what):
+        need = 8 * n_rows * self.n_params
+        if need > MAX_ROW_BLOCK_BYTES:
+            raise MemoryError(
+                f"{what} of {n_rows} rows would hold {n_rows} x {self.n_params} "
+                f"per-example gradients ({need / 1e9:.2g} GB); with K-FAC / EK-FAC "
+                "only influence_, group scores, selection and interaction terms "
+                "are streamed layer by layer. Score groups (e.g. "
+                "self_influence(groups=...)), or use curvature='exact' or 'ggn' "
+                "for a small network."
+            )
+
+    def removal_gradients(self, rows=None):
+        self._check_rows(self.n_samples if rows is None else len(rows), "This")
+        return super().removal_gradients(rows)
+
+    def loss_gradients(self, rows=None):
+        self._check_rows(self.n_samples if rows is None else len(rows), "This")
+        return super().loss_gradients(rows)
 
     # ---------------------------------------------------------------- target
     def target_factor_width(self):
