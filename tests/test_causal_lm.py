@@ -1,0 +1,184 @@
+"""CausalLM: a tiny GPT-2 built from a config, a tokenizer trained here."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+peft = pytest.importorskip("peft")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.frozen import FrozenEstimator  # noqa: E402
+
+from sklearn_groupinf.torch import CausalLM  # noqa: E402
+
+pytestmark = [
+    pytest.mark.torch,
+    # peft calls a transformers API that transformers has deprecated
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
+]
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "cats and dogs play together",
+    "the park is green in spring",
+    "a cat and a dog",
+    "the mat is red",
+    "dogs run fast",
+    "green grass grows in the park every spring",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=120,
+        special_tokens=["[PAD]", "[UNK]"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(TEXTS * 3, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]"
+    )
+
+
+def _gpt2(vocab_size, seed=0, lora=False):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=64,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,  # no dropout: fits are deterministic and comparable
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(cfg).double()
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        conf = LoraConfig(
+            r=2,
+            lora_alpha=4,
+            target_modules=["c_attn"],
+            lora_dropout=0.0,
+            fan_in_fan_out=True,  # GPT-2's Conv1D layers
+            init_lora_weights=False,  # non-zero B: the adapter matters
+        )
+        model = get_peft_model(model, conf)
+    return model
+
+
+def test_per_example_loss_equals_transformers_own_loss(tokenizer):
+    model = _gpt2(len(tokenizer))
+    lm = CausalLM(model, tokenizer=tokenizer, batch_size=3)
+    losses = lm.per_example_loss(TEXTS)
+    model.eval()
+    for text, loss in zip(TEXTS, losses):
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=ids)
+        # float64 reference: cross-entropy of the shifted float64 logits
+        ref64 = torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:])
+        assert loss == pytest.approx(float(ref64), rel=1e-13)
+        # transformers computes its own loss in float32 (it upcasts to float())
+        assert loss == pytest.approx(float(out.loss), rel=1e-6)
+
+
+def test_padding_truncation_and_batch_size_do_not_change_losses(tokenizer):
+    model = _gpt2(len(tokenizer), lora=True)
+    base = CausalLM(model, tokenizer=tokenizer, batch_size=1).per_example_loss(TEXTS)
+    for bs in (2, 3, 8):
+        lm = CausalLM(model, tokenizer=tokenizer, batch_size=bs)
+        np.testing.assert_allclose(lm.per_example_loss(TEXTS), base, rtol=1e-12)
+    # pre-tokenised ids give the same losses; truncation cuts the texts
+    ids = [tokenizer(t)["input_ids"] for t in TEXTS]
+    np.testing.assert_allclose(
+        CausalLM(model, batch_size=5).per_example_loss(ids), base, rtol=1e-12
+    )
+    short = CausalLM(model, max_length=4).per_example_loss(ids)
+    np.testing.assert_allclose(
+        short, CausalLM(model).per_example_loss([i[:4] for i in ids]), rtol=1e-12
+    )
+
+
+def test_fit_trains_only_lora_parameters_and_leaves_the_model_alone(tokenizer):
+    model = _gpt2(len(tokenizer), lora=True)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    lm = CausalLM(
+        model, tokenizer=tokenizer, lr=5e-2, max_epochs=20, batch_size=4, random_state=0
+    )
+    loss0 = lm.per_example_loss(TEXTS).mean()
+    lm.fit(TEXTS)
+    # r=2 LoRA on c_attn (16 -> 48) in 2 layers: 2 * (2*16 + 48*2)
+    assert lm.n_params_ == 2 * (2 * 16 + 48 * 2) == lm.trainable_parameter_count()
+    assert lm.per_example_loss(TEXTS).mean() < loss0 - 0.1
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # a copy was fitted
+    changed = {
+        k
+        for k, v in lm.model_.state_dict().items()
+        if not torch.equal(v, before[k].to(v.dtype))
+    }
+    assert changed and all("lora_" in k for k in changed)
+    # refitting is deterministic under random_state
+    again = clone(lm).fit(TEXTS).per_example_loss(TEXTS)
+    np.testing.assert_allclose(again, lm.per_example_loss(TEXTS), rtol=1e-10)
+
+
+def test_weighted_fit_and_weight_decay_follow_the_objective(tokenizer):
+    """Zero weights remove texts from the objective: same fit as dropping them
+    (with batch_size=1 and the same order of the kept texts)."""
+    model = _gpt2(len(tokenizer), lora=True)
+    kw = dict(tokenizer=tokenizer, lr=1e-2, max_epochs=1, batch_size=len(TEXTS))
+    w = np.array([1.0, 0, 1, 1, 0, 1, 1, 1])
+    a = CausalLM(model, **kw).fit(TEXTS, sample_weight=w)
+    kept = [t for t, wi in zip(TEXTS, w) if wi]
+    b = CausalLM(model, **{**kw, "batch_size": len(kept)}).fit(kept)
+    np.testing.assert_allclose(
+        a.per_example_loss(TEXTS), b.per_example_loss(TEXTS), rtol=1e-10
+    )
+
+
+def test_frozen_estimator_uses_the_model_as_it_is(tokenizer):
+    model = _gpt2(len(tokenizer))
+    model.train()
+    frozen = FrozenEstimator(CausalLM(model, tokenizer=tokenizer))
+    frozen.fit(TEXTS, None)  # a no-op
+    assert model.training  # the user's module is not switched or converted
+    model.eval()
+    ids = tokenizer(TEXTS[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1]
+    ref = float(torch.nn.functional.cross_entropy(logits, ids[0, 1:]))
+    assert frozen.score(TEXTS[:1]) == pytest.approx(-ref, rel=1e-13)
+
+
+def test_clear_errors(tokenizer):
+    model = _gpt2(len(tokenizer))
+    with pytest.raises(ValueError, match="tokenizer=None"):
+        CausalLM(model).per_example_loss(TEXTS)
+    with pytest.raises(ValueError, match="fewer than 2 tokens"):
+        CausalLM(model).per_example_loss([[1, 2], [3]])
+    with pytest.raises(ValueError, match="y must be None"):
+        CausalLM(model, tokenizer=tokenizer).fit(TEXTS, np.zeros(len(TEXTS)))
+    with pytest.raises(TypeError, match="sequence of texts"):
+        CausalLM(model, tokenizer=tokenizer).per_example_loss("one text")
+    with pytest.raises(ValueError, match="X\\[1\\] is neither"):
+        CausalLM(model).per_example_loss([[1, 2, 3], [0.5, 1.5]])
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        CausalLM("gpt2").per_example_loss([[1, 2, 3]])
+    with pytest.raises(ValueError, match="max_length"):
+        CausalLM(model, max_length=1).fit([[1, 2, 3]])
