@@ -8,6 +8,7 @@ factor.
 
 import copy
 import importlib
+import pickle
 import warnings
 
 import numpy as np
@@ -204,6 +205,10 @@ def test_never_forms_n_by_p(mlp, monkeypatch):
     K = gi.interaction_matrix(g)
     assert K.shape == (20, 20)
     assert gi.self_influence(g).shape == (20,)
+    clone = pickle.loads(pickle.dumps(gi))
+    np.testing.assert_allclose(
+        clone.score_groups(g, method="interaction").estimate, res.estimate
+    )
     assert len(gi.select(10, method="interaction").indices) == 10
 
 

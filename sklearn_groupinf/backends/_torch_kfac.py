@@ -185,6 +185,10 @@ class KroneckerBackend(TorchBackend):
         self._check_rows(self.n_samples if rows is None else len(rows), "This")
         return super().loss_gradients(rows)
 
+    def candidate_gradients(self, X, y, sample_weight=None):
+        self._check_rows(len(X), "Adding candidates")
+        return super().candidate_gradients(X, y, sample_weight)
+
     # ---------------------------------------------------------------- target
     def target_factor_width(self):
         return self.target_rank
