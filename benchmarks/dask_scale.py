@@ -15,12 +15,14 @@ model, target = log-loss on 10,000 held-out rows. Stages, each timed:
 
 then the same pipeline on the data computed into memory, and the largest
 relative differences between the two. Peak resident memory of the process
-(``ru_maxrss``) is reported after each stage; the Dask scheduler is the
-threaded one in this process (no cluster).
+(``ru_maxrss``) is reported after each stage. The Dask scheduler is the
+threaded one in this process, or with ``--cluster`` a
+``distributed.LocalCluster`` of worker processes on loopback (their peak
+resident memory is reported at the end).
 
 Usage::
 
-    nice .venv/bin/python benchmarks/dask_scale.py [--n 1000000] [--quick]
+    nice .venv/bin/python benchmarks/dask_scale.py [--n 1000000] [--quick] [--cluster]
 
 Prints a table (no results page).
 """
@@ -77,13 +79,31 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads")
     ap.add_argument("--workers", type=int, default=2, help="Dask threads")
     ap.add_argument("--quick", action="store_true", help="n=100,000, k=100")
+    ap.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run through a distributed.LocalCluster (processes, --workers)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.n, args.chunk, args.k, args.n_groups = 100_000, 20_000, 100, 100
     import dask
 
     threadpool_limits(args.threads)
-    dask.config.set(scheduler="threads", num_workers=args.workers)
+    if args.cluster:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+        print(f"LocalCluster: {args.workers} worker processes, 1 thread each")
+    else:
+        dask.config.set(scheduler="threads", num_workers=args.workers)
     n, p = args.n, args.p
     X, y = dask_data(n, p, args.chunk, seed=0)
     Xt, yt = (np.asarray(a) for a in dask.compute(*dask_data(10_000, p, 10_000, 1)))
@@ -149,6 +169,13 @@ def main():
         f"polish {d[0].stationarity_[1]:.1e} (dask) / {m[0].stationarity_[1]:.1e}; "
         f"peak RSS of the whole run {maxrss_gb():.2f} GB"
     )
+    if args.cluster:
+        peaks = client.run(maxrss_gb)
+        facts += "; peak RSS per worker " + ", ".join(
+            f"{v:.2f} GB" for v in peaks.values()
+        )
+        client.close()
+        cluster.close()
     print()
     print(fmt_table(["stage", "wall [s]", "max RSS so far [GB]"], rows))
     print(facts)
