@@ -244,3 +244,22 @@ def test_dask_target_set(kind):
     groups = np.arange(len(X)) % 25
     res, exp = gi.score_groups(groups), ref.score_groups(groups)
     assert _rel(res.estimate, exp.estimate) < RTOL
+
+
+def test_leave_group_out_accepts_dask_arrays():
+    # the refits run in memory (scikit-learn computes the Dask arrays), with
+    # the same results as on the arrays themselves
+    from sklearn_groupinf.evaluation import leave_group_out
+
+    est, X, y, _ = _data("logistic", n=600)
+    groups = np.arange(len(X)) % 4
+    kw = dict(X_target=X[:100] + 0.1, y_target=y[:100])
+    ref = leave_group_out(est, X, y, groups, **kw)
+    res = leave_group_out(
+        est,
+        da.from_array(X, chunks=(200, -1)),
+        da.from_array(y, chunks=200),
+        da.from_array(groups, chunks=200),
+        **kw,
+    )
+    np.testing.assert_allclose(np.asarray(res.actual), np.asarray(ref.actual))
