@@ -107,7 +107,9 @@ def _nystrom(products, Om, r):
     T = Om.T @ Y
     t, V = np.linalg.eigh(0.5 * (T + T.T))
     keep = np.abs(t) > 1e-10 * max(np.abs(t).max(), np.finfo(float).tiny)
-    Qy, R = np.linalg.qr(Y @ V[:, keep])
+    Y = Y @ V[:, keep]
+    Qy, R = np.linalg.qr(Y)
+    del Y
     mid = (R / t[keep]) @ R.T
     lam, W = np.linalg.eigh(0.5 * (mid + mid.T))
     order = np.argsort(-np.abs(lam))[:r]

@@ -40,6 +40,10 @@ from ._torch_options import DEFAULT_TARGET_RANK
 #: self-influence, candidate rows); above it they raise ``MemoryError``.
 MAX_ROW_BLOCK_BYTES = 2**30
 
+#: Directions per pass of the target Gauss-Newton products: their temporaries
+#: (about four ``P x block`` arrays) stay small next to the ``P x r`` sketch.
+TARGET_PRODUCT_BLOCK = 16
+
 
 class KroneckerBackend(TorchBackend):
     """Torch backend with K-FAC / EK-FAC curvature (see the module docstring).
@@ -228,8 +232,13 @@ class KroneckerBackend(TorchBackend):
         """
         U, w = self._target_output_factors()
         V = np.asarray(V, dtype=np.float64)
-        out = ggn_products(self.module, self._Xf, U, w, V.T, batch_size=self.batch_size)
-        return out.T
+        out = np.empty_like(V)
+        for j0 in range(0, len(V), TARGET_PRODUCT_BLOCK):
+            block = V[j0 : j0 + TARGET_PRODUCT_BLOCK]
+            out[j0 : j0 + len(block)] = ggn_products(
+                self.module, self._Xf, U, w, block.T, batch_size=self.batch_size
+            ).T
+        return out
 
     def target_hessian_factor(self):
         """Rank-``target_rank`` factor ``(B, diag(lam))`` of the target GGN.
