@@ -9,7 +9,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from . import _scoring
 from ._fitted import InfluenceFit, solve_influence
@@ -301,7 +301,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     def fit(
         self,
         X,
-        y,
+        y=None,
         sample_weight=None,
         *,
         X_target=None,
@@ -316,7 +316,10 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Training data (what the estimator is fitted on).
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Training targets.
+            Training targets. ``None`` only for a
+            :class:`~sklearn_groupinf.torch.CausalLM`, whose ``X`` is a
+            sequence of texts (its target set ``X_target`` has no
+            ``y_target`` either).
         sample_weight : array-like of shape (n_samples,), default=None
             Training sample weights (passed to the estimator's ``fit``). With a
             ``FrozenEstimator``, pass the weights it was trained with.
@@ -349,7 +352,7 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         frozen = isinstance(self.estimator, FrozenEstimator)
         log(
             f"GroupInfluence: fitting {type(_plain(self.estimator)).__name__} on "
-            f"{len(y)} examples",
+            f"{_num_samples(X)} examples",
             verbose=self.verbose,
         )
         if frozen:

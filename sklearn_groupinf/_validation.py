@@ -23,7 +23,7 @@ from sklearn.utils.validation import (
 )
 
 from ._utils import _plain
-from .backends import is_torch_model, unwrap_estimator
+from .backends import is_text_model, is_torch_model, unwrap_estimator
 from .backends._torch_options import check_curvature_options
 
 
@@ -91,6 +91,14 @@ def validate_training_data(gi, X, y, sample_weight):
     y : ndarray
     sample_weight : ndarray or None
     """
+    if is_text_model(unwrap_estimator(gi.estimator)[0]):
+        # texts: the CausalLM tokenises and checks them; there is no y
+        if y is not None:
+            raise ValueError(
+                "A CausalLM predicts the next token of X itself: pass y=None "
+                f"(got an object of type {type(y).__name__})."
+            )
+        return X, X, None, _text_weights(X, sample_weight)
     if is_pipeline(gi.estimator):
         # a pipeline validates its own inputs (it may take DataFrames)
         check_consistent_length(X, y)
@@ -115,6 +123,21 @@ def validate_training_data(gi, X, y, sample_weight):
     return X, X_arr, y, sample_weight
 
 
+def _text_weights(X, weight, name="sample_weight"):
+    """Weights of a sequence of texts (``None`` stays ``None``)."""
+    if isinstance(X, str) or not hasattr(X, "__len__"):
+        raise TypeError(
+            "A CausalLM takes a sequence of texts (strings) or of token-id "
+            f"sequences; got {type(X).__name__}."
+        )
+    if weight is None:
+        return None
+    w = _check_sample_weight(weight, np.empty((len(X), 0)), ensure_non_negative=True)
+    if w.sum() <= 0:
+        raise ValueError(f"{name} sums to zero; give some weight.")
+    return w
+
+
 def validate_target_data(gi, X_target, y_target, target_weight):
     """Validate the target set of ``fit`` (before the estimator is fitted).
 
@@ -126,6 +149,10 @@ def validate_target_data(gi, X_target, y_target, target_weight):
         if y_target is not None:
             raise ValueError("y_target was given without X_target; pass both.")
         return None, None, target_weight
+    if is_text_model(unwrap_estimator(gi.estimator)[0]):
+        if y_target is not None:
+            raise ValueError("A CausalLM's target set has no y_target; pass None.")
+        return X_target, None, _text_weights(X_target, target_weight, "target_weight")
     if not is_pipeline(gi.estimator):
         X_target = check_new_data(gi, X_target, "X_target")
     if y_target is None and not callable(gi.target):

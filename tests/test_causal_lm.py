@@ -33,6 +33,11 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    return train_tokenizer()
+
+
+def train_tokenizer():
+    """A byte-level BPE tokenizer trained on ``TEXTS`` (nothing downloaded)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -182,3 +187,108 @@ def test_clear_errors(tokenizer):
         CausalLM("gpt2").per_example_loss([[1, 2, 3]])
     with pytest.raises(ValueError, match="max_length"):
         CausalLM(model, max_length=1).fit([[1, 2, 3]])
+
+
+# ------------------------------------------------------------ GroupInfluence
+def _flat_lora(model):
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    theta = torch.cat([p.detach().reshape(-1) for _, p in named])
+    shapes = [(k, p.shape, p.numel()) for k, p in named]
+
+    def unflatten(t):
+        out, i = {}, 0
+        for k, shape, size in shapes:
+            out[k] = t[i : i + size].reshape(shape)
+            i += size
+        return out
+
+    return theta, unflatten
+
+
+def _lora_b_only(vocab_size):
+    """r=1 LoRA on the second block's attention, only B trainable (48 params)."""
+    from peft import LoraConfig, get_peft_model
+
+    conf = LoraConfig(
+        r=1,
+        lora_alpha=1,
+        target_modules=["c_attn"],
+        layers_to_transform=[1],
+        lora_dropout=0.0,
+        fan_in_fan_out=True,
+        init_lora_weights=False,
+    )
+    model = get_peft_model(_gpt2(vocab_size), conf)
+    for name, p in model.named_parameters():
+        if "lora_A" in name:
+            p.requires_grad_(False)
+    return model
+
+
+def _brute_force_influence(model, tokenizer, train, target, weight_decay, theta=None):
+    """``grad l_i' H^-1 grad f`` by dense torch.func calculus, written here."""
+    from torch.func import functional_call, grad, hessian
+
+    theta0, unflatten = _flat_lora(model)
+    theta = theta0 if theta is None else torch.as_tensor(theta)
+    model.eval()
+
+    def text_loss(t, text):
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        out = functional_call(model, unflatten(t), args=(), kwargs={"input_ids": ids})
+        return torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:])
+
+    def objective(t):
+        return sum(text_loss(t, x) for x in train) + 0.5 * weight_decay * (t * t).sum()
+
+    def target_value(t):
+        return sum(text_loss(t, x) for x in target) / len(target)
+
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        H = hessian(objective)(theta)
+        g_f = grad(target_value)(theta)
+        G = torch.stack([grad(text_loss)(theta, x) for x in train])
+    assert torch.linalg.eigvalsh(H)[0] > 0
+    return (G @ torch.linalg.solve(H, g_f)).numpy(), float(target_value(theta))
+
+
+def test_group_influence_of_a_frozen_lora_model_equals_brute_force(tokenizer):
+    from sklearn_groupinf import GroupInfluence, NotStationaryWarning
+
+    model = _lora_b_only(len(tokenizer))
+    lm = CausalLM(model, tokenizer=tokenizer, weight_decay=1.0)
+    train, target = TEXTS[:6], TEXTS[6:]
+    with pytest.warns(NotStationaryWarning):  # a frozen, untrained adapter
+        gi = GroupInfluence(FrozenEstimator(lm)).fit(train, X_target=target)
+    assert gi.n_params_ == 48
+    expected, f0 = _brute_force_influence(model, tokenizer, train, target, 1.0)
+    np.testing.assert_allclose(gi.influence_, expected, rtol=1e-8, atol=1e-14)
+    assert gi.target_value_ == pytest.approx(f0, rel=1e-12)
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    res = gi.score_groups(groups, method="first_order")
+    sums = [expected[:2].sum(), expected[2:4].sum(), expected[4:].sum()]
+    np.testing.assert_allclose(res.first_order, sums, rtol=1e-8, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_group_influence_of_a_fitted_lora_model_equals_brute_force(tokenizer):
+    """Fine-tuned, then polished by GroupInfluence to a stationary point."""
+    from sklearn_groupinf import GroupInfluence
+
+    lm = CausalLM(
+        _lora_b_only(len(tokenizer)),
+        tokenizer=tokenizer,
+        lr=5e-2,
+        max_epochs=20,
+        batch_size=6,
+        weight_decay=0.1,
+        random_state=0,
+    )
+    train, target = TEXTS[:6], TEXTS[6:]
+    gi = GroupInfluence(lm).fit(train, X_target=target)
+    assert gi.stationarity_[1] < 1e-8
+    # at the polished parameters theta_ (the polish moved them from AdamW's)
+    expected, _ = _brute_force_influence(
+        gi.estimator_.model_, tokenizer, train, target, 0.1, theta=gi.theta_
+    )
+    np.testing.assert_allclose(gi.influence_, expected, rtol=1e-7, atol=1e-14)

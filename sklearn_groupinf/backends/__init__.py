@@ -73,7 +73,20 @@ def _torch_factory(est, X, y, *, feature_map=None, **kw):
     return make_torch_backend(est, X, y, feature_map=feature_map, **kw)
 
 
+def is_text_model(est):
+    """``est`` is a :class:`~sklearn_groupinf.torch.CausalLM` (checked lazily)."""
+    causal_lm = sys.modules.get("sklearn_groupinf.torch._causal_lm")
+    return causal_lm is not None and isinstance(est, causal_lm.CausalLM)
+
+
+def _text_factory(est, X, y, *, feature_map=None, **kw):
+    from ._text_factory import make_text_backend  # lazy: imports torch
+
+    return make_text_backend(est, X, y, feature_map=feature_map, **kw)
+
+
 register_backend(is_torch_model, _torch_factory)
+register_backend(is_text_model, _text_factory)
 register_backend(_is_sklearn_linear, _sklearn_linear_factory)
 
 
@@ -105,6 +118,7 @@ __all__ = [
     "ModelBackend",
     "UnsupportedEstimatorError",
     "get_backend",
+    "is_text_model",
     "register_backend",
     "unwrap_estimator",
 ]
