@@ -67,6 +67,10 @@ from ._kfac_products import per_example_products
 __all__ = ["KroneckerCurvature", "output_factors", "per_example_products"]
 
 FISHER = ("exact", "sampled")
+
+#: Columns per block in ``solve`` / ``matvec`` (bounds their temporaries to
+#: a few ``P x APPLY_BLOCK`` arrays).
+APPLY_BLOCK = 16
 KINDS = ("kfac", "ekfac")
 
 
@@ -379,13 +383,18 @@ class KroneckerCurvature(HessianSolver):
         Vt, one = _param_columns(V, self.n_params_, ref)
         out = torch.empty_like(Vt)
         shift = float(self.damping) * self.data_weight_
+        k = Vt.shape[1]
         for layer, f in zip(self._layout.layers, self.factors_):
-            M = self._layout.block(Vt, layer)
-            R = torch.einsum("op,oek,ef->pfk", f["qg"], M, f["qa"])
-            R = R * fn(f["lam"] + f["pen"] + shift, layer["name"])[:, :, None]
-            self._layout.put(
-                out, torch.einsum("op,pfk,ef->oek", f["qg"], R, f["qa"]), layer
-            )
+            lam = fn(f["lam"] + f["pen"] + shift, layer["name"])[:, :, None]
+            for j0 in range(0, k, APPLY_BLOCK):  # temporaries of APPLY_BLOCK columns
+                cols = slice(j0, j0 + APPLY_BLOCK)
+                M = self._layout.block(Vt[:, cols], layer)
+                R = torch.einsum("op,oek,ef->pfk", f["qg"], M, f["qa"]) * lam
+                self._layout.put(
+                    out[:, cols],
+                    torch.einsum("op,pfk,ef->oek", f["qg"], R, f["qa"]),
+                    layer,
+                )
         if self._diag is not None:
             rows = torch.cat(
                 [

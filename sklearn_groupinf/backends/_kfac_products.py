@@ -248,8 +248,9 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
             matrix[:, sl].toarray(), dtype=ref.dtype, device=ref.device
         )
         for i, g, a in layers:
+            flat = acc[i].view(-1, n_g)  # in place: no layer-sized temporary
             for s2, D in _layer_blocks(g, a):
-                acc[i] += torch.einsum("gb,bod->odg", Mb[:, s2], D)
+                flat.addmm_(D.reshape(D.shape[0], -1).T, Mb[:, s2].T)
         for name, G in other.items():
             out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ Mb.T
     for i, layer in enumerate(layout.layers):
@@ -276,7 +277,10 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
     k = Vt.shape[1]
     blocks = [layout.block(Vt, layer) for layer in layout.layers]
     V_other = {name: Vt[layout.slices[name]].reshape(-1, k) for name in layout.other}
-    acc = {i: torch.zeros_like(blocks[i]) for i in range(len(layout.layers))}
+    acc = {
+        i: torch.zeros(b.shape, dtype=b.dtype, device=b.device)  # contiguous
+        for i, b in enumerate(blocks)
+    }
     out = torch.zeros_like(Vt)
     for sl, c, layers, other in _batches_of_direction_gradients(
         module, X, U, batch_size
@@ -299,8 +303,9 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
         r = r * w[sl, c][:, None]
         for i, g, a in layers:
             if a.shape[1] <= k * g.shape[2]:
+                flat = acc[i].view(-1, k)
                 for s2, D in _layer_blocks(g, a):
-                    acc[i] += torch.einsum("bod,bk->odk", D, r[s2])
+                    flat.addmm_(D.reshape(D.shape[0], -1).T, r[s2])
             else:
                 gr = torch.einsum("bot,bk->bokt", g, r)
                 acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
