@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples
 
 from ._estimators import newton_estimates, pairwise_form
 from ._groups import GroupMembership
@@ -132,7 +133,7 @@ def run_selection(
             "'interaction' or 'first_order'."
         )
     X, y, sw = fit.train
-    n = len(y)
+    n = _num_samples(X)
     membership = None if groups is None else GroupMembership(groups, n)
     group_labels = None if membership is None else membership.labels
     unit_of_row = None if membership is None else membership.inverse
@@ -233,25 +234,28 @@ def run_selection(
 
 def _refit(fit, X, y, sw, rows, extra, cand):
     """A new fit on rows ``rows`` plus added units ``extra`` (an InfluenceFit)."""
-    Xn, yn = _safe_indexing(X, rows), np.asarray(y)[rows]
+    Xn = _safe_indexing(X, rows)
+    yn = None if y is None else np.asarray(y)[rows]  # None: a CausalLM's texts
     swn = None if sw is None else np.asarray(sw)[rows]
     if extra:
         extra = np.asarray(extra, dtype=int)
         if cand is not None:
             Xa, ya, wa = (
                 _safe_indexing(cand[0], extra),
-                cand[1][extra],
+                None if cand[1] is None else cand[1][extra],
                 None if cand[2] is None else cand[2][extra],
             )
         else:  # up-weighting training rows = adding a copy
-            Xa, ya = _safe_indexing(X, extra), np.asarray(y)[extra]
+            Xa = _safe_indexing(X, extra)
+            ya = None if y is None else np.asarray(y)[extra]
             wa = None if sw is None else np.asarray(sw)[extra]
-        Xn, yn = _concat(Xn, Xa), np.concatenate([yn, ya])
+        Xn = _concat(Xn, Xa)
+        yn = None if yn is None else np.concatenate([yn, ya])
         if swn is not None or wa is not None:
             swn = np.concatenate(
                 [
                     np.ones(len(rows)) if swn is None else swn,
-                    np.ones(len(ya)) if wa is None else wa,
+                    np.ones(len(extra)) if wa is None else wa,
                 ]
             )
     return fit.refit(Xn, yn, swn)

@@ -249,6 +249,9 @@ def _brute_force_influence(model, tokenizer, train, target, weight_decay, theta=
         g_f = grad(target_value)(theta)
         G = torch.stack([grad(text_loss)(theta, x) for x in train])
     assert torch.linalg.eigvalsh(H)[0] > 0
+    _brute_force_influence.self_influence = torch.einsum(
+        "ip,ip->i", G, torch.linalg.solve(H, G.T).T
+    ).numpy()
     return (G @ torch.linalg.solve(H, g_f)).numpy(), float(target_value(theta))
 
 
@@ -268,6 +271,15 @@ def test_group_influence_of_a_frozen_lora_model_equals_brute_force(tokenizer):
     res = gi.score_groups(groups, method="first_order")
     sums = [expected[:2].sum(), expected[2:4].sum(), expected[4:].sum()]
     np.testing.assert_allclose(res.first_order, sums, rtol=1e-8, atol=1e-14)
+    # self-influence: the first-order rise of a text's own loss when removed
+    np.testing.assert_allclose(
+        gi.self_influence(), _brute_force_influence.self_influence, rtol=1e-8
+    )
+    # the other estimators and selection run on texts (rounds refit on subsets)
+    assert np.all(np.isfinite(gi.score_groups(groups, method="newton").estimate))
+    top = gi.select(2, method="first_order")
+    assert set(top.indices) == set(np.argsort(expected)[:2])
+    assert len(gi.select(2, n_rounds=2).indices) == 2
 
 
 @pytest.mark.slow
