@@ -138,7 +138,7 @@ def run_selection(
     group_labels = None if membership is None else membership.labels
     unit_of_row = None if membership is None else membership.inverse
     n_pool = (
-        len(cand[1])
+        _num_samples(cand[0])
         if cand is not None
         else membership.n_groups
         if membership is not None

@@ -268,6 +268,11 @@ def check_candidates(gi, X_candidates, y_candidates, candidate_weight):
         if y_candidates is not None:
             raise ValueError("y_candidates was given without X_candidates.")
         return None
+    if is_text_model(unwrap_estimator(gi.estimator_)[0]):  # texts: no labels
+        if y_candidates is not None:
+            raise ValueError("A CausalLM's candidates have no y_candidates; pass None.")
+        w = _text_weights(X_candidates, candidate_weight, "candidate_weight")
+        return X_candidates, None, w
     if y_candidates is None:
         raise ValueError("y_candidates is required with X_candidates.")
     X_candidates = check_new_data(gi, X_candidates, "X_candidates")

@@ -30,6 +30,13 @@ TEXTS = [
     "green grass grows in the park every spring",
 ]
 
+CANDIDATES = [
+    "the cat ran in the park",
+    "dogs play on the mat",
+    "green cats",
+    "a red dog sat",
+]
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -252,6 +259,9 @@ def _brute_force_influence(model, tokenizer, train, target, weight_decay, theta=
     _brute_force_influence.self_influence = torch.einsum(
         "ip,ip->i", G, torch.linalg.solve(H, G.T).T
     ).numpy()
+    # adding a text c: first-order change -grad l_c' H^-1 grad f
+    Gc = torch.stack([grad(text_loss)(theta, x) for x in CANDIDATES])
+    _brute_force_influence.adding = -(Gc @ torch.linalg.solve(H, g_f)).numpy()
     return (G @ torch.linalg.solve(H, g_f)).numpy(), float(target_value(theta))
 
 
@@ -280,6 +290,11 @@ def test_group_influence_of_a_frozen_lora_model_equals_brute_force(tokenizer):
     top = gi.select(2, method="first_order")
     assert set(top.indices) == set(np.argsort(expected)[:2])
     assert len(gi.select(2, n_rounds=2).indices) == 2
+    # adding texts from outside the training set
+    add = gi.select(2, action="add", X_candidates=CANDIDATES, method="first_order")
+    assert set(add.indices) == set(np.argsort(_brute_force_influence.adding)[:2])
+    rounds = gi.select(2, action="add", X_candidates=CANDIDATES, n_rounds=2)
+    assert len(set(rounds.indices)) == 2
 
 
 @pytest.mark.slow
