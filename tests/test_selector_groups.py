@@ -136,3 +136,25 @@ def test_leave_group_out_needs_groups_and_a_classifier():
     sel = GroupSelector(Ridge(), budget=1, groups_as_units=True, random_state=0)
     sel.fit(X, y.astype(float), groups=groups)
     assert "estimates" in sel.rounds_[0]
+
+
+def test_a_clean_group_holding_a_whole_class_is_not_taken_for_flipped():
+    # class 2 lives only in group 0 (clean labels); group 5's labels were
+    # changed from 1 to 0. Without group 0 the model has (almost) no class 2,
+    # so its raw probability of class 2 there is tiny; the class prior put
+    # back (counts with and without the group) keeps group 0 from looking
+    # flipped (measured: ratio +35 without the prior, -26 with it; group 5 +15)
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [3, 0], [0, 3]])
+    groups = np.repeat(np.arange(8), 20)
+    y = np.array([2, 0, 0, 0, 1, 1, 1, 0])[groups]
+    X = centers[y] + rng.normal(scale=0.8, size=(len(y), 2))
+    y[groups == 5] = 0
+    gi = GroupInfluence(LogisticRegression()).fit(X, y)
+    log_proba = leave_group_out_log_proba(gi._state, groups, 8)
+    llr = flip_log_likelihood_ratio(log_proba, y, groups, 8)
+    assert llr[0] < 0 < llr[5]
+    p0 = np.exp(log_proba[0][:, 2])  # raw, no prior: class 2 is unlikely
+    assert np.mean(np.log((1 - p0) / 2) - np.log(p0)) > 0
+    sel = GroupSelector(LogisticRegression(), budget=1, groups_as_units=True)
+    assert_array_equal(sel.fit(X, y, groups=groups).removed_groups_, [5])
