@@ -335,3 +335,17 @@ def test_target_products_equal_the_exact_target_ggn(mlp, target):
     np.testing.assert_allclose(
         be.target_hessian_products(V), ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max()
     )
+
+
+def test_nystrom_factor_is_exact_on_the_span_of_its_test_matrix():
+    # an indefinite H_f of rank 12 in 40 dimensions; 6 test directions
+    rng = np.random.default_rng(2)
+    B0 = rng.normal(size=(40, 12))
+    H = B0 @ np.diag(np.r_[np.ones(8), -np.ones(4)]) @ B0.T
+    Om = rng.normal(size=(40, 6))
+    B, M = low_rank_target_ggn(lambda V: V @ H, 40, 6, test_matrix=Om)
+    assert B.shape == (40, 6)
+    u = Om @ rng.normal(size=(6, 3))  # directions in the span
+    np.testing.assert_allclose(
+        u.T @ B @ M @ B.T @ u, u.T @ H @ u, atol=1e-9 * np.abs(H).max()
+    )

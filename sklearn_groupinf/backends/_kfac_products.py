@@ -235,11 +235,15 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
     matrix = sp.csc_matrix(matrix)
     n_g = matrix.shape[0]
     out = torch.zeros((layout.n_params, n_g), dtype=ref.dtype, device=ref.device)
-    acc = {
-        i: torch.zeros(
-            (layer["n_out"], layer["n_in"], n_g), dtype=ref.dtype, device=ref.device
-        )
+    # accumulate straight into ``out``: weight rows as an (out * in, g) view,
+    # the bias column (when trainable) into its own rows
+    w_rows = {
+        i: out[layout.slices[layer["weight"]]] for i, layer in enumerate(layout.layers)
+    }
+    b_rows = {
+        i: out[layout.slices[layer["bias"]]]
         for i, layer in enumerate(layout.layers)
+        if layer["bias"] is not None
     }
     for sl, layers, other in _batches_of_layer_gradients(
         module, loss, X, y, batch_size
@@ -248,13 +252,13 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
             matrix[:, sl].toarray(), dtype=ref.dtype, device=ref.device
         )
         for i, g, a in layers:
-            flat = acc[i].view(-1, n_g)  # in place: no layer-sized temporary
+            if i in b_rows:  # the input's last row is the constant 1 of the bias
+                b_rows[i].addmm_(g.sum(2).T, Mb.T)
+                a = a[:, :-1]
             for s2, D in _layer_blocks(g, a):
-                flat.addmm_(D.reshape(D.shape[0], -1).T, Mb[:, s2].T)
+                w_rows[i].addmm_(D.reshape(D.shape[0], -1).T, Mb[:, s2].T)
         for name, G in other.items():
             out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ Mb.T
-    for i, layer in enumerate(layout.layers):
-        layout.put(out, acc[i], layer)
     return out.T.to("cpu", torch.float64).numpy()
 
 

@@ -102,18 +102,28 @@ def low_rank_target_ggn(
 
 
 def _nystrom(products, Om, r):
-    """``(B, M)`` of ``Y (Om' Y)^+ Y'`` (``Y = H_f Om``), truncated to rank ``r``."""
+    """``(B, M)`` of ``Y (Om' Y)^+ Y'`` (``Y = H_f Om``), truncated to rank ``r``.
+
+    With ``Z = Y V`` (``Om' Y = V diag(t) V'``) and the thin SVD of ``Z``
+    from its Gram matrix (``Z = U_z S W_z'``), ``Y (Om' Y)^+ Y' = U_z C U_z'``
+    with ``C = S W_z' diag(1/t) W_z S``; ``B = U_z E`` for the leading
+    eigenvectors ``E`` of ``C``, formed as one product ``Y (V W_z S^-1 E)``
+    (no ``P x l`` temporaries beyond ``Y`` and ``B``).
+    """
     Y = np.asarray(products(Om.T)).T
     T = Om.T @ Y
     t, V = np.linalg.eigh(0.5 * (T + T.T))
     keep = np.abs(t) > 1e-10 * max(np.abs(t).max(), np.finfo(float).tiny)
-    Y = Y @ V[:, keep]
-    Qy, R = np.linalg.qr(Y)
-    del Y
-    mid = (R / t[keep]) @ R.T
-    lam, W = np.linalg.eigh(0.5 * (mid + mid.T))
+    t, V = t[keep], V[:, keep]
+    gram = V.T @ (Y.T @ Y) @ V
+    s2, Wz = np.linalg.eigh(0.5 * (gram + gram.T))
+    ok = s2 > 1e-12 * max(s2.max(), np.finfo(float).tiny)
+    S, Wz = np.sqrt(s2[ok]), Wz[:, ok]
+    C = (S[:, None] * (Wz.T / t) @ Wz) * S[None, :]
+    lam, E = np.linalg.eigh(0.5 * (C + C.T))
     order = np.argsort(-np.abs(lam))[:r]
-    B, lam = Qy @ W[:, order], lam[order]
+    lam = lam[order]
+    B = Y @ (V @ (Wz / S) @ E[:, order])
     if not (np.all(np.isfinite(B)) and np.all(np.isfinite(lam))):
         raise FloatingPointError(
             "The low-rank target curvature has non-finite entries (overflow in "
