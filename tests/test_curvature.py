@@ -349,3 +349,37 @@ def test_nystrom_factor_is_exact_on_the_span_of_its_test_matrix():
     np.testing.assert_allclose(
         u.T @ B @ M @ B.T @ u, u.T @ H @ u, atol=1e-9 * np.abs(H).max()
     )
+
+
+def test_ekfac_group_estimates_agree_with_the_exact_ggn_on_a_cnn(digits):
+    # Conv2d(1, 4, 3) + tanh + Linear(144, 10) on 300 digits (1,490 parameters).
+    # Measured Spearman against curvature="ggn" at damping 0.1: per row 0.932;
+    # 30 groups of 10, first_order / interaction 0.955 / 0.966 (class-coherent)
+    # and 0.947 / 0.957 (random); K-FAC 0.915 per row, 0.944-0.949 for groups
+    # (benchmarks/kfac_groups_accuracy.py). With rows 900-1049 as the target
+    # set instead, class-coherent first_order fell to 0.897: the margin
+    # above 0.9 is not wide for every target.
+    X, y, _, _ = digits
+    X, y, Xt, yt = X[:300], y[:300], X[300:450], y[300:450]
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 8, 8)),
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(144, 10),
+    )
+    net = TorchModel(module, weight_decay=1.0, device="cpu").fit(X, y)
+    rng = np.random.default_rng(0)
+    order = np.concatenate([rng.permutation(np.flatnonzero(y == c)) for c in range(10)])
+    by_class = np.empty(300, int)
+    by_class[order] = np.arange(300) // 10
+    data = (X, y, Xt, yt)
+    exact = _fit(FrozenEstimator(net), data, curvature="ggn", damping=0.1)
+    ekfac = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    assert spearmanr(exact.influence_, ekfac.influence_)[0] >= 0.9
+    for g in (by_class, rng.permutation(300) % 30):
+        for method in ["first_order", "interaction"]:
+            a = exact.score_groups(g, method=method).estimate
+            b = ekfac.score_groups(g, method=method).estimate
+            assert spearmanr(a, b)[0] >= 0.9, method
