@@ -150,7 +150,7 @@ def test_fit_trains_only_lora_parameters_and_leaves_the_model_alone(tokenizer):
     np.testing.assert_allclose(again, lm.per_example_loss(TEXTS), rtol=1e-10)
 
 
-def test_weighted_fit_and_weight_decay_follow_the_objective(tokenizer):
+def test_zero_weights_equal_dropping_the_texts(tokenizer):
     """Zero weights remove texts from the objective: same fit as dropping them
     (with batch_size=1 and the same order of the kept texts)."""
     model = _gpt2(len(tokenizer), lora=True)
