@@ -180,10 +180,10 @@ def newton_finish(backend, norms, *, tol, max_steps=_NEWTON_STEPS, basin_only=Fa
     ``_CHORD_MAX_STEPS`` all steps; ``_STALL_HESSIANS`` fresh Hessians in a
     row that neither halve the best stationarity seen nor lower the objective
     beyond round-off end the finish (a flat valley: more steps would not
-    help). Matrix-free backends
-    take the backend's own Newton direction (conjugate gradients) at every
-    step. Returns the
-    stationarity reached; stops early when no descent step is found.
+    help). Matrix-free backends take the backend's own Newton direction
+    (conjugate gradients) at every step, at most ``max_steps`` of them.
+    Returns the stationarity reached; stops early when no descent step is
+    found.
 
     ``basin_only=True`` stops as soon as a freshly formed Hessian is
     indefinite or its Newton step needs a line search: the iterate is not yet
