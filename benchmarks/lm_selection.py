@@ -190,7 +190,7 @@ def select_all(warm, warm_texts, dev, pool, k, tok, args, rng):
     # the warmed adapter as it is (no Newton polish of a non-convex warm-up
     # point, as LESS); rounds fine-tune it further on warm-up + selected texts
     lm = lm_for(warm.model_, tok, args, args.finetune_epochs, 0)
-    damping, fit_s = args.damping, 0.0
+    damping, gi = args.damping, None
     for name, kw in [
         ("first-order", dict(method="first_order")),
         ("interaction", dict(method="interaction")),
@@ -201,7 +201,7 @@ def select_all(warm, warm_texts, dev, pool, k, tok, args, rng):
         while True:
             t = time.perf_counter()
             try:
-                if fit_s == 0.0 or gi.damping != damping:
+                if gi is None or gi.damping != damping:
                     gi = GroupInfluence(
                         FrozenEstimator(lm), damping=damping, polish=False
                     ).fit(warm_texts, X_target=dev)
