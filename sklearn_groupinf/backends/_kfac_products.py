@@ -26,7 +26,7 @@ def _batches_of_layer_gradients(module, loss, X, y, batch_size):
     are of the unweighted loss of each row at its label.
     """
     import torch
-    from torch.func import functional_call, grad, vmap
+    from torch.func import functional_call
 
     from ..torch._functional import per_example_loss
 
@@ -58,18 +58,26 @@ def _batches_of_layer_gradients(module, loss, X, y, batch_size):
                     for i, g in zip(idx, gs)
                     if g is not None
                 ]
-                other = {}
-                if layout.other:
-                    rec.enabled = False
-                    try:
-                        other = vmap(grad(loss_other), in_dims=(None, 0, 0))(
-                            p0, X[sl], y[sl]
-                        )
-                    finally:
-                        rec.enabled = True
-                yield sl, layers, {k: v.detach() for k, v in other.items()}
+                other = _other_gradients(rec, layout, loss_other, p0, X[sl], y[sl])
+                yield sl, layers, other
     finally:
         module.train(training)
+
+
+def _other_gradients(rec, layout, fn, p0, X, Y):
+    """Per-example gradients of ``fn(p, x, y)`` for the parameters outside
+    Kronecker-factored layers (``{}`` when there are none), with the layer
+    recorder paused so that these extra forward passes are not recorded."""
+    from torch.func import grad, vmap
+
+    if not layout.other:
+        return {}
+    rec.enabled = False
+    try:
+        out = vmap(grad(fn), in_dims=(None, 0, 0))(p0, X, Y)
+    finally:
+        rec.enabled = True
+    return {k: v.detach() for k, v in out.items()}
 
 
 def _batches_of_direction_gradients(module, X, U, batch_size):
@@ -80,7 +88,7 @@ def _batches_of_direction_gradients(module, X, U, batch_size):
     forward pass per batch and ``C`` backward passes through it.
     """
     import torch
-    from torch.func import functional_call, grad, vmap
+    from torch.func import functional_call
 
     layout = _Layout(module)
     p0 = {k: layout.params[k].detach() for k in layout.other}
@@ -108,16 +116,10 @@ def _batches_of_direction_gradients(module, X, U, batch_size):
                         for i, g in zip(idx, gs)
                         if g is not None
                     ]
-                    other = {}
-                    if layout.other:
-                        rec.enabled = False
-                        try:
-                            other = vmap(grad(linear_other), in_dims=(None, 0, 0))(
-                                p0, X[sl], U[sl, c]
-                            )
-                        finally:
-                            rec.enabled = True
-                    yield sl, c, layers, {k: v.detach() for k, v in other.items()}
+                    other = _other_gradients(
+                        rec, layout, linear_other, p0, X[sl], U[sl, c]
+                    )
+                    yield sl, c, layers, other
     finally:
         module.train(training)
 
