@@ -288,9 +288,22 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
         for i, b in enumerate(blocks)
     }
     out = torch.zeros_like(Vt)
+    # The C backward passes of a batch share its layer inputs ``a``: ``V a``
+    # is formed once per batch and layer, and the output side ``sum_c g_c r_c'``
+    # is summed over ``c`` before its one contraction with ``a``.
+    cache = {"sl": None, "Va": {}, "gr": {}}
+
+    def flush():
+        for i, (gr, a) in cache["gr"].items():
+            acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
+        cache["Va"], cache["gr"] = {}, {}
+
     for sl, c, layers, other in _batches_of_direction_gradients(
         module, X, U, batch_size
     ):
+        if sl != cache["sl"]:
+            flush()
+            cache["sl"] = sl
         r = None
         for i, g, a in layers:
             part = g.new_zeros(g.shape[0], k)
@@ -298,8 +311,9 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
                 for s2, D in _layer_blocks(g, a):
                     part[s2] += torch.einsum("bod,odk->bk", D, blocks[i])
             else:
-                Va = torch.einsum("odk,bdt->bokt", blocks[i], a)
-                part += torch.einsum("bot,bokt->bk", g, Va)
+                if i not in cache["Va"]:
+                    cache["Va"][i] = torch.einsum("odk,bdt->bokt", blocks[i], a)
+                part += torch.einsum("bot,bokt->bk", g, cache["Va"][i])
             r = part if r is None else r + part
         for name, G in other.items():
             part = G.reshape(G.shape[0], -1) @ V_other[name]
@@ -314,9 +328,13 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
                     flat.addmm_(D.reshape(D.shape[0], -1).T, r[s2])
             else:
                 gr = torch.einsum("bot,bk->bokt", g, r)
-                acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
+                if i in cache["gr"]:
+                    cache["gr"][i][0].add_(gr)
+                else:
+                    cache["gr"][i] = (gr, a)
         for name, G in other.items():
             out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ r
+    flush()
     for i, layer in enumerate(layout.layers):
         layout.put(out, acc[i], layer)
     res = out.to("cpu", torch.float64).numpy()
