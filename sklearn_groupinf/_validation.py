@@ -63,7 +63,7 @@ def check_options(gi):
     check_curvature_options(
         gi.curvature,
         gi.curvature_options,
-        torch_model=is_torch_model(final),
+        torch_model=is_torch_model(final) or is_text_model(final),
         estimator_name=type(final).__name__,
     )
 
@@ -71,7 +71,7 @@ def check_options(gi):
 def curvature_settings(gi):
     """Backend keyword arguments of the curvature settings (torch models only)."""
     final, _ = unwrap_estimator(gi.estimator)
-    if not is_torch_model(final):
+    if not (is_torch_model(final) or is_text_model(final)):
         return {}
     return dict(
         curvature=gi.curvature,

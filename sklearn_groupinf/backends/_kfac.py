@@ -300,7 +300,11 @@ class KroneckerCurvature(HessianSolver):
         self.factors_ = []
         for i, layer in enumerate(layout.layers):
             n_in, n_out = layer["n_in"], layer["n_out"]
-            Ai = A[i] / (W * T[i]) if A[i] is not None else X.new_zeros(n_in, n_in)
+            Ai = (
+                A[i] / self._position_weight(W, T[i])
+                if A[i] is not None
+                else X.new_zeros(n_in, n_in)
+            )
             Gi = G[i] if G[i] is not None else X.new_zeros(n_out, n_out)
             da, qa = torch.linalg.eigh(0.5 * (Ai + Ai.T))
             dg, qg = torch.linalg.eigh(0.5 * (Gi + Gi.T))
@@ -330,6 +334,10 @@ class KroneckerCurvature(HessianSolver):
         if self.kind == "ekfac":
             self._correct_eigenvalues(X, y, s, draws)
         self._add_penalty(X)
+
+    def _position_weight(self, W, T):
+        """Normaliser of ``A``: ``W T`` (token models count their positions)."""
+        return W * T
 
     def _add_penalty(self, X):
         """Penalty eigenvalues per block (``pen``) and on the diagonal parameters."""

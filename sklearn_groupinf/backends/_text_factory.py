@@ -14,6 +14,7 @@ import torch
 
 from ..torch._causal_lm import CausalLM, token_mean_cross_entropy
 from ._torch import TorchBackend
+from ._torch_options import AUTO_KFAC_PARAMS, DEFAULT_TARGET_RANK
 
 
 class PackedLM(torch.nn.Module):
@@ -89,10 +90,14 @@ def make_text_backend(
     """Build the torch backend of a ``CausalLM`` on texts ``X`` (``y`` unused).
 
     The target is the weighted mean token cross-entropy of ``X_target`` (the
-    training texts when ``None``). ``curvature``: ``"auto"`` and ``"exact"``
-    use the exact Hessian (dense up to 4,096 trainable parameters, conjugate
-    gradients above); the Kronecker-factored curvatures are not available
-    for language models yet.
+    training texts when ``None``). ``curvature``: ``"exact"`` uses the
+    exact Hessian (dense up to 4,096 trainable parameters, conjugate
+    gradients above); ``"kfac"`` / ``"ekfac"`` the Kronecker-factored
+    Gauss-Newton matrix over the ``nn.Linear`` layers (e.g. LoRA matrices)
+    with token positions as extra examples and, by default, labels drawn
+    from the model (``curvature_options={"fisher": "sampled"}``; ``"exact"``
+    for tiny vocabularies); ``"auto"``: ``"exact"`` up to 4,096 trainable
+    parameters, ``"ekfac"`` above.
     """
     if feature_map is not None:
         raise ValueError(
@@ -109,12 +114,6 @@ def make_text_backend(
             "A CausalLM predicts the next token of X itself; pass y=None and "
             "y_target=None."
         )
-    if curvature not in ("auto", "exact"):
-        raise ValueError(
-            f"curvature={curvature!r} is not available for a CausalLM yet; use "
-            "curvature='auto' or 'exact' (the exact Hessian over the trainable "
-            "parameters, e.g. LoRA matrices)."
-        )
     module, device, dtype = est._setup()
     enc = TextEncoder(est, device, dtype)
     Xp = enc.pack(X)
@@ -129,11 +128,16 @@ def make_text_backend(
             "influence is computed over them. Unfreeze some, e.g. a LoRA adapter."
         )
     opts = dict(curvature_options or {})
-    return TorchBackend(
-        PackedLM(module),
-        TokenMeanLoss(),
-        Xp,
-        Xp,
+    n_params = sum(p.numel() for _, p in named)
+    if curvature == "ggn":
+        raise ValueError(
+            "curvature='ggn' is not available for a CausalLM (its dense output "
+            "Hessian is (L V)^2 per text); use 'exact', or 'ekfac' / 'kfac' "
+            "(Kronecker-factored Gauss-Newton over the LoRA layers)."
+        )
+    if curvature == "auto":
+        curvature = "ekfac" if n_params > AUTO_KFAC_PARAMS else "exact"
+    common = dict(
         sample_weight=enc.tensor(s),
         weight_decay=est.weight_decay,
         mask=[torch.ones_like(p) for _, p in named],
@@ -144,9 +148,32 @@ def make_text_backend(
         target=TextTarget(),
         target_name="token_cross_entropy",
         encoder=enc,
+        batch_size=opts.get("batch_size") or est.batch_size,
+    )
+    if curvature in ("kfac", "ekfac"):
+        from ._kfac_tokens import TextKroneckerBackend
+
+        return TextKroneckerBackend(
+            PackedLM(module),
+            TokenMeanLoss(),
+            Xp,
+            Xp,
+            kind=curvature,
+            fisher=opts.get("fisher") or "sampled",
+            n_draws=opts.get("n_draws") or 1,
+            target_rank=DEFAULT_TARGET_RANK if target_rank is None else target_rank,
+            target_sketch=opts.get("target_sketch") or "shifts",
+            random_state=opts.get("random_state", 0),
+            **common,
+        )
+    return TorchBackend(
+        PackedLM(module),
+        TokenMeanLoss(),
+        Xp,
+        Xp,
         curvature="hessian",
         hessian_solver=opts.get("hessian_solver", "auto"),
-        batch_size=est.batch_size,
         cg_tol=opts.get("cg_tol", 1e-10),
         cg_max_iter=opts.get("cg_max_iter", 1000),
+        **common,
     )
