@@ -18,6 +18,8 @@ The target set is held in memory, or given as Dask arrays: its value,
 gradient and Hessian are then weighted sums over its chunks as well.
 """
 
+import time
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -61,6 +63,10 @@ class DaskLinearBackend(ModelBackend):
     #: products are passes over the chunks: per-example interaction factors
     #: are kept as products (``_lazy_rows``), never gathered as ``n x r``
     cheap_removal_products = True
+    #: per-example vectors are Dask arrays: selection reduces them on workers
+    distributed = True
+    #: progress lines on stderr when > 0 (set from GroupInfluence.verbose)
+    verbose = 0
 
     def __init__(
         self,
@@ -105,6 +111,17 @@ class DaskLinearBackend(ModelBackend):
         self.target_name = self._tgt.target_name
         self._theta = self._tgt.get_theta()
         self._cache = {}
+
+    def log(self, message):
+        """A progress line on stderr when :attr:`verbose` (with elapsed time)."""
+        if self.verbose:
+            from ._progress import log
+
+            t0 = self.__dict__.setdefault("_t0", time.perf_counter())
+            log(
+                f"GroupInfluence (dask): {message} [{time.perf_counter() - t0:.1f} s]",
+                verbose=self.verbose,
+            )
 
     # -- per-chunk backends ----------------------------------------------------
     def _chunk_maker(self):
@@ -164,6 +181,7 @@ class DaskLinearBackend(ModelBackend):
                 return np.concatenate([[J], g, H.ravel(), [be._s.sum()]])
 
             t = self._reduce(fn, 2 + P + P * P)
+            self.log(f"objective, gradient and {P} x {P} Hessian over the chunks")
             self._cache["terms"] = (t[0], t[1 : 1 + P], t[1 + P : -1], t[-1])
         return self._cache["terms"]
 
@@ -227,9 +245,11 @@ class DaskLinearBackend(ModelBackend):
         return H
 
     def removal_gradient_norms(self):
-        # the stationarity scale is their median: n floats come to the client
+        """Row norms kept on the workers; their median is reduced there."""
+        from ._dask_reduce import DistributedNorms
+
         norms = self._blockwise(lambda be: be.removal_gradient_norms()[:, None], 1)
-        return np.asarray(norms[:, 0].compute())
+        return DistributedNorms(norms[:, 0])
 
     def removal_gradient_products(self, V):
         """``Q V``: a Dask array chunked like ``X``."""
@@ -271,11 +291,22 @@ class DaskLinearBackend(ModelBackend):
             dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
             for i in range(len(Xd))
         ]
-        return dask.delayed(sum)(parts).compute()
+        out = dask.delayed(sum)(parts).compute()
+        self.log(f"{name}: sums of {M.shape[0]} rows over the chunks")
+        return out
 
     def _rows_backend(self, rows):
         """The in-memory backend of training rows ``rows`` (gathered)."""
         r = np.arange(self.n_samples) if rows is None else np.asarray(rows)
+        need = 8 * len(r) * (self.X.shape[1] + self.n_params)
+        if need > self.max_gather_bytes:
+            raise MemoryError(
+                f"This needs {len(r)} training rows on the client ({need / 1e9:.1f} "
+                f"GB, more than max_gather_bytes={self.max_gather_bytes / 1e9:.1f} "
+                "GB): use group-level results (score_groups, select with groups) "
+                "or a method that reduces over the chunks, or raise "
+                "DaskLinearBackend.max_gather_bytes if the client has the memory."
+            )
         parts = [self.X[r], self.y[r]] + ([] if self.sw is None else [self.sw[r]])
         import dask
 
@@ -285,6 +316,8 @@ class DaskLinearBackend(ModelBackend):
         return self._rows_backend(rows).removal_gradients()
 
     # -- groups: Hessians and gradient sums of every group in one pass --------
+    #: largest size (bytes) of training rows gathered to the client at once
+    max_gather_bytes = 2 * 1024**3
     #: largest size (bytes) of the per-group Hessians kept by prepare_groups
     max_group_bytes = 2 * 1024**3
 
@@ -296,6 +329,8 @@ class DaskLinearBackend(ModelBackend):
         ``n_groups * P^2`` floats fit in :attr:`max_group_bytes`; the group
         methods below then answer from them (keyed by the group's rows).
         """
+        if getattr(membership, "matrix", None) is None:
+            return  # one union of rows (greedy newton): its rows are gathered
         G, P = membership.n_groups, self.n_params
         key = ("groups", id(membership), self._theta.tobytes())
         if self._cache.get("groups_key") == key or 8 * G * P * P > (
@@ -324,6 +359,7 @@ class DaskLinearBackend(ModelBackend):
             for i in range(len(Xd))
         ]
         H = dask.delayed(sum)(parts).compute()
+        self.log(f"Hessians of {G} groups over the chunks")
         Q = self.aggregated_removal_gradients(membership.matrix)
         index = {membership.members(g).tobytes(): g for g in range(G)}
         self._cache["groups"] = (index, H, Q)
@@ -424,7 +460,12 @@ class DaskLinearBackend(ModelBackend):
         parts = da.map_blocks(
             block, *args, chunks=((1,) * n_blocks, (width,)), dtype=float
         )
-        t = np.asarray(parts.sum(axis=0).compute()) / 1.0
+        t = np.asarray(parts.sum(axis=0).compute())
+        self.log(
+            "target value"
+            + (" and derivatives" if derivatives else "")
+            + " over the target chunks"
+        )
         W = t[0]
         f = float(t[1] / W)
         if not derivatives:

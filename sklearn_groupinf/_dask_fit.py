@@ -153,6 +153,7 @@ def fit_dask(gi, X, y, sample_weight, target, **fit_params):
         target_weight=w_t,
         target=gi.target,
     )
+    backend.verbose = gi.verbose
     state, influence, gi.stationarity_ = solve_influence(
         gi,
         backend,

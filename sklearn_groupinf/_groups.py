@@ -50,6 +50,10 @@ class GroupMembership:
 
     def aggregate(self, A):
         """Per-group sums ``M @ A`` of per-example rows ``A`` ``(n_samples, k)``."""
+        if type(A).__module__.split(".")[0] == "dask":  # reduced on the workers
+            from ._dask_reduce import group_sums
+
+            return group_sums(self.matrix, A)
         return np.asarray(self.matrix @ A)
 
     def members(self, g):

@@ -161,8 +161,11 @@ def stationarity(backend, Q=None):
     """
     if Q is None:
         Q = backend.removal_gradient_norms()
-    norms = np.linalg.norm(Q, axis=1) if np.ndim(Q) == 2 else np.asarray(Q)
-    scale = np.median(norms)
+    if hasattr(Q, "median"):  # e.g. Dask: norms on the workers, median there
+        scale = Q.median()
+    else:
+        norms = np.linalg.norm(Q, axis=1) if np.ndim(Q) == 2 else np.asarray(Q)
+        scale = np.median(norms)
     g = backend.gradient()
     if backend.null_space is not None:
         g = g - backend.null_space @ (backend.null_space.T @ g)

@@ -93,9 +93,13 @@ def greedy_select(
         raise ValueError(
             f"strategy must be 'auto', 'naive' or 'pruned'; got {strategy!r}."
         )
+    direction = 1.0 if goal == "decrease" else -1.0
+    if _on_workers(b, operator):  # Dask: O(n) vectors stay on the workers
+        return _greedy_select_dask(
+            b, operator, k, direction, stop_early, exclude, stats=stats
+        )
     b = np.asarray(b, dtype=np.float64)
     n = b.shape[0]
-    direction = 1.0 if goal == "decrease" else -1.0
     available = np.ones(n, dtype=bool)
     if exclude is not None:
         available[np.asarray(exclude, dtype=int)] = False
@@ -158,6 +162,65 @@ def greedy_select(
 
 #: implicit operators with at least this many units use the pruned greedy
 PRUNE_MIN_UNITS = 20_000
+#: shortlist size of the pruned greedy on Dask rows (units gathered per checkpoint)
+DASK_SHORTLIST = 16384
+
+
+def _on_workers(b, operator):
+    """Whether ``b`` is a Dask vector and ``K`` is zero or a factor over Dask rows."""
+    if type(b).__module__.split(".")[0] not in ("dask", "dask_expr"):
+        return False
+    if operator is None:
+        return True
+    W = getattr(operator, "W", None)
+    return getattr(getattr(W, "backend", None), "distributed", False)
+
+
+def _greedy_select_dask(b, operator, k, direction, stop_early, exclude, *, stats):
+    """:func:`greedy_select` for a Dask ``b`` (and a factor over Dask rows).
+
+    Top-k from each chunk's own best units; the pruned greedy with its
+    checkpoints computed and kept on the workers
+    (:class:`~._dask_reduce.DaskCheckpoints`). Same picks and estimates as
+    in memory; only ``O(k + shortlist)`` numbers come to the client.
+    """
+    from ._dask_reduce import DaskCheckpoints, dask_topk
+
+    n = int(b.shape[0])
+    excl = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, int)
+    n_available = n - len(np.unique(excl))
+    if operator is None:
+        order, vals = dask_topk(direction * b, min(k, n_available), excl)
+        if stop_early:
+            order = order[: int(np.searchsorted(vals >= 0, True))]
+            vals = vals[: len(order)]
+        return order.astype(int), np.cumsum(direction * vals)
+    log = getattr(operator.W.backend, "log", None)
+    checkpoints = DaskCheckpoints(
+        b,
+        operator.W,
+        operator.sigma,
+        direction,
+        excl,
+        shortlist=DASK_SHORTLIST,
+        log=log,
+    )
+    out = _greedy_pruned(
+        None,
+        operator.W,
+        operator.sigma,
+        None,
+        k,
+        direction,
+        None,
+        stop_early,
+        stats=stats,
+        checkpoints=checkpoints,
+        n_available=n_available,
+    )
+    if stats is not None:
+        stats["passes"] += 1  # the one for the row norms and diag(K)
+    return out
 
 
 def _greedy_pruned(
@@ -173,6 +236,8 @@ def _greedy_pruned(
     norms=None,
     shortlist=16384,
     stats=None,
+    checkpoints=None,
+    n_available=None,
 ):
     """The greedy rule of :func:`greedy_select` with bounds instead of passes.
 
@@ -202,42 +267,51 @@ def _greedy_pruned(
     ``norms`` (the row norms ``||w_j||``) are computed when not given.
     ``stats``, when a dict, receives ``passes`` (full passes over ``W`` at
     checkpoints, plus one for the row norms when computed here) and
-    ``evaluated`` (exact scores).
+    ``evaluated`` (exact scores). ``checkpoints`` replaces the in-memory
+    checkpoint step (:func:`_memory_checkpoints`), e.g. by one whose scores
+    stay on Dask workers (:class:`~._dask_reduce.DaskCheckpoints`); then
+    ``available`` may be ``None`` and ``n_available`` gives the number of
+    units that may be picked.
     """
-    base = direction * (b + half_diag)
     passes = 0
-    if norms is None:
-        from ._lazy_rows import row_stats
+    if checkpoints is None:
+        if norms is None:
+            from ._lazy_rows import row_stats
 
-        norms = np.sqrt(np.maximum(row_stats(W, sigma)[0], 0.0))
-        passes += 1
+            norms = np.sqrt(np.maximum(row_stats(W, sigma)[0], 0.0))
+            passes += 1
+        checkpoints = _memory_checkpoints(
+            direction * (b + half_diag),
+            W,
+            sigma,
+            direction,
+            available,
+            norms,
+            shortlist,
+        )
     v = np.zeros(W.shape[1])
-    n_steps = min(k, int(available.sum()))
+    n_steps = min(k, int(available.sum()) if n_available is None else n_available)
     order, estimates = [], []
     total = 0.0
     evaluated = 0
-    short = None  # rows, their W rows, s0 (inf once picked), norms, D, T, v0
+    short = None  # rows, their W rows, s0 (inf once picked), base, norms, T, v0
     D = None  # radius of the last shortlist
     for _ in range(n_steps):
         if short is not None:
-            rows, WL, s0, nr, D, T, v0 = short
+            rows, WL, s0, base, nr, T, v0 = short
             d = float(np.linalg.norm(v - v0))
             ub = s0 + nr * d
             if d > D or not np.any(ub <= T):
                 short = None
         if short is None:  # checkpoint: exact scores of every unit
-            s_all = base + direction * (W @ (sigma * v))
-            s_all[~available] = np.inf
+            rows, s0, base, nr, D, T = checkpoints(v, order, D)
             passes += 1
-            D = _shortlist_radius(s_all, norms, shortlist, start=D)
-            T = np.min(s_all + norms * D)
-            rows = np.flatnonzero(s_all - norms * D <= T)
-            short = (rows, W[rows], s_all[rows], norms[rows], D, T, v.copy())
-            rows, WL, s0, nr, D, T, v0 = short
+            short = (rows, W[rows], s0.copy(), base, nr, T, v.copy())
+            rows, WL, s0, base, nr, T, v0 = short
             d = 0.0
             ub = s0.copy()
         cand = np.flatnonzero(s0 - nr * d <= np.min(ub))
-        exact = base[rows[cand]] + direction * (WL[cand] @ (sigma * v))
+        exact = base[cand] + direction * (WL[cand] @ (sigma * v))
         evaluated += len(cand)
         best = int(np.argmin(exact))
         j, score = int(rows[cand[best]]), float(exact[best])
@@ -246,12 +320,34 @@ def _greedy_pruned(
         order.append(j)
         total += direction * score
         estimates.append(total)
-        available[j] = False
+        if available is not None:
+            available[j] = False
         v += WL[cand[best]]
         s0[cand[best]] = np.inf  # picked: leaves the shortlist
     if stats is not None:
         stats.update(passes=passes, evaluated=evaluated)
     return np.asarray(order, dtype=int), np.asarray(estimates, dtype=np.float64)
+
+
+def _memory_checkpoints(base, W, sigma, direction, available, norms, shortlist):
+    """The checkpoint step of :func:`_greedy_pruned` for in-memory scores.
+
+    ``checkpoint(v, picked, D)`` computes every unit's exact score at the
+    running sum ``v`` (one pass over ``W``; units no longer ``available``
+    get ``inf``), the shortlist radius (starting from ``D``), and returns
+    the shortlisted units' ``(rows, scores, base scores, norms)`` with the
+    radius and the smallest upper bound ``T``.
+    """
+
+    def checkpoint(v, picked, D):
+        s_all = base + direction * (W @ (sigma * v))
+        s_all[~available] = np.inf
+        D = _shortlist_radius(s_all, norms, shortlist, start=D)
+        T = np.min(s_all + norms * D)
+        rows = np.flatnonzero(s_all - norms * D <= T)
+        return rows, s_all[rows], base[rows], norms[rows], D, T
+
+    return checkpoint
 
 
 def _shortlist_radius(s, norms, size, start=None):

@@ -1,0 +1,178 @@
+"""GroupInfluence through a ``distributed.LocalCluster`` equals in-memory.
+
+The default suite runs a cluster of two worker threads in this process
+(starts in well under a second); the slow test runs two worker processes on
+loopback, where every task and result crosses a socket and is pickled. A
+recording ``Client.gather`` checks that nothing of size ``n`` comes back to
+the client during fit, scoring of in-memory groups, top-k and greedy
+selection: per-example vectors stay on the workers and are reduced there.
+"""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+from sklearn_groupinf import (  # noqa: E402
+    GroupInfluence,
+    _dask_fit,
+    _dask_reduce,
+    _selection,  # noqa: E402
+)
+
+RTOL = 1e-8
+
+
+def _data(n=3000, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X[:, 1] += 0.6 * X[:, 0]
+    y = (X[:, 0] - X[:, 2] + rng.standard_normal(n) > 0).astype(int)
+    return X, y, rng.uniform(0.5, 2.0, n), rng.integers(0, 20, n)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _compare(n=2000, chunks=500):
+    X, y, sw, groups = _data(n)
+    kw = dict(X_target=X[:300] + 0.1, y_target=y[:300])
+    est = LogisticRegression(C=0.5)
+    ref = GroupInfluence(est, max_dense_bytes=1000).fit(X, y, sw, **kw)
+    gi = GroupInfluence(est, max_dense_bytes=1000).fit(
+        da.from_array(X, chunks=(chunks, -1)),
+        da.from_array(y, chunks=chunks),
+        da.from_array(sw, chunks=chunks),
+        **kw,
+    )
+    assert isinstance(gi.influence_, da.Array)
+    assert _rel(gi.theta_, ref.theta_) < RTOL
+    assert _rel(gi.influence_.compute(), ref.influence_) < RTOL
+    dg = da.from_array(groups, chunks=chunks)
+    res, exp = gi.score_groups(dg), ref.score_groups(groups)
+    np.testing.assert_array_equal(res.groups, exp.groups)
+    assert _rel(res.estimate, exp.estimate) < RTOL
+    for method in ("first_order", "interaction"):
+        s, r = gi.select(40, method=method), ref.select(40, method=method)
+        np.testing.assert_array_equal(s.indices, r.indices)
+        assert _rel(s.estimates, r.estimates) < RTOL
+    kw = dict(groups=dg, method="interaction")
+    s, r = gi.select(5, **kw), ref.select(5, groups=groups, method="interaction")
+    np.testing.assert_array_equal(s.groups, r.groups)
+    assert _rel(gi.self_influence(dg), ref.self_influence(groups)) < RTOL
+    K, K_ref = gi.interaction_matrix(dg), ref.interaction_matrix(groups)
+    eye = np.eye(K_ref.shape[0])  # operators (max_dense_bytes): their columns
+    assert _rel(K @ eye, K_ref @ eye) < RTOL
+
+
+@pytest.fixture
+def _small_pieces(monkeypatch):
+    # the first rows, the median's last window and the greedy's shortlist
+    # small, so that a gather of n values would stand out
+    monkeypatch.setattr(_dask_fit, "SAMPLE_SIZE", 200)
+    monkeypatch.setattr(_dask_reduce, "GATHER_MAX", 200)
+    monkeypatch.setattr(_selection, "DASK_SHORTLIST", 128)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # unreliable-group flags
+def test_local_cluster_threads_equals_in_memory(_small_pieces):
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        _compare()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_local_cluster_processes_equals_in_memory(_small_pieces):
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        _compare()
+
+
+def _nbytes(obj):
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_nbytes(o) for o in obj.values())
+    return int(getattr(obj, "nbytes", 0))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_nothing_of_size_n_comes_to_the_client(_small_pieces, monkeypatch):
+    n, chunks = 8000, 1000
+    X, y, _, groups = _data(n)
+    sizes = []
+    gather = distributed.Client.gather
+
+    def recording_gather(self, futures, *args, **kwargs):
+        out = gather(self, futures, *args, **kwargs)
+        sizes.append(_nbytes(out))
+        return out
+
+    monkeypatch.setattr(distributed.Client, "gather", recording_gather)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        gi = GroupInfluence(LogisticRegression(), max_dense_bytes=1000).fit(
+            da.from_array(X, chunks=(chunks, -1)),
+            da.from_array(y, chunks=chunks),
+            X_target=X[:300],
+            y_target=y[:300],
+        )
+        gi.score_groups(groups, method="interaction")
+        first = gi.select(50, method="first_order")
+        greedy = gi.select(50, method="interaction")
+        infl = gi.influence_.compute()  # asked for: n floats, the only such
+    assert len(sizes) > 20
+    assert max(sizes[:-1]) < 8 * n / 4, sorted(sizes)[-5:]
+    assert sizes[-1] >= 8 * n
+    # and they are right: the selections from the gathered influences
+    np.testing.assert_array_equal(first.indices, np.argsort(infl, kind="stable")[:50])
+    ref = GroupInfluence(LogisticRegression(), max_dense_bytes=1000).fit(
+        X, y, X_target=X[:300], y_target=y[:300]
+    )
+    np.testing.assert_array_equal(
+        greedy.indices, ref.select(50, method="interaction").indices
+    )
+
+
+def test_exact_median_and_topk_against_numpy(monkeypatch):
+    import dask
+
+    monkeypatch.setattr(_dask_reduce, "GATHER_MAX", 50)
+    rng = np.random.default_rng(3)
+    with dask.config.set(scheduler="synchronous"):
+        for n, ties in [(1, False), (2, False), (999, False), (4000, True)]:
+            x = rng.standard_normal(n)
+            if ties:
+                x = np.round(x, 1)  # many equal values
+            dx = da.from_array(x, chunks=max(1, n // 7))
+            assert _dask_reduce.exact_median(dx) == np.median(x)
+            excl = rng.choice(n, size=n // 5, replace=False)
+            s = x.copy()
+            s[excl] = np.inf
+            k = min(n, 30)
+            order, vals = _dask_reduce.dask_topk(dx, k, excl)
+            expect = np.argsort(s, kind="stable")[:k]
+            expect = expect[np.isfinite(s[expect])]
+            np.testing.assert_array_equal(order, expect)
+            np.testing.assert_array_equal(vals, x[expect])
