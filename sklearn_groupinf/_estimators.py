@@ -91,6 +91,7 @@ class _FitState:
         self._U = None
         self._target_factor = None
         self._solved_B = None
+        self._thin_rows = None  # Q H^-1 B (n x r) when products are passes
         self._second = None
         self._second_M = None
         self._factors = {}
@@ -154,7 +155,12 @@ class _FitState:
             return RemovalProducts(self.backend, S), Mf
 
         def thin():
-            A = self.backend.removal_gradient_products(self._solve_factor())
+            # kept (n x r) when each product is a pass over a network's data
+            A = self._thin_rows
+            if A is None:
+                A = self.backend.removal_gradient_products(self._solve_factor())
+                if not getattr(self.backend, "cheap_removal_products", False):
+                    self._thin_rows = A
             return A if membership is None else membership.aggregate(A)
 
         return self._rows(

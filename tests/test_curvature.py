@@ -212,6 +212,33 @@ def test_never_forms_n_by_p(mlp, monkeypatch):
     assert len(gi.select(10, method="interaction").indices) == 10
 
 
+def test_per_row_interaction_factor_is_kept_after_the_first_group_call(mlp):
+    """Later group calls reuse ``Q H^-1 B`` (n x r): no more passes over the rows."""
+    net, data, groups = mlp
+    gi = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+    first = gi.score_groups(groups["random"], method="interaction").estimate
+    backend = gi._state.backend
+    passes = []
+    real = backend.removal_gradient_products
+    backend.removal_gradient_products = lambda V: passes.append(1) or real(V)
+    for name, g in groups.items():
+        fresh = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+        want = fresh.score_groups(g, method="interaction").estimate
+        got = gi.score_groups(g, method="interaction").estimate
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        K = gi.interaction_matrix(g)
+        sizes_one = np.ones(len(np.unique(g)))
+        np.testing.assert_allclose(
+            0.5 * np.diag(K) @ sizes_one,
+            (got - gi.score_groups(g, method="first_order").estimate).sum(),
+            rtol=1e-10,
+        )
+    np.testing.assert_allclose(
+        gi.score_groups(groups["random"], method="interaction").estimate, first
+    )
+    assert passes == []
+
+
 # ------------------------------------------------------------ settings
 def test_auto_switches_to_ekfac_above_the_documented_size(mlp, monkeypatch):
     net, data, _ = mlp
