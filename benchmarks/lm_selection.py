@@ -147,10 +147,10 @@ def build_models(tok, pretrain, args):
     ).fit(pretrain)
     model = copy.deepcopy(base.model_).double()
     conf = LoraConfig(
-        r=1,
-        lora_alpha=2,
+        r=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
         target_modules=["c_attn"],
-        layers_to_transform=[1],
+        layers_to_transform=list(args.lora_blocks),
         lora_dropout=0.0,
         fan_in_fan_out=True,
     )
@@ -207,7 +207,10 @@ def select_all(warm, warm_texts, dev, pool, k, tok, args, rng):
             try:
                 if gi is None or gi.damping != damping:
                     gi = GroupInfluence(
-                        FrozenEstimator(lm), damping=damping, polish=False
+                        FrozenEstimator(lm),
+                        damping=damping,
+                        polish=False,
+                        curvature=args.curvature,
                     ).fit(warm_texts, X_target=dev)
                     fit_s = time.perf_counter() - t
                     t = time.perf_counter()
@@ -239,13 +242,30 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=6)
     ap.add_argument("--lr", type=float, default=2e-2)
     ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--damping", type=float, default=2.0)
+    ap.add_argument(
+        "--damping",
+        type=float,
+        default=None,
+        help="start of the damping search (default 2 exact, 1e-3 ekfac/kfac)",
+    )
+    ap.add_argument(
+        "--curvature",
+        choices=["exact", "ekfac", "kfac"],
+        default="exact",
+        help="training curvature (ekfac/kfac: Gauss-Newton, sampled labels)",
+    )
+    ap.add_argument("--lora-rank", type=int, default=1)
+    ap.add_argument(
+        "--lora-blocks", type=int, nargs="+", default=[1], help="GPT-2 blocks"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
         "--domains", nargs="+", choices=TARGETS, help="a subset of the 7 targets"
     )
     args = ap.parse_args()
+    if args.damping is None:
+        args.damping = 2.0 if args.curvature == "exact" else 1e-3
     if not os.path.isdir(FORTUNES):
         raise SystemExit(
             f"{FORTUNES} not found: install the corpus with "
@@ -269,8 +289,10 @@ def main():
     warm = lm_for(model, tok, args, args.finetune_epochs, 0).fit(warm_texts)
     print(
         f"pool {len(pool)} texts, warm-up {len(warm_texts)}, pre-training "
-        f"{len(pretrain)}; adapter parameters {warm.n_params_}; setup "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"{len(pretrain)}; LoRA rank {args.lora_rank} on c_attn of blocks "
+        f"{args.lora_blocks}: adapter parameters {warm.n_params_}; curvature "
+        f"{args.curvature}; setup {time.perf_counter() - t0:.0f} s",
+        flush=True,
     )
     rows, wins = [], {m: 0 for m in METHODS if not m.startswith("interaction")}
     fo_below_random = 0
