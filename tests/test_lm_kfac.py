@@ -256,3 +256,40 @@ def test_clear_errors():
             _curvature(module, Xp, "ekfac")
         finally:
             kt.MAX_EXACT_ROWS = saved
+
+
+def test_sampled_default_does_not_depend_on_batch_size(monkeypatch):
+    """The default (labels drawn per text and position, seeded) through
+    GroupInfluence, and curvature='auto' choosing EK-FAC above the size limit."""
+    import sklearn_groupinf.backends._text_factory as tf
+
+    monkeypatch.setattr(tf, "AUTO_KFAC_PARAMS", 100)  # 128 parameters: 'ekfac'
+    model = _gpt2(layers=(0, 1))
+    train, target = _texts(10, 6), _texts(4, 7)
+    out = []
+    for bs in (3, 10):
+        lm = CausalLM(model, weight_decay=0.01, batch_size=bs)
+        with pytest.warns(NotStationaryWarning):
+            gi = GroupInfluence(FrozenEstimator(lm), damping=3e-3).fit(
+                train, X_target=target
+            )
+        assert type(gi._state.solver).__name__ == "TokenKroneckerCurvature"
+        out.append(gi.score_groups(np.arange(10) % 5, method="interaction").estimate)
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_and_gpu_agree():
+    model = _gpt2(layers=(0, 1))
+    train, target = _texts(24, 4), _texts(6, 5)
+    res = {}
+    for device in ("cpu", "cuda"):
+        lm = CausalLM(model, weight_decay=0.01, device=device, dtype="float64")
+        with pytest.warns(NotStationaryWarning):
+            gi = GroupInfluence(FrozenEstimator(lm), curvature="ekfac", damping=3e-3)
+            gi.fit(train, X_target=target)
+        res[device] = gi.score_groups(np.arange(24) % 12, method="interaction")
+    np.testing.assert_allclose(
+        res["cuda"].estimate, res["cpu"].estimate, rtol=1e-6, atol=1e-12
+    )
