@@ -4,7 +4,10 @@
 # only (--no-doc), so the committed CPU result pages are not overwritten.
 #   1. the tests marked gpu (CPU/GPU agreement to float32 tolerance);
 #   2. dense K throughput on CUDA vs CPU (interaction_throughput.py);
-#   3. a reduced torch_groups.py on CUDA, then the same on the CPU.
+#   3. a reduced torch_groups.py on CUDA, then the same on the CPU;
+#   4. EK-FAC on the 1M-parameter CNN (cnn_groups.py: fit, score_groups,
+#      Kronfluence, fewer refits) on CUDA, then the same on the CPU. The
+#      K-FAC / EK-FAC CPU/GPU agreement is a gpu-marked test (step 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,3 +19,6 @@ print(torch.cuda.get_device_name(0))"
 small=(--n-train 2000 --n-refits 2 --no-doc)
 "$PY" benchmarks/torch_groups.py --device cuda "${small[@]}"
 "$PY" benchmarks/torch_groups.py --device cpu --threads 8 "${small[@]}"
+cnn=(--lds-subsets 4 --group-refits 2 --no-trak --no-doc)
+"$PY" benchmarks/cnn_groups.py --device cuda "${cnn[@]}"
+"$PY" benchmarks/cnn_groups.py --device cpu --threads 8 "${cnn[@]}"

@@ -239,6 +239,30 @@ def test_per_row_interaction_factor_is_kept_after_the_first_group_call(mlp):
     assert passes == []
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["kfac", "ekfac"])
+def test_cpu_and_gpu_agree(mlp, kind):
+    """The same trained network on the CPU and on CUDA (float64): same estimates."""
+    net, data, groups = mlp
+    gpu = copy.deepcopy(net)
+    gpu.module_.to("cuda")
+    gpu.device_ = torch.device("cuda")
+    cpu_gi, gpu_gi = (
+        _fit(FrozenEstimator(est), data, curvature=kind, damping=0.1, target_rank=16)
+        for est in (net, gpu)
+    )
+    scale = np.abs(cpu_gi.influence_).max()
+    np.testing.assert_allclose(
+        gpu_gi.influence_, cpu_gi.influence_, rtol=1e-7, atol=1e-9 * scale
+    )
+    for g in groups.values():
+        for method in ["first_order", "interaction"]:
+            a = cpu_gi.score_groups(g, method=method).estimate
+            b = gpu_gi.score_groups(g, method=method).estimate
+            np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9 * scale)
+
+
 # ------------------------------------------------------------ settings
 def test_auto_switches_to_ekfac_above_the_documented_size(mlp, monkeypatch):
     net, data, _ = mlp
