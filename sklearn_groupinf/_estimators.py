@@ -188,7 +188,7 @@ class _FitState:
         B, Mf = self.target_factor
         if B is None:
             return shifts(), Mf
-        if lazy_shifts and B.shape[1] < n_units:
+        if lazy_shifts and (B.shape[1] < n_units or self._thin_rows is not None):
             return thin(), Mf
         return shifts() @ B, Mf
 

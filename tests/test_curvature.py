@@ -237,6 +237,18 @@ def test_per_row_interaction_factor_is_kept_after_the_first_group_call(mlp):
         gi.score_groups(groups["random"], method="interaction").estimate, first
     )
     assert passes == []
+    # fewer groups than the factor's rank: the kept rows are used too
+    wide = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=32)
+    want = wide.score_groups(groups["class"], method="interaction").estimate
+    wide.interaction_matrix(method="interaction", form="implicit")
+    real_wide = wide._state.backend.removal_gradient_products
+    wide._state.backend.removal_gradient_products = lambda V: (
+        passes.append(1) or real_wide(V)
+    )
+    wide._state.backend.aggregated_removal_gradients = lambda M: passes.append(1)
+    got = wide.score_groups(groups["class"], method="interaction").estimate
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert passes == []
 
 
 @pytest.mark.gpu
