@@ -23,6 +23,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from ._dask_reduce import tree_sum
 from .backends._base import ModelBackend
 from .backends._sklearn_linear import SklearnLinearBackend
 
@@ -80,6 +81,7 @@ class DaskLinearBackend(ModelBackend):
         target_weight=None,
         target="default",
     ):
+        self._t0 = time.perf_counter()
         self.estimator = estimator
         self.X = X.rechunk({1: -1})
         self.y = _as_column(y, self.X)
@@ -117,9 +119,9 @@ class DaskLinearBackend(ModelBackend):
         if self.verbose:
             from ._progress import log
 
-            t0 = self.__dict__.setdefault("_t0", time.perf_counter())
+            t = time.perf_counter() - self._t0
             log(
-                f"GroupInfluence (dask): {message} [{time.perf_counter() - t0:.1f} s]",
+                f"GroupInfluence (dask): {message} [{t:.1f} s since the backend]",
                 verbose=self.verbose,
             )
 
@@ -291,7 +293,7 @@ class DaskLinearBackend(ModelBackend):
             dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
             for i in range(len(Xd))
         ]
-        out = dask.delayed(sum)(parts).compute()
+        out = tree_sum(parts).compute()
         self.log(f"{name}: sums of {M.shape[0]} rows over the chunks")
         return out
 
@@ -358,7 +360,7 @@ class DaskLinearBackend(ModelBackend):
             dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
             for i in range(len(Xd))
         ]
-        H = dask.delayed(sum)(parts).compute()
+        H = tree_sum(parts).compute()
         self.log(f"Hessians of {G} groups over the chunks")
         Q = self.aggregated_removal_gradients(membership.matrix)
         index = {membership.members(g).tobytes(): g for g in range(G)}

@@ -42,7 +42,12 @@ def _to_dask_array(a, name):
     if a is None:
         return None
     if is_dask(a) and hasattr(a, "to_dask_array"):
-        a = a.to_dask_array(lengths=True)
+        # the lengths counted on the array's own partitions: lengths=True
+        # counts them on a separately optimised graph, whose Parquet reads
+        # dask may fuse into fewer partitions than the array has
+        a = a.to_dask_array()
+        if any(np.isnan(c) for c in a.chunks[0]):
+            a = a.compute_chunk_sizes()
     elif not is_dask(a):
         a = da.from_array(np.asarray(a))
     if any(np.isnan(c) for dim in a.chunks for c in dim):

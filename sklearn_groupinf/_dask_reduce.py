@@ -51,6 +51,22 @@ def _per_block(fn, *arrays, combine=None):
     return list(dask.compute(*parts))
 
 
+def tree_sum(parts, fan_in=4):
+    """The sum of delayed ``parts`` as a tree of ``fan_in``-way sums (delayed).
+
+    A worker holds at most ``fan_in`` parts at a time, not all of them.
+    """
+    import dask
+
+    parts = list(parts)
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(sum)(parts[i : i + fan_in])
+            for i in range(0, len(parts), fan_in)
+        ]
+    return parts[0]
+
+
 def _combine_window(parts):
     return (
         sum(p[0] for p in parts),
@@ -233,7 +249,7 @@ def group_sums(matrix, A):
         dask.delayed(part)(blocks[i], M[:, bounds[i] : bounds[i + 1]])
         for i in range(len(blocks))
     ]
-    out = dask.delayed(sum)(parts).compute()
+    out = tree_sum(parts).compute()
     return out if A.ndim == 2 else out[:, 0]
 
 
