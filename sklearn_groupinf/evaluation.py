@@ -160,6 +160,12 @@ def leave_group_out(
     frozen to the weights of the fit on all data, as :class:`GroupInfluence`
     does.
 
+    With Dask training data (a Dask array or DataFrame column ``X``) and a
+    scikit-learn linear model the data are never gathered: each refit is a
+    sequence of Newton steps over the chunks from the reference fit's
+    parameters until the relative gradient norm is below ``tol``
+    (``n_iter``: passes over the data).
+
     Parameters
     ----------
     estimator : estimator object
@@ -272,6 +278,17 @@ def leave_group_out(
         raise ValueError(
             f"stationarity_tol must be a positive float; got {stationarity_tol!r}."
         )
+    from ._dask_fit import any_dask  # Dask data: refits over the chunks
+
+    if any_dask(X, y, groups, sample_weight):
+        from ._dask_refits import dask_leave_group_out, supported
+
+        if supported(estimator):
+            return dask_leave_group_out(
+                estimator, X, y, groups, X_target=X_target, y_target=y_target,
+                target_weight=target_weight, sample_weight=sample_weight,
+                target=target, stationarity_tol=tol, verbose=verbose,
+            )  # fmt: skip
     start = time.perf_counter()
     frozen = isinstance(estimator, FrozenEstimator)
     model = estimator.estimator if frozen else estimator

@@ -246,20 +246,64 @@ def test_dask_target_set(kind):
     assert _rel(res.estimate, exp.estimate) < RTOL
 
 
-def test_leave_group_out_accepts_dask_arrays():
-    # the refits run in memory (scikit-learn computes the Dask arrays), with
-    # the same results as on the arrays themselves
+def _polished_target(est, X, y, sw, **kw):
+    """The target at the in-memory optimum (scikit-learn fit + Newton polish)."""
+    gi = GroupInfluence(est, stationarity_tol=1e-12, polish=True)
+    return gi.fit(X, y, sw, **kw).target_value_
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "logistic",
+        pytest.param("poisson", marks=SLOW),
+        pytest.param("ridge", marks=SLOW),
+    ],
+)
+def test_leave_group_out_refits_over_chunks(kind):
+    # Dask data: each refit is Newton steps over the chunks (never gathered);
+    # the reference: the optimum without the group's rows, in memory
+    from sklearn_groupinf.evaluation import leave_group_out
+
+    est, X, y, sw = _data(kind, n=900)
+    groups = np.arange(len(X)) % 3
+    kw = dict(X_target=X[:100] + 0.1, y_target=y[:100])
+    res = leave_group_out(
+        est,
+        da.from_array(X, chunks=(250, -1)),
+        da.from_array(y, chunks=250),
+        da.from_array(groups, chunks=250),
+        sample_weight=da.from_array(sw, chunks=250),
+        **kw,
+    )
+    f0 = _polished_target(est, X, y, sw, **kw)
+    expect = [
+        _polished_target(est, X[groups != g], y[groups != g], sw[groups != g], **kw)
+        - f0
+        for g in range(3)
+    ]
+    np.testing.assert_array_equal(res.groups, [0, 1, 2])
+    np.testing.assert_array_equal(res.size, [300, 300, 300])
+    assert abs(res.target_value - f0) <= RTOL * abs(f0)
+    assert _rel(res.actual, expect) < RTOL
+    assert res.converged.all() and np.all(res.n_iter >= 1)
+    # and the in-memory refits (scikit-learn at tol=1e-10) within their own
+    # stationarity: the Dask refits are the more exact ones
+    ref = leave_group_out(est, X, y, groups, sample_weight=sw, **kw)
+    assert _rel(res.actual, ref.actual) < max(1e-7, 10 * ref.stationarity.max())
+
+
+def test_leave_group_out_dask_removing_a_class_is_refused():
     from sklearn_groupinf.evaluation import leave_group_out
 
     est, X, y, _ = _data("logistic", n=600)
-    groups = np.arange(len(X)) % 4
-    kw = dict(X_target=X[:100] + 0.1, y_target=y[:100])
-    ref = leave_group_out(est, X, y, groups, **kw)
-    res = leave_group_out(
-        est,
-        da.from_array(X, chunks=(200, -1)),
-        da.from_array(y, chunks=200),
-        da.from_array(groups, chunks=200),
-        **kw,
-    )
-    np.testing.assert_allclose(np.asarray(res.actual), np.asarray(ref.actual))
+    groups = y.copy()  # group 1 holds every example of class 1
+    with pytest.raises(ValueError, match="removes every training example"):
+        leave_group_out(
+            est,
+            da.from_array(X, chunks=(200, -1)),
+            da.from_array(y, chunks=200),
+            da.from_array(groups, chunks=200),
+            X_target=X[:50],
+            y_target=y[:50],
+        )
