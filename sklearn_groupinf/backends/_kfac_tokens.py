@@ -160,6 +160,30 @@ class TokenKroneckerCurvature(KroneckerCurvature):
     Parameters as :class:`~sklearn_groupinf.backends._kfac.KroneckerCurvature`;
     ``loss`` is the per-text mean token cross-entropy and ``X`` = ``y`` the
     packed rows (ids and mask).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> from sklearn_groupinf.backends._kfac_tokens import TokenKroneckerCurvature
+    >>> from sklearn_groupinf.backends._text_factory import PackedLM, TokenMeanLoss
+    >>> torch.manual_seed(0) and None
+    >>> cfg = GPT2Config(
+    ...     vocab_size=10, n_positions=8, n_embd=4, n_layer=1, n_head=1,
+    ...     bos_token_id=0, eos_token_id=0)
+    >>> gpt = GPT2LMHeadModel(cfg).double().eval()
+    >>> gpt = gpt.requires_grad_(False)
+    >>> head = torch.nn.Linear(4, 10, bias=False).double()  # a trainable layer
+    >>> gpt.lm_head = head
+    >>> ids = np.array([[1, 2, 3], [4, 5, 0]]); mask = np.array([[1, 1, 1], [1, 1, 0]])
+    >>> X = torch.as_tensor(np.hstack([ids, mask]), dtype=torch.float64)
+    >>> curv = TokenKroneckerCurvature(PackedLM(gpt), TokenMeanLoss(), damping=0.1)
+    >>> curv = curv.fit(X, X)
+    >>> curv.layers_, curv.n_params_
+    (['lm.lm_head'], 40)
+    >>> v = np.ones(40)
+    >>> bool(np.allclose(curv.solve(curv.matvec(v)), v))
+    True
     """
 
     def fit(self, X, y, sample_weight=None):
