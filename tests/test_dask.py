@@ -307,3 +307,14 @@ def test_leave_group_out_dask_removing_a_class_is_refused():
             X_target=X[:50],
             y_target=y[:50],
         )
+
+
+def test_gathering_too_many_rows_raises_memory_error(monkeypatch):
+    # per-example self-influence gathers rows; beyond max_gather_bytes the
+    # request is refused before any row moves, naming the limit
+    from sklearn_groupinf._dask_backend import DaskLinearBackend
+
+    gi, _, _ = _pair("logistic")
+    monkeypatch.setattr(DaskLinearBackend, "max_gather_bytes", 1000)
+    with pytest.raises(MemoryError, match="max_gather_bytes"):
+        gi.self_influence()
