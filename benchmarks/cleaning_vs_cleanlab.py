@@ -280,7 +280,8 @@ def exact_leave_group_out(X, y, g, *, k, n_rounds=3):
         for u in range(len(units)):
             out = rows[local != u]
             model = lr().fit(X[out], y[out])
-            lp = np.full((np.sum(local == u), len(classes)), -np.inf)
+            # a class the refit never saw: probability 1e-300, not 0
+            lp = np.full((np.sum(local == u), len(classes)), np.log(1e-300))
             lp[:, np.searchsorted(classes, model.classes_)] = model.predict_log_proba(
                 X[rows[local == u]]
             )
