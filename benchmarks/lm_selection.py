@@ -325,8 +325,9 @@ def main():
         print(
             f"{dom}: done, damping (first-order, interaction, 2 rounds) "
             f"{times['damping first-order']:g}, {times['damping interaction']:g}, "
-            f"{times['damping interaction+2r']:g} "
-            f"[{time.perf_counter() - t0:.0f} s]",
+            f"{times['damping interaction+2r']:g}; val loss "
+            + ", ".join(f"{m} {losses[m]:.5f}" for m in METHODS)
+            + f" [{time.perf_counter() - t0:.0f} s]",
             flush=True,
         )
     print(f"\n{env}" + (f"\nNOTE: {note}" if note else ""))
