@@ -113,6 +113,7 @@ class DaskLinearBackend(ModelBackend):
         self.target_name = self._tgt.target_name
         self._theta = self._tgt.get_theta()
         self._cache = {}
+        self._trial = None  # (theta, terms) of the last trial objective
 
     def log(self, message):
         """A progress line on stderr when :attr:`verbose` (with elapsed time)."""
@@ -207,32 +208,33 @@ class DaskLinearBackend(ModelBackend):
         self._theta = np.asarray(theta, dtype=np.float64).copy()
         self._tgt.set_theta(self._theta)
         self._cache = {}
+        trial, self._trial = self._trial, None
+        if trial is not None and np.array_equal(trial[0], self._theta):
+            self._cache["terms"] = trial[1]  # computed by objective(theta)
 
     def _pen_mult(self):
         return self._terms()[3] if self.spec.mean_form else 1.0
 
     def objective(self, theta=None):
-        if theta is not None:
-            saved = self._theta
-            self._theta = np.asarray(theta, dtype=np.float64)
+        """The objective at ``theta`` (default: the current parameters).
+
+        One pass gives the objective with its gradient and Hessian; at a
+        trial ``theta`` (a line search) they are kept, and :meth:`set_theta`
+        to that point reuses them: a Newton step costs one pass, not three.
+        """
+        if theta is None or np.array_equal(theta, self._theta):
+            th, terms = self._theta, self._terms()
+        else:
+            saved, saved_cache = self._theta, self._cache
+            self._theta, self._cache = np.asarray(theta, dtype=np.float64).copy(), {}
             try:
-                return self._objective_now()
+                th, terms = self._theta, self._terms()
             finally:
-                self._theta = saved
-        return self._objective_now()
-
-    def _objective_now(self):
-        mean_form = self.spec.mean_form
-
-        def fn(be):
-            th = be.get_theta()
-            pen = 0.0 if mean_form else be._pen_mult
-            return [be.objective() - pen * 0.5 * np.dot(be._D * th, th)]
-
-        J = self._reduce(fn, 1)[0]
+                self._theta, self._cache = saved, saved_cache
+            self._trial = (th, terms)
         if self.spec.mean_form:
-            return float(J)
-        return float(J + 0.5 * np.dot(self._tgt._D * self._theta, self._theta))
+            return float(terms[0])
+        return float(terms[0] + 0.5 * np.dot(self._tgt._D * th, th))
 
     def gradient(self):
         _, g, _, _ = self._terms()

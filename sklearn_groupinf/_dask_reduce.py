@@ -152,9 +152,12 @@ class DistributedNorms:
     def __init__(self, norms):
         self.array = norms.persist()
         self.shape = tuple(int(s) for s in norms.shape)
+        self._median = None
 
     def median(self):
-        return exact_median(self.array)
+        if self._median is None:  # the norms do not change: reduced once
+            self._median = exact_median(self.array)
+        return self._median
 
 
 # -- top-k -------------------------------------------------------------------
