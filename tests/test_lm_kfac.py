@@ -187,13 +187,16 @@ def _reference_scores(backend, damping, groups):
     return first, first + 0.5 * np.einsum("pg,pq,qg->g", U, backend.target_hessian(), U)
 
 
-def test_group_scores_match_the_exact_ggn():
-    """Group scores with EK-FAC against the exact GGN (training and target),
-    LoRA on both blocks (128 parameters), 24 texts in 12 groups. Measured
-    Spearman (first order, interaction) by damping: 1e-3: 0.755, 0.776;
-    3e-3: 0.958, 0.951 (this fixture); 1e-2: 1.0, 0.979. At 3e-3 the
-    curvature still matters: scores through the identity in place of the
-    curvature have Spearman 0.83, 0.80."""
+@pytest.mark.parametrize(
+    "kind", ["ekfac", pytest.param("kfac", marks=pytest.mark.slow)]
+)
+def test_group_scores_match_the_exact_ggn(kind):
+    """Group scores with EK-FAC / K-FAC against the exact GGN (training and
+    target), LoRA on both blocks (128 parameters), 24 texts in 12 groups.
+    Measured Spearman (first order, interaction): EK-FAC 0.958, 0.951 and
+    K-FAC 0.909, 0.944 at damping 3e-3 (this fixture); EK-FAC 0.755, 0.776 at
+    1e-3 and 1.0, 0.979 at 1e-2. At 3e-3 the curvature still matters: scores
+    through the identity in place of the curvature have Spearman 0.83, 0.80."""
     model = _gpt2(layers=(0, 1))
     train, target = _texts(24, 4), _texts(6, 5)
     groups = np.repeat(np.arange(12), 2)
@@ -202,32 +205,26 @@ def test_group_scores_match_the_exact_ggn():
     first, inter = _reference_scores(ref, 3e-3, groups)
     plain = _reference_scores(ref, 1e3, groups)  # curvature ~ identity
     assert max(spearmanr(plain[0], first)[0], spearmanr(plain[1], inter)[0]) < 0.85
-    rho = {}
-    for kind in ("kfac", "ekfac"):
-        with pytest.warns(NotStationaryWarning):
-            gi = GroupInfluence(
-                FrozenEstimator(lm),
-                curvature=kind,
-                damping=3e-3,
-                target_rank=128,
-                curvature_options={"fisher": "exact"},
-            ).fit(train, X_target=target)
-        assert gi.n_params_ == 128
-        res = gi.score_groups(groups, method="interaction")
-        rho[kind] = (
-            spearmanr(res.first_order, first)[0],
-            spearmanr(res.estimate, inter)[0],
-        )
-    print(rho)
-    assert min(rho["ekfac"]) >= 0.9
+    with pytest.warns(NotStationaryWarning):
+        gi = GroupInfluence(
+            FrozenEstimator(lm),
+            curvature=kind,
+            damping=3e-3,
+            target_rank=128,
+            curvature_options={"fisher": "exact"},
+        ).fit(train, X_target=target)
+    assert gi.n_params_ == 128
+    res = gi.score_groups(groups, method="interaction")
+    assert spearmanr(res.first_order, first)[0] >= 0.9
+    assert spearmanr(res.estimate, inter)[0] >= 0.9
 
 
 def test_reference_scores_are_the_packages():
     """The dense reference formula above gives GroupInfluence's own scores with
     the exact Hessian."""
-    model = _gpt2(layers=(0, 1))
-    train, target = _texts(24, 4), _texts(6, 5)
-    groups = np.repeat(np.arange(12), 2)
+    model = _gpt2(layers=(1,))
+    train, target = _texts(12, 4), _texts(4, 5)
+    groups = np.repeat(np.arange(6), 2)
     lm = CausalLM(model, weight_decay=0.01)
     ref, _, _ = _exact_backend(model, train, target, 0.01, curvature="hessian")
     with pytest.warns(NotStationaryWarning):
