@@ -289,6 +289,9 @@ def exact_leave_group_out(X, y, g, *, k, n_rounds=3):
         llr = flip_log_likelihood_ratio(
             log_proba, np.searchsorted(classes, y[rows]), local, len(units)
         )
+        for u in range(len(units)):  # never remove the last rows of a class
+            if len(np.unique(y[rows[local != u]])) < len(classes):
+                llr[u] = -np.inf
         best = units[np.argsort(-llr, kind="stable")[:size]]
         kept[best] = False
         removed.extend(best.tolist())
