@@ -190,13 +190,13 @@ def main():
             )
         if influence_to is not None:
             infl = stage(
-                f"{tag}: influence_ written to Parquet",
+                f"{tag}: influences written to Parquet",
                 lambda: dd.from_dask_array(
                     gi.influence_[:, None], columns=["influence"]
                 ).to_parquet(influence_to, write_index=False),
             )
         elif on_cluster:
-            infl = stage(f"{tag}: influence_ computed", gi.influence_.compute)
+            infl = stage(f"{tag}: influences computed", gi.influence_.compute)
         else:
             infl = gi.influence_
         with warnings.catch_warnings():
