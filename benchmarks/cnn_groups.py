@@ -68,8 +68,8 @@ the script writes.
 
 Run::
 
-    nice python benchmarks/cnn_groups.py            # ~25 min on 2 cores
-    nice python benchmarks/cnn_groups.py --quick    # 2,000 rows, ~10 min
+    nice python benchmarks/cnn_groups.py            # 55 min on 2 loaded cores
+    nice python benchmarks/cnn_groups.py --quick    # 2,000 rows, 9 min
 
 ``--quick``: 2,000 training rows, 200 target rows, 20 groups of 100, 6 LDS
 subsets x 2 seeds, 3 group refits per kind, Kronfluence's correction on
@@ -533,7 +533,7 @@ def main(argv=None):
 
     # ---------------------------------------------------- group refits
     picks = {
-        kind: np.unique(groups[kind])[:: max(1, ng // args.group_refits)][
+        kind: np.unique(groups[kind])[:: max(1, ng // max(1, args.group_refits))][
             : args.group_refits
         ]
         for kind in groups
