@@ -66,6 +66,12 @@ this; ``--device cuda`` runs the network and both influence methods on a GPU)
 with the command below; the figures are in ``doc/results_cnn.rst``, which
 the script writes.
 
+Install (torch 2.13.0 CPU first, as ``scripts/test.sh`` does; kronfluence
+without its torchvision requirement, whose CPU-compatible wheel PyPI lacks
+and which kronfluence never imports)::
+
+    pip install -e ".[benchmarks]" && pip install --no-deps kronfluence==1.0.1
+
 Run::
 
     nice python benchmarks/cnn_groups.py            # 55 min on 2 loaded cores
