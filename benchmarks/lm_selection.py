@@ -46,6 +46,14 @@ representation similarity best on science (8.458 against random 8.610); the
 interaction rule beat random on 1 of 2 domains and first-order on 0 of 2.
 The full seven-domain run takes about 40 minutes here.
 
+With a rank-8 adapter on both blocks (4,096 parameters) and EK-FAC
+(``--curvature ekfac --lora-rank 8 --lora-blocks 0 1``, 5,272 s on 2 shared
+cores; table in ``doc/language_models.rst``): first-order influence beat
+random on 7 of 7 domains; representation similarity was best on 5 of 7; the
+interaction rule (better of one-shot and 2 rounds) beat random on 7 of 7,
+first-order on 4 of 7 (each variant alone on 2 of 7) and representation on
+2 of 7.
+
 Usage::
 
     nice .venv/bin/python benchmarks/lm_selection.py            # ~10-20 min
