@@ -75,7 +75,7 @@ from _common import fmt_table, set_up
 from sklearn_groupinf import NotStationaryWarning
 from sklearn_groupinf._hessian import IndefiniteHessianError
 
-FORTUNES = "/usr/share/games/fortunes"
+FORTUNES = os.environ.get("FORTUNES_DIR", "/usr/share/games/fortunes")
 TARGETS = ["computers", "science", "politics", "work", "wisdom", "literature", "law"]
 POOL_EXTRA = ["people", "education", "food", "sports"]
 PRETRAIN = ["fortunes", "miscellaneous", "humorists", "platitudes", "riddles"]
@@ -133,8 +133,8 @@ def build_models(tok, pretrain, args):
     cfg = GPT2Config(
         vocab_size=len(tok),
         n_positions=64,
-        n_embd=64,
-        n_layer=2,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
         n_head=4,
         bos_token_id=0,
         eos_token_id=0,
@@ -151,6 +151,7 @@ def build_models(tok, pretrain, args):
         lr=3e-3,
         max_epochs=args.pretrain_epochs,
         dtype="float32",
+        device=args.device,
         random_state=0,
     ).fit(pretrain)
     model = copy.deepcopy(base.model_).double()
@@ -176,6 +177,7 @@ def lm_for(model, tok, args, epochs, seed):
         lr=args.lr,
         max_epochs=epochs,
         weight_decay=args.weight_decay,
+        device=args.device,
         random_state=seed,
     )
 
@@ -267,6 +269,9 @@ def main():
         "--lora-blocks", type=int, nargs="+", default=[1], help="GPT-2 blocks"
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--n-embd", type=int, default=64, help="GPT-2 width")
+    ap.add_argument("--n-layer", type=int, default=2, help="GPT-2 blocks")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
         "--domains", nargs="+", choices=TARGETS, help="a subset of the 7 targets"
@@ -279,7 +284,7 @@ def main():
             f"{FORTUNES} not found: install the corpus with "
             "`apt-get install fortunes fortunes-min`."
         )
-    _, env, note = set_up("cpu", args.threads)
+    _, env, note = set_up(args.device, args.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
     # expected: the warm-up adapter is used as it is, not at a stationary point
     warnings.filterwarnings("ignore", category=NotStationaryWarning)

@@ -7,7 +7,11 @@
 #   3. a reduced torch_groups.py on CUDA, then the same on the CPU;
 #   4. EK-FAC on the 1M-parameter CNN (cnn_groups.py: fit, score_groups,
 #      Kronfluence, fewer refits) on CUDA, then the same on the CPU. The
-#      K-FAC / EK-FAC CPU/GPU agreement is a gpu-marked test (step 1).
+#      K-FAC / EK-FAC CPU/GPU agreement is a gpu-marked test (step 1);
+#   5. a larger language-model configuration of lm_selection.py (GPT-2 of
+#      width 256 and 4 blocks, rank-8 LoRA on every block, EK-FAC, two
+#      domains) on CUDA, when the fortunes corpus is there (FORTUNES_DIR,
+#      default /usr/share/games/fortunes; apt-get install fortunes fortunes-min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,3 +26,10 @@ small=(--n-train 2000 --n-refits 2 --no-doc)
 cnn=(--lds-subsets 4 --group-refits 2 --no-trak --no-doc)
 "$PY" benchmarks/cnn_groups.py --device cuda "${cnn[@]}"
 "$PY" benchmarks/cnn_groups.py --device cpu --threads 8 "${cnn[@]}"
+fortunes=${FORTUNES_DIR:-/usr/share/games/fortunes}
+if [ -d "$fortunes" ]; then
+  "$PY" benchmarks/lm_selection.py --device cuda --n-embd 256 --n-layer 4 \
+    --lora-rank 8 --lora-blocks 0 1 2 3 --curvature ekfac --domains computers science
+else
+  echo "skipped lm_selection.py: no fortunes corpus at $fortunes"
+fi
