@@ -27,6 +27,9 @@ def _concat(A, B):
         import pandas as pd
 
         return pd.concat([A, B], ignore_index=True)
+    if isinstance(A, list) and isinstance(B, list):
+        # texts: strings or pre-tokenised id lists of different lengths
+        return A + B
     return np.concatenate([np.asarray(A), np.asarray(B)], axis=0)
 
 

@@ -290,3 +290,32 @@ def test_cpu_and_gpu_agree():
     np.testing.assert_allclose(
         res["cuda"].estimate, res["cpu"].estimate, rtol=1e-6, atol=1e-12
     )
+
+
+def test_ekfac_texts_interaction_matrix_and_selection_agree_with_scores():
+    """With EK-FAC on texts, ``interaction_matrix`` is the pairwise form of
+    ``score_groups``: ``est(G) = b_G + K_GG / 2`` for every group, and the
+    estimate of a union of two groups is ``b_1 + b_2 + (K_11 + K_22)/2 +
+    K_12``; ``select`` (remove, and add from candidate texts) runs on it."""
+    model = _gpt2(layers=(0, 1))
+    train, target = _texts(16, 4), _texts(4, 5)
+    groups = np.repeat(np.arange(8), 2)
+    with pytest.warns(NotStationaryWarning):
+        gi = GroupInfluence(
+            FrozenEstimator(CausalLM(model, weight_decay=0.01)),
+            curvature="ekfac",
+            damping=1e-2,
+            target_rank=32,
+        ).fit(train, X_target=target)
+    res = gi.score_groups(groups, method="interaction")
+    K = np.asarray(gi.interaction_matrix(groups, form="dense"))
+    np.testing.assert_allclose(K, K.T, rtol=1e-10, atol=1e-14)
+    b = res.first_order
+    np.testing.assert_allclose(b + np.diag(K) / 2, res.estimate, rtol=1e-8)
+    pair = np.where(np.isin(groups, [0, 1]), 0, 1 + groups)
+    union = gi.score_groups(pair, method="interaction").estimate[0]
+    expected = b[0] + b[1] + (K[0, 0] + K[1, 1]) / 2 + K[0, 1]
+    np.testing.assert_allclose(union, expected, rtol=1e-8)
+    assert len(gi.select(3, groups=groups).groups) == 3
+    add = gi.select(2, action="add", X_candidates=_texts(6, 7), n_rounds=2)
+    assert len(add.indices) == 2
