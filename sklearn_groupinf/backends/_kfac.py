@@ -182,30 +182,38 @@ class KroneckerCurvature(HessianSolver):
 
     def _passes(self, X, y, s, draws):
         """Yield ``(rows, acts, grads, U)`` per batch: layer inputs and gradients."""
-        import torch
-
         for i0 in range(0, X.shape[0], int(self.batch_size)):
             sl = slice(i0, i0 + int(self.batch_size))
             z = self._rec.forward(self.module, X[sl])
             U = output_factors(
                 self.loss, z, y[sl], None if draws is None else draws[sl]
             )
-            idx = [i for i in range(len(self._layout.layers)) if i in self._rec.outputs]
-            outs = [self._rec.outputs[i] for i in idx]
+            idx = self._recorded_layers()
             acts = {i: _acts(self._layout.layers[i], self._rec.inputs[i]) for i in idx}
-            grads = []
-            for c in range(U.shape[1]):
-                gs = torch.autograd.grad(
-                    z, outs, U[:, c], retain_graph=True, allow_unused=True
-                )
-                grads.append(
-                    {
-                        i: _grads(self._layout.layers[i], g)
-                        for i, g in zip(idx, gs)
-                        if g is not None
-                    }
-                )
-            yield sl, acts, grads, U
+            yield sl, acts, self._output_gradients(z, U, idx), U
+
+    def _recorded_layers(self):
+        """Indices of the factored layers the last forward pass went through."""
+        return [i for i in range(len(self._layout.layers)) if i in self._rec.outputs]
+
+    def _output_gradients(self, z, U, idx):
+        """Per column ``c`` of ``U``: each layer's output gradient of ``z . U_c``."""
+        import torch
+
+        outs = [self._rec.outputs[i] for i in idx]
+        grads = []
+        for c in range(U.shape[1]):
+            gs = torch.autograd.grad(
+                z, outs, U[:, c], retain_graph=True, allow_unused=True
+            )
+            grads.append(
+                {
+                    i: _grads(self._layout.layers[i], g)
+                    for i, g in zip(idx, gs)
+                    if g is not None
+                }
+            )
+        return grads
 
     def fit(self, X, y, sample_weight=None):
         """Accumulate the factors over ``(X, y)`` and eigendecompose them.

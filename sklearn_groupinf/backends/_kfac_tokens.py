@@ -47,7 +47,7 @@ product, the closed-form ``Lambda`` above, a vector-Jacobian product):
 import numpy as np
 
 from ._kfac import KroneckerCurvature
-from ._kfac_layers import _acts, _grads
+from ._kfac_layers import _acts
 from ._torch_cg import _to_numpy
 from ._torch_kfac import TARGET_PRODUCT_BLOCK, KroneckerBackend
 
@@ -213,8 +213,6 @@ class TokenKroneckerCurvature(KroneckerCurvature):
         return self._positions
 
     def _passes(self, X, y, s, draws):
-        import torch
-
         L = X.shape[1] // 2
         for i0 in range(0, X.shape[0], int(self.batch_size)):
             sl = slice(i0, i0 + int(self.batch_size))
@@ -223,8 +221,7 @@ class TokenKroneckerCurvature(KroneckerCurvature):
             U = token_output_factors(z, X[sl], dr)
             _, w = unpack(X[sl], z.shape[1] // L)
             on = (w > 0).to(X.dtype)[:, None, :]  # (b, 1, L)
-            idx = [i for i in range(len(self._layout.layers)) if i in self._rec.outputs]
-            outs = [self._rec.outputs[i] for i in idx]
+            idx = self._recorded_layers()
             acts = {}
             for i in idx:
                 a = _acts(self._layout.layers[i], self._rec.inputs[i])
@@ -235,19 +232,7 @@ class TokenKroneckerCurvature(KroneckerCurvature):
                         f"{L} positions); freeze it or use curvature='exact'."
                     )
                 acts[i] = a * on
-            grads = []
-            for c in range(U.shape[1]):
-                gs = torch.autograd.grad(
-                    z, outs, U[:, c], retain_graph=True, allow_unused=True
-                )
-                grads.append(
-                    {
-                        i: _grads(self._layout.layers[i], g)
-                        for i, g in zip(idx, gs)
-                        if g is not None
-                    }
-                )
-            yield sl, acts, grads, U
+            yield sl, acts, self._output_gradients(z, U, idx), U
 
 
 class TextKroneckerBackend(KroneckerBackend):
@@ -259,22 +244,7 @@ class TextKroneckerBackend(KroneckerBackend):
     K-FAC backend). Removal gradients are those of the torch backend.
     """
 
-    def hessian_solver(self, damping):
-        """A fitted :class:`TokenKroneckerCurvature`."""
-        self._check_theta()
-        pen = self._pen_mult * self.weight_decay * self._mask
-        self._kfac = TokenKroneckerCurvature(
-            self.module,
-            self._loss,
-            kind=self.kind,
-            fisher=self.fisher,
-            damping=damping,
-            n_draws=self.n_draws,
-            batch_size=self.batch_size,
-            random_state=self.random_state,
-            penalty=_to_numpy(pen),
-        ).fit(self._X, self._y, self._s)
-        return self._kfac
+    curvature_class = TokenKroneckerCurvature
 
     def _target_ggn(self, V):
         """``(k, P)`` torch: target GGN times the rows of ``V``."""

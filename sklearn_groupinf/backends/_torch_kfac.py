@@ -95,11 +95,14 @@ class KroneckerBackend(TorchBackend):
         self._kfac = None
 
     # ------------------------------------------------------------ curvature
+    #: the curvature :meth:`hessian_solver` fits (a subclass may change it)
+    curvature_class = KroneckerCurvature
+
     def hessian_solver(self, damping):
-        """A fitted :class:`KroneckerCurvature` (``solve`` as the protocol asks)."""
+        """A fitted :attr:`curvature_class` (``solve`` as the protocol asks)."""
         self._check_theta()
         pen = self._pen_mult * self.weight_decay * self._mask
-        self._kfac = KroneckerCurvature(
+        self._kfac = self.curvature_class(
             self.module,
             self._loss,
             kind=self.kind,
