@@ -115,7 +115,7 @@ def dask_leave_group_out(
     from ._dask_fit import _to_dask_array, any_dask
     from ._group_influence import GroupInfluence
     from ._hessian import polish_parameters, stationarity
-    from .evaluation import GroupRefits
+    from .evaluation import refits_result
 
     start = time.perf_counter()
     if X_target is None or y_target is None:
@@ -204,24 +204,16 @@ def dask_leave_group_out(
             ConvergenceWarning,
             stacklevel=3,
         )
-    actual = value - f0
-    if not np.all(np.isfinite(actual)):
-        raise FloatingPointError(
-            f"The target is not finite after removing groups "
-            f"{labels[~np.isfinite(actual)][:5].tolist()} (a refit diverged)."
-        )
-    return GroupRefits(
-        groups=labels,
-        size=sizes.astype(int),
-        actual=actual,
-        refit_value=value,
+    return refits_result(
+        labels,
+        sizes.astype(int),
+        value,
+        f0,
         n_iter=passes,
         converged=converged,
         stationarity=stat,
-        target_value=f0,
         target_name=gi.target_name_,
-        elapsed=time.perf_counter() - start,
-        method="refit",
+        start=start,
     )
 
 

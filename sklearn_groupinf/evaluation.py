@@ -405,6 +405,32 @@ def leave_group_out(
                 "inexact. Increase max_iter."
             )
         warnings.warn(msg, ConvergenceWarning, stacklevel=2)
+    return refits_result(
+        labels,
+        sizes,
+        refit_value,
+        f0,
+        n_iter=n_iter,
+        converged=converged,
+        stationarity=stationarity,
+        target_name=spec_backend.target_name,
+        start=start,
+    )
+
+
+def refits_result(
+    labels,
+    sizes,
+    refit_value,
+    f0,
+    *,
+    n_iter,
+    converged,
+    stationarity,
+    target_name,
+    start,
+):
+    """:class:`GroupRefits` from refitted target values; raises if any is not finite."""
     actual = refit_value - f0
     if not np.all(np.isfinite(actual)):
         bad = labels[~np.isfinite(actual)][:5].tolist()
@@ -421,7 +447,7 @@ def leave_group_out(
         converged=converged,
         stationarity=stationarity,
         target_value=f0,
-        target_name=spec_backend.target_name,
+        target_name=target_name,
         elapsed=time.perf_counter() - start,
         method="refit",
     )
