@@ -115,7 +115,7 @@ def dask_leave_group_out(
     from ._dask_fit import _to_dask_array, any_dask
     from ._group_influence import GroupInfluence
     from ._hessian import polish_parameters, stationarity
-    from .evaluation import refits_result
+    from .evaluation import _refits_result
 
     start = time.perf_counter()
     if X_target is None or y_target is None:
@@ -204,7 +204,7 @@ def dask_leave_group_out(
             ConvergenceWarning,
             stacklevel=3,
         )
-    return refits_result(
+    return _refits_result(
         labels,
         sizes.astype(int),
         value,

@@ -405,7 +405,7 @@ def leave_group_out(
                 "inexact. Increase max_iter."
             )
         warnings.warn(msg, ConvergenceWarning, stacklevel=2)
-    return refits_result(
+    return _refits_result(
         labels,
         sizes,
         refit_value,
@@ -418,7 +418,7 @@ def leave_group_out(
     )
 
 
-def refits_result(
+def _refits_result(
     labels,
     sizes,
     refit_value,
