@@ -23,6 +23,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from ._dask_groups import GroupRows, local_matrix
 from ._dask_reduce import tree_sum
 from .backends._base import ModelBackend
 from .backends._sklearn_linear import SklearnLinearBackend
@@ -278,43 +279,94 @@ class DaskLinearBackend(ModelBackend):
         return self._rows_backend(rows).loss_gradients()
 
     def _aggregate(self, matrix, name):
-        """``sum over chunks of chunk_backend.<name>(M[:, chunk])``."""
-        import dask
+        """``sum over chunks of chunk_backend.<name>(M[:, chunk])``.
 
-        M = sp.csc_matrix(matrix)
-        bounds = np.cumsum((0,) + self.X.chunks[0])
-        Xd = self.X.to_delayed().ravel()
-        yd = self.y.to_delayed().ravel()
-        sd = [None] * len(Xd) if self.sw is None else self.sw.to_delayed().ravel()
+        ``matrix`` is a :class:`~._dask_groups.DaskGroupMembership` (each
+        chunk's columns built on its worker from the codes) or a (sparse)
+        ``(g, n)`` matrix in memory (sliced per chunk).
+        """
         make = self._chunk_maker()
+        if getattr(matrix, "distributed", False):
 
-        def part(Xb, yb, sb, Mb):
-            return np.asarray(getattr(make(Xb, yb, sb), name)(Mb))
+            def fn(n_present, inv, Xb, yb, sb=None):
+                Mb = local_matrix(n_present, inv)
+                return np.asarray(getattr(make(Xb, yb, sb), name)(Mb))
 
-        parts = [
-            dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
-            for i in range(len(Xd))
-        ]
-        out = tree_sum(parts).compute()
-        self.log(f"{name}: sums of {M.shape[0]} rows over the chunks")
+            out = matrix.reduce(fn, *self._args())
+        else:
+            import dask
+
+            M = sp.csc_matrix(matrix)
+            bounds = np.cumsum((0,) + self.X.chunks[0])
+            Xd = self.X.to_delayed().ravel()
+            yd = self.y.to_delayed().ravel()
+            sd = [None] * len(Xd) if self.sw is None else self.sw.to_delayed().ravel()
+
+            def part(Xb, yb, sb, Mb):
+                return np.asarray(getattr(make(Xb, yb, sb), name)(Mb))
+
+            parts = [
+                dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
+                for i in range(len(Xd))
+            ]
+            out = tree_sum(parts).compute()
+        self.log(f"{name}: sums of {matrix.shape[0]} groups over the chunks")
         return out
 
     def _rows_backend(self, rows):
-        """The in-memory backend of training rows ``rows`` (gathered)."""
-        r = np.arange(self.n_samples) if rows is None else np.asarray(rows)
-        need = 8 * len(r) * (self.X.shape[1] + self.n_params)
+        """The in-memory backend of training rows ``rows`` (gathered).
+
+        ``rows`` are row indices or a :class:`~._dask_groups.GroupRows`
+        (the rows of some groups, selected on the workers).
+        """
+        n_rows = self.n_samples if rows is None else len(rows)
+        need = 8 * n_rows * (self.X.shape[1] + self.n_params)
         if need > self.max_gather_bytes:
             raise MemoryError(
-                f"This needs {len(r)} training rows on the client ({need / 1e9:.1f} "
+                f"This needs {n_rows} training rows on the client ({need / 1e9:.1f} "
                 f"GB, more than max_gather_bytes={self.max_gather_bytes / 1e9:.1f} "
                 "GB): use group-level results (score_groups, select with groups) "
                 "or a method that reduces over the chunks, or raise "
                 "DaskLinearBackend.max_gather_bytes if the client has the memory."
             )
-        parts = [self.X[r], self.y[r]] + ([] if self.sw is None else [self.sw[r]])
         import dask
 
+        if isinstance(rows, GroupRows):
+            mask = rows.mask()
+            parts = [a[mask] for a in self._args()]
+            self.log(f"gathering the {n_rows} rows of {len(rows.groups)} groups")
+        else:
+            r = np.arange(self.n_samples) if rows is None else np.asarray(rows)
+            parts = [a[r] for a in self._args()]
         return self._chunk_maker()(*map(np.asarray, dask.compute(*parts)))
+
+    def self_influences(self, solver):
+        """Per-example self-influence, a Dask array chunked like ``X``.
+
+        ``metric_scale * grad l_i' H^{-1} q_i`` per chunk, with ``H^{-1}``
+        (``P x P``, the solver's) sent to the workers.
+        """
+        P = self.n_params
+        Hinv = solver.solve(np.eye(P))
+        if not np.all(np.isfinite(Hinv)):
+            raise FloatingPointError(
+                "Self-influence produced non-finite values; the Hessian is "
+                "numerically singular. Increase damping."
+            )
+        scale = float(self.metric_scale)
+
+        def fn(be):
+            out = scale * np.einsum(
+                "ij,ij->i", be.loss_gradients(), be.removal_gradients() @ Hinv.T
+            )
+            if not np.all(np.isfinite(out)):
+                raise FloatingPointError(
+                    "Self-influence produced non-finite values in a chunk; the "
+                    "Hessian is numerically singular. Increase damping."
+                )
+            return out[:, None]
+
+        return self._blockwise(fn, 1)[:, 0]
 
     def removal_gradients(self, rows=None):
         return self._rows_backend(rows).removal_gradients()
@@ -329,67 +381,68 @@ class DaskLinearBackend(ModelBackend):
         """Reduce ``H_g`` and ``q_g`` of every group over the chunks (one pass).
 
         Exact group estimates need each group's curvature; gathering the
-        rows of every group would read the data once per group. Kept while
-        ``n_groups * P^2`` floats fit in :attr:`max_group_bytes`; the group
-        methods below then answer from them (keyed by the group's rows).
+        rows of every group would read the data once per group. For a
+        :class:`~._dask_groups.DaskGroupMembership` each chunk sums the
+        Hessians and removal gradients of the groups present in it (its
+        codes, on the worker) and the parts are merged group by group; kept
+        while ``n_groups * P^2`` floats fit in :attr:`max_group_bytes`. The
+        group methods below then answer for any union of groups
+        (:class:`~._dask_groups.GroupRows`) from the sums.
         """
-        if getattr(membership, "matrix", None) is None:
-            return  # one union of rows (greedy newton): its rows are gathered
-        G, P = membership.n_groups, self.n_params
-        key = ("groups", id(membership), self._theta.tobytes())
-        if self._cache.get("groups_key") == key or 8 * G * P * P > (
-            self.max_group_bytes
-        ):
+        if not getattr(membership, "distributed", False):
+            return  # one union of rows, or labels in memory: rows gathered
+        cached = self._cache.get("groups")
+        if cached is not None and cached[0] is membership:
             return
-        import dask
-
-        M = sp.csc_matrix(membership.matrix)
-        bounds = np.cumsum((0,) + self.X.chunks[0])
-        Xd = self.X.to_delayed().ravel()
-        yd = self.y.to_delayed().ravel()
-        sd = [None] * len(Xd) if self.sw is None else self.sw.to_delayed().ravel()
+        G, P = membership.n_groups, self.n_params
+        if 8 * G * P * (P + 1) > self.max_group_bytes:
+            return
         make = self._chunk_maker()
 
-        def part(Xb, yb, sb, Mb):
+        def fn(n_present, inv, Xb, yb, sb=None):
             be = make(Xb, yb, sb)
-            H = np.zeros((G, P, P))
-            Mb = sp.csr_matrix(Mb)
-            for g in np.flatnonzero(np.diff(Mb.indptr)):
-                H[g] = be.group_hessian(Mb.indices[Mb.indptr[g] : Mb.indptr[g + 1]])
-            return H
+            out = np.empty((n_present, P * P + P))
+            order = np.argsort(inv, kind="stable")  # rows group after group
+            ends = np.cumsum(np.bincount(inv, minlength=n_present))
+            for j, rows in enumerate(np.split(order, ends[:-1])):
+                out[j, : P * P] = be.group_hessian(rows).ravel()
+            out[:, P * P :] = be.aggregated_removal_gradients(
+                local_matrix(n_present, inv)
+            )
+            return out
 
-        parts = [
-            dask.delayed(part)(Xd[i], yd[i], sd[i], M[:, bounds[i] : bounds[i + 1]])
-            for i in range(len(Xd))
-        ]
-        H = tree_sum(parts).compute()
-        self.log(f"Hessians of {G} groups over the chunks")
-        Q = self.aggregated_removal_gradients(membership.matrix)
-        index = {membership.members(g).tobytes(): g for g in range(G)}
-        self._cache["groups"] = (index, H, Q)
-        self._cache["groups_key"] = key
+        t = membership.reduce(fn, *self._args())
+        self.log(f"Hessians and gradient sums of {G} groups over the chunks")
+        self._cache["groups"] = (
+            membership,
+            t[:, : P * P].reshape(G, P, P),
+            t[:, P * P :],
+        )
 
     def _group(self, rows):
-        cached = self._cache.get("groups")
-        if cached is None:
+        """The group numbers of ``rows`` when their sums are reduced, else None."""
+        if not isinstance(rows, GroupRows):
             return None
-        g = cached[0].get(np.asarray(rows, dtype=np.intp).tobytes())
-        return None if g is None else g
+        self.prepare_groups(rows.membership)
+        cached = self._cache.get("groups")
+        if cached is None or cached[0] is not rows.membership:
+            return None
+        return rows.groups
 
     def cached_group_hessian(self, rows):
         g = self._group(rows)
-        return None if g is None else self._cache["groups"][1][g]
+        return None if g is None else self._cache["groups"][1][g].sum(axis=0)
 
     def group_removal_gradient(self, rows):
         g = self._group(rows)
         if g is None:
             return self.removal_gradients(rows).sum(axis=0)
-        return self._cache["groups"][2][g]
+        return self._cache["groups"][2][g].sum(axis=0)
 
     def group_hessian(self, rows):
         H = self.cached_group_hessian(rows)
         if H is not None:
-            return H.copy()
+            return H
         return self._rows_backend(rows).group_hessian(np.arange(len(rows)))
 
     def group_hessian_factor(self, rows, max_rank=None):

@@ -17,7 +17,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import _num_samples
 
 from ._estimators import _direct_cost, _FitState, _woodbury_cost, pairwise_form
-from ._groups import GroupMembership
+from ._groups import group_membership
 from ._hessian import polish_parameters
 from ._interaction import make_interaction
 from ._progress import log
@@ -178,7 +178,7 @@ class InfluenceFit:
         return "newton" if cost <= max_flops else "interaction"
 
     def membership(self, groups):
-        return GroupMembership(groups, self.n_samples)
+        return group_membership(groups, self.n_samples, self.state.backend)
 
     def refit(self, X, y, sample_weight):
         """A new fit of the same configuration on other training data.

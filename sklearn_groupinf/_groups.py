@@ -11,6 +11,22 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def group_membership(groups, n_samples, backend=None):
+    """The membership of ``groups`` for a fit on ``backend``.
+
+    A backend whose training data are Dask arrays (``backend.distributed``)
+    gets a :class:`~._dask_groups.DaskGroupMembership`: the labels stay on
+    the cluster, coded chunk by chunk where the rows live, and only the
+    ``n_groups`` unique labels and sizes come to the client. Otherwise a
+    :class:`GroupMembership` (Dask labels of an in-memory fit are computed).
+    """
+    if getattr(backend, "distributed", False):
+        from ._dask_groups import DaskGroupMembership
+
+        return DaskGroupMembership(groups, backend.X)
+    return GroupMembership(groups, n_samples)
+
+
 class GroupMembership:
     """Encode group labels of ``n_samples`` examples.
 
@@ -33,11 +49,7 @@ class GroupMembership:
 
     def __init__(self, groups, n_samples):
         groups = check_groups(groups, n_samples)
-        try:
-            self.labels, self.inverse = np.unique(groups, return_inverse=True)
-        except TypeError:  # object labels of several types, e.g. 1 and "1"
-            self.labels, self.inverse = _unique_mixed(groups)
-        self.inverse = self.inverse.reshape(-1)
+        self.labels, self.inverse = unique_labels(groups)
         self.sizes = np.bincount(self.inverse, minlength=len(self.labels))
         self.matrix = sp.csr_matrix(
             (np.ones(n_samples), (self.inverse, np.arange(n_samples))),
@@ -63,6 +75,12 @@ class GroupMembership:
     def rows_of(self, group_indices):
         """Row indices of the union of the groups numbered ``group_indices``."""
         return np.flatnonzero(np.isin(self.inverse, np.asarray(group_indices)))
+
+    def rows_in_order(self, group_indices):
+        """Rows of the groups ``group_indices``, group after group (in that order)."""
+        if len(group_indices) == 0:
+            return np.zeros(0, dtype=np.intp)
+        return np.concatenate([self.members(g) for g in group_indices])
 
 
 def check_groups(groups, n_samples):
@@ -98,6 +116,24 @@ def check_groups(groups, n_samples):
     return groups
 
 
+def mixed_key(g):
+    """Sort key of a label among labels of several types (see below)."""
+    if isinstance(g, numbers.Real):
+        return (0, "", g)
+    if isinstance(g, str):
+        return (1, "", g)
+    return (2, type(g).__name__, g)
+
+
+def unique_labels(groups):
+    """``np.unique(groups, return_inverse=True)``, also for mixed label types."""
+    try:
+        labels, inverse = np.unique(groups, return_inverse=True)
+    except TypeError:  # object labels of several types, e.g. 1 and "1"
+        labels, inverse = _unique_mixed(groups)
+    return labels, inverse.reshape(-1)
+
+
 def _unique_mixed(groups):
     """``np.unique(groups, return_inverse=True)`` for labels of several types.
 
@@ -106,14 +142,7 @@ def _unique_mixed(groups):
     sorted by value. Labels keep their type.
     """
 
-    def key(g):
-        if isinstance(g, numbers.Real):
-            return (0, "", g)
-        if isinstance(g, str):
-            return (1, "", g)
-        return (2, type(g).__name__, g)
-
-    keys = [key(g) for g in groups]
+    keys = [mixed_key(g) for g in groups]
     try:
         unique = sorted(set(keys))
     except TypeError:

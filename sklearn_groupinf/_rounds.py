@@ -137,7 +137,14 @@ def run_selection(
         )
     X, y, sw = fit.train
     n = _num_samples(X)
-    membership = None if groups is None else GroupMembership(groups, n)
+    if n_rounds > 1 and getattr(fit.state.backend, "distributed", False):
+        raise ValueError(
+            f"n_rounds={n_rounds} refits on the remaining rows after each round, "
+            "which is not available for Dask training data; use n_rounds=1 and "
+            "fit a new GroupInfluence on the remaining rows (e.g. X[~g.isin("
+            "selection.groups)]) for the next round."
+        )
+    membership = None if groups is None else fit.membership(groups)
     group_labels = None if membership is None else membership.labels
     unit_of_row = None if membership is None else membership.inverse
     n_pool = (
@@ -161,8 +168,11 @@ def run_selection(
     for r, k_r in enumerate(slices):
         cur_membership = None
         if membership is not None:
-            cur_membership = GroupMembership(unit_of_row[rows], len(rows))
-            pool = cur_membership.labels  # original group numbers still present
+            if r == 0:  # every group (Dask labels stay on the cluster)
+                cur_membership, pool = membership, np.arange(membership.n_groups)
+            else:
+                cur_membership = GroupMembership(unit_of_row[rows], len(rows))
+                pool = cur_membership.labels  # original group numbers still present
         cur_cand = None
         if cand is not None:
             cur_cand = tuple(
@@ -225,11 +235,7 @@ def run_selection(
     chosen = np.asarray(chosen, dtype=int)
     if membership is not None:
         result["groups"] = group_labels[chosen]
-        result["indices"] = (
-            np.concatenate([membership.members(g) for g in chosen])
-            if len(chosen)
-            else chosen
-        )
+        result["indices"] = membership.rows_in_order(chosen)
     else:
         result["indices"] = chosen
     return result

@@ -13,7 +13,6 @@ from ._estimators import (
     pairwise_form,
     quadratic_rows,
 )
-from ._groups import GroupMembership
 from ._results import GroupScores
 from ._rounds import run_selection
 from ._self_influence import self_influence as _self_influence
@@ -59,7 +58,7 @@ def score_groups(self, groups, *, method=None):
     """
     check_is_fitted(self, "influence_")
     st = self._state
-    membership = GroupMembership(groups, len(self.influence_))
+    membership = self._fitted.membership(groups)
     method = _resolve_method(self, method, sizes=membership.sizes)
     first = membership.aggregate(self.influence_[:, None])[:, 0]
     if method == "newton":
@@ -104,6 +103,8 @@ def self_influence(self, groups=None):
         ``TorchModel``. Positive: the unit's own loss rises without it. It
         equals ``influence_[i]`` of a ``GroupInfluence`` whose target set is
         the training set with ``target_weight`` one on row ``i`` only.
+        Per example with Dask training data: a Dask array chunked like
+        ``X`` (one product per chunk; compute it when needed).
 
     Notes
     -----
@@ -154,9 +155,7 @@ def self_influence(self, groups=None):
     (4,)
     """
     check_is_fitted(self, "influence_")
-    membership = (
-        None if groups is None else GroupMembership(groups, len(self.influence_))
-    )
+    membership = None if groups is None else self._fitted.membership(groups)
     return _self_influence(self._state, membership)
 
 

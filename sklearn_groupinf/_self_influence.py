@@ -36,9 +36,12 @@ def self_influence(state, membership=None, *, batch_size=1024):
     sigma : ndarray of shape (n_units,)
         First-order rise of each unit's own (summed) loss when it is removed,
         in the units of the estimator's usual metric per example
-        (``backend.metric_scale`` times ``l_i``).
+        (``backend.metric_scale`` times ``l_i``). Per example on a Dask
+        backend: a Dask array chunked like ``X``.
     """
     backend = state.backend
+    if membership is None and getattr(backend, "distributed", False):
+        return backend.self_influences(state.solver)  # Dask, chunked like X
     if membership is None:
         n = backend.n_samples
         out = np.empty(n)

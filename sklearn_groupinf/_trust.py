@@ -94,7 +94,7 @@ def curvature_share(state, rows, *, n_iter=30, tol=1e-3, seed=0):
     the backend has no per-example Hessian products.
     """
     backend, solver = state.backend, state.solver
-    rows = np.asarray(rows)
+    rows = rows if hasattr(rows, "groups") else np.asarray(rows)  # Dask GroupRows
     if len(rows) == 0:
         return 0.0
     exact = _share_from_factor(state, rows, max_rank=n_iter)

@@ -196,7 +196,10 @@ def test_dask_errors():
 @pytest.mark.parametrize("kind", ["logistic", pytest.param("poisson", marks=SLOW)])
 def test_self_influence_and_interaction_matrix(kind):
     gi, ref, X = _pair(kind)
-    assert _rel(gi.self_influence(), ref.self_influence()) < RTOL
+    sigma = gi.self_influence()  # per example: a Dask array chunked like X
+    assert isinstance(sigma, da.Array)
+    assert sigma.chunks[0] == (400, 400, 400, 300)
+    assert _rel(sigma.compute(), ref.self_influence()) < RTOL
     groups = np.random.default_rng(2).integers(0, 30, len(X))
     dgroups = da.from_array(groups, chunks=400)
     assert _rel(gi.self_influence(dgroups), ref.self_influence(groups)) < RTOL
@@ -310,11 +313,14 @@ def test_leave_group_out_dask_removing_a_class_is_refused():
 
 
 def test_gathering_too_many_rows_raises_memory_error(monkeypatch):
-    # per-example self-influence gathers rows; beyond max_gather_bytes the
+    # group Newton estimates gather each group's rows when the per-group
+    # Hessians would not fit in max_group_bytes; beyond max_gather_bytes the
     # request is refused before any row moves, naming the limit
     from sklearn_groupinf._dask_backend import DaskLinearBackend
 
-    gi, _, _ = _pair("logistic")
+    gi, _, X = _pair("logistic")
+    groups = da.from_array(np.arange(len(X)) % 3, chunks=400)
+    monkeypatch.setattr(DaskLinearBackend, "max_group_bytes", 0)
     monkeypatch.setattr(DaskLinearBackend, "max_gather_bytes", 1000)
     with pytest.raises(MemoryError, match="max_gather_bytes"):
-        gi.self_influence()
+        gi.score_groups(groups, method="newton")

@@ -176,3 +176,60 @@ def test_exact_median_and_topk_against_numpy(monkeypatch):
             expect = expect[np.isfinite(s[expect])]
             np.testing.assert_array_equal(order, expect)
             np.testing.assert_array_equal(vals, x[expect])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_group_labels_stay_on_the_cluster(_small_pieces, monkeypatch):
+    # labels as a Dask array: coded on the workers; scores (interaction and
+    # newton), group selection (interaction and newton), group and per-example
+    # self-influence and the group interaction matrix gather nothing of size
+    # n (the codes alone would be 4 n bytes); results equal in-memory ones
+    n, chunks = 12_000, 1500
+    X, y, _, _ = _data(n)
+    groups = np.random.default_rng(4).integers(0, 60, n) * 3
+    dg = da.from_array(groups, chunks=1500)
+    sizes = []
+    gather = distributed.Client.gather
+
+    def recording_gather(self, futures, *args, **kwargs):
+        out = gather(self, futures, *args, **kwargs)
+        sizes.append(_nbytes(out))
+        return out
+
+    kw = dict(X_target=X[:300], y_target=y[:300])
+    est = LogisticRegression()
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        gi = GroupInfluence(est, max_dense_bytes=100_000).fit(
+            da.from_array(X, chunks=(chunks, -1)), da.from_array(y, chunks=chunks), **kw
+        )
+        monkeypatch.setattr(distributed.Client, "gather", recording_gather)
+        scores = {m: gi.score_groups(dg, method=m) for m in ("interaction", "newton")}
+        picks = {
+            m: gi.select(4, groups=dg, method=m) for m in ("interaction", "newton")
+        }
+        sigma_g = gi.self_influence(dg)
+        sigma = gi.self_influence()  # lazy: a Dask array
+        K = gi.interaction_matrix(dg, form="dense")
+        monkeypatch.setattr(distributed.Client, "gather", gather)
+        assert isinstance(sigma, da.Array)
+        sigma = sigma.compute()
+    assert len(sizes) > 5
+    assert max(sizes) < 8 * n / 4, sorted(sizes)[-5:]
+    ref = GroupInfluence(est, max_dense_bytes=100_000).fit(X, y, **kw)
+    for m, res in scores.items():
+        exp = ref.score_groups(groups, method=m)
+        np.testing.assert_array_equal(res.groups, exp.groups)
+        assert _rel(res.estimate, exp.estimate) < RTOL
+    for m, s in picks.items():
+        r = ref.select(4, groups=groups, method=m)
+        np.testing.assert_array_equal(s.groups, r.groups)
+        np.testing.assert_array_equal(s.indices, r.indices)
+        assert _rel(s.estimates, r.estimates) < RTOL
+    assert _rel(sigma_g, ref.self_influence(groups)) < RTOL
+    assert _rel(sigma, ref.self_influence()) < RTOL
+    assert _rel(K, ref.interaction_matrix(groups, form="dense")) < RTOL
