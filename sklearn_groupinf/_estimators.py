@@ -197,12 +197,17 @@ class _FitState:
 
         When the backend's products are passes over its data
         (``cheap_removal_products``), the shifts are not stored, and a dense
-        ``n x n`` matrix could not be formed (``4 n^2 > max_bytes``).
+        ``n x n`` matrix could not be formed (``4 n^2 > max_bytes``), or
+        the rows are on a Dask cluster (``backend.distributed``: never
+        gathered).
         """
         return (
             getattr(self.backend, "cheap_removal_products", False)
             and self._U is None
-            and 4 * n_units * n_units > self.max_bytes
+            and (
+                4 * n_units * n_units > self.max_bytes
+                or getattr(self.backend, "distributed", False)
+            )
         )
 
     def _solve_factor_or_inverse(self, B, P):
