@@ -318,10 +318,15 @@ class GroupSelector(
         else:
             k = 0 if self.budget == 0 else max(1, int(np.floor(self.budget * n_units)))
         if k > n_units - 2:
+            fix = (
+                f"pass budget <= {n_units - 2} (an int), or a smaller fraction."
+                if n_units > 2
+                else f"use data with at least 3 {unit_name}, or budget=0."
+            )
             raise ValueError(
                 f"budget={self.budget!r} means removing {k} {unit_name}, but there "
                 f"are {n_units} {unit_name} and every internal fit must keep some; "
-                f"pass budget <= {n_units - 2} (an int), or a smaller fraction."
+                f"{fix}"
             )
         return k
 

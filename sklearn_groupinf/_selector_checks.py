@@ -11,6 +11,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._groups import check_groups
+
 
 def check_selector_input(selector, X, y, groups, sample_weight):
     """Validated ``(X, y, groups, sample_weight)`` for ``selector.fit``.
@@ -54,6 +56,7 @@ def check_selector_input(selector, X, y, groups, sample_weight):
                 "group label per row of X (the same array you would give "
                 "GroupKFold)."
             )
+        groups = check_groups(groups, n)  # no missing (None/NaN) labels
     elif selector.groups_as_units:
         raise ValueError(
             "groups_as_units=True removes whole groups, but fit got groups=None; "

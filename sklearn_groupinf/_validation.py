@@ -170,12 +170,39 @@ def validate_target_data(gi, X_target, y_target, target_weight):
         if y_target.dtype.kind == "f" and not np.all(np.isfinite(y_target)):
             raise ValueError("y_target contains NaN or infinity.")
     if target_weight is not None:
-        target_weight = _check_sample_weight(
-            target_weight, np.empty((n_t, 0)), ensure_non_negative=True
-        )
-        if target_weight.sum() <= 0:
-            raise ValueError("target_weight sums to zero; give some weight.")
+        target_weight = check_weights(target_weight, n_t, "target_weight", "X_target")
     return X_target, y_target, target_weight
+
+
+def check_weights(weight, n, name, rows, *, positive_sum=True):
+    """``weight`` (an array or a scalar) as ``n`` finite non-negative floats.
+
+    The errors name the argument (``target_weight``, ``candidate_weight``)
+    and the rows it weighs.
+    """
+    try:
+        w = np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must hold numbers, one weight per row of {rows}; got "
+            f"{type(weight).__name__}."
+        ) from None
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(
+            f"{name} has shape {w.shape}; pass one weight per row of {rows} "
+            f"(shape ({n},))."
+        )
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if np.any(bad):
+        raise ValueError(
+            f"{name} must be finite and non-negative; got "
+            f"{np.unique(w[bad])[:5].tolist()}."
+        )
+    if positive_sum and w.sum() <= 0:
+        raise ValueError(f"{name} sums to zero; give some rows a positive weight.")
+    return w
 
 
 def check_new_data(gi, X, name):
@@ -282,7 +309,8 @@ def check_candidates(gi, X_candidates, y_candidates, candidate_weight):
         raise ValueError(
             f"X_candidates has {n_c} rows but y_candidates has {len(y_candidates)}."
         )
-    w = None if candidate_weight is None else np.asarray(candidate_weight, float)
-    if w is not None and (w.shape != (n_c,) or np.any(w < 0)):
-        raise ValueError("candidate_weight must be non-negative, one per candidate.")
+    w = None
+    if candidate_weight is not None:
+        name, rows = "candidate_weight", "X_candidates"
+        w = check_weights(candidate_weight, n_c, name, rows, positive_sum=False)
     return X_candidates, y_candidates, w

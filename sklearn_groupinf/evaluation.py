@@ -85,6 +85,14 @@ class _Columns(BaseEstimator):
     the columns of other data with them (number, names and order)."""
 
 
+def _validate_columns(cols, X, **kwargs):
+    """``validate_data(cols, X)``; its messages name leave_group_out, not _Columns."""
+    try:
+        return validate_data(cols, X, dtype=np.float64, **kwargs)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("_Columns", "leave_group_out")) from None
+
+
 def _check_columns(X, X_target, frozen_final):
     """``X`` (and ``X_target``) as float arrays, columns checked as scikit-learn does.
 
@@ -100,11 +108,11 @@ def _check_columns(X, X_target, frozen_final):
                 "Pass the data (columns) it was fitted on."
             ) from exc
     cols = _Columns()
-    Xa = validate_data(cols, X, reset=True, dtype=np.float64)
+    Xa = _validate_columns(cols, X, reset=True)
     if X_target is None:
         return Xa, None
     try:
-        Xt = validate_data(cols, X_target, reset=False, dtype=np.float64)
+        Xt = _validate_columns(cols, X_target, reset=False)
     except ValueError as exc:
         raise ValueError(
             f"X_target does not match the training data X: {exc} Pass X_target "
@@ -297,6 +305,11 @@ def leave_group_out(
         check_is_fitted(model)
     if X_target is None and y_target is not None:
         raise ValueError("y_target was given without X_target; pass both.")
+    if X_target is not None and y_target is None and not callable(target):
+        raise ValueError(
+            "y_target is required with the default target (a metric needs the "
+            "true labels); pass y_target, or a callable target."
+        )
     if not pipeline:  # a Pipeline checks its own input
         X, X_target = _check_columns(X, X_target, model if frozen else None)
     y = np.asarray(y)

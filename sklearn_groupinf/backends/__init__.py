@@ -11,7 +11,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from ._base import ModelBackend
-from ._linear_specs import SUPPORTED, UnsupportedEstimatorError
+from ._linear_specs import UnsupportedEstimatorError, unsupported_error
 
 _REGISTRY = []
 
@@ -108,10 +108,7 @@ def get_backend(estimator, X, y, **kwargs):
     for predicate, factory in _REGISTRY:
         if predicate(final):
             return factory(final, X, y, feature_map=feature_map, **kwargs)
-    raise UnsupportedEstimatorError(
-        f"GroupInfluence does not support {type(final).__name__}. Supported: "
-        f"{SUPPORTED}; torch modules through sklearn_groupinf.torch.TorchModel."
-    )
+    raise unsupported_error(final)
 
 
 __all__ = [

@@ -27,6 +27,7 @@ from sklearn.linear_model import (
     GammaRegressor,
     LinearRegression,
     LogisticRegression,
+    LogisticRegressionCV,
     PoissonRegressor,
     Ridge,
     RidgeClassifier,
@@ -64,6 +65,31 @@ class UnsupportedEstimatorError(TypeError, ValueError):
     """The estimator, its loss or its penalty has no supported influence model."""
 
 
+#: estimators that choose their penalty by cross-validation -> the fixed model
+_CV_FIXED = {
+    "LogisticRegressionCV": "LogisticRegression(C=model.C_[0])",
+    "RidgeCV": "Ridge(alpha=model.alpha_)",
+    "RidgeClassifierCV": "RidgeClassifier(alpha=model.alpha_)",
+}
+
+
+def unsupported_error(est):
+    """The :class:`UnsupportedEstimatorError` for an estimator with no backend."""
+    name = type(est).__name__
+    msg = (
+        f"GroupInfluence does not support {name}. Supported: {SUPPORTED}; torch "
+        "modules through sklearn_groupinf.torch.TorchModel."
+    )
+    if name in _CV_FIXED:
+        msg += (
+            f" {name} chooses its penalty by cross-validation, and removing a "
+            "group would change that choice; fit it on all the data (model = "
+            f"{name}(...).fit(X, y)), then pass {_CV_FIXED[name]}, which holds "
+            "the chosen penalty fixed."
+        )
+    return UnsupportedEstimatorError(msg)
+
+
 @dataclass
 class LinearSpec:
     """The objective of a fitted linear estimator, in the backend's conventions.
@@ -92,19 +118,18 @@ class LinearSpec:
     def n_outputs(self):
         return self.coef.shape[0]
 
-    def encode_y(self, y):
-        """Encode labels / targets the way the estimator's loss sees them."""
+    def encode_y(self, y, name="y"):
+        """Encode labels / targets the way the estimator's loss sees them.
+
+        ``name`` is the argument the labels came in (``y``, ``y_target``,
+        ``y_candidates``), used in the error messages: labels the estimator was
+        not fitted on, missing labels, non-finite targets, a number of target
+        columns other than the estimator's outputs, and targets outside the
+        range of a GLM's deviance are refused.
+        """
         y = np.asarray(y)
         if self.y_encoding in ("binary", "index", "pm1"):
-            index = np.searchsorted(self.classes, y)
-            index = np.clip(index, 0, len(self.classes) - 1)
-            unknown = self.classes[index] != y
-            if np.any(unknown):
-                raise ValueError(
-                    f"y contains labels {np.unique(y[unknown])[:5].tolist()} that "
-                    f"the estimator was not fitted on; classes_ = "
-                    f"{self.classes.tolist()}."
-                )
+            index = self.class_index(y, name)
             if self.y_encoding == "binary":
                 return (index == 1).astype(np.float64)
             if self.y_encoding == "index":
@@ -112,8 +137,82 @@ class LinearSpec:
             Y = -np.ones((len(y), len(self.classes)))
             Y[np.arange(len(y)), index] = 1.0
             return Y[:, 1:2] if len(self.classes) == 2 else Y
-        y = y.astype(np.float64)
-        return y.reshape(len(y), -1)
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name} must hold numbers (the estimator is a regressor); got "
+                f"values of dtype {y.dtype}, e.g. {y.ravel()[:3].tolist()}."
+            ) from None
+        y = y.reshape(len(y), -1)
+        if not np.all(np.isfinite(y)):
+            raise ValueError(
+                f"{name} contains {int(np.sum(~np.isfinite(y)))} NaN or infinite "
+                "values; drop those rows or fill them."
+            )
+        if y.shape[1] != self.n_outputs:
+            raise ValueError(
+                f"{name} has {y.shape[1]} column(s) but the estimator predicts "
+                f"{self.n_outputs} output(s); pass {name} with one column per "
+                "output, like the y it was fitted on."
+            )
+        self._check_range(y, name)
+        return y
+
+    def class_index(self, y, name="y"):
+        """Index of each label in ``classes`` (refusing unknown or missing ones)."""
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim != 1:
+            raise ValueError(
+                f"{name} must be 1-D (one class label per row) for a classifier; "
+                f"got shape {y.shape}."
+            )
+        if y.dtype.kind == "O":
+            missing = sum(v is None or (isinstance(v, float) and v != v) for v in y)
+        else:
+            missing = int(np.isnan(y).sum()) if y.dtype.kind == "f" else 0
+        if missing:
+            raise ValueError(
+                f"{name} contains {missing} missing labels (None/NaN); drop "
+                "those rows or give them a class."
+            )
+        try:
+            index = np.searchsorted(self.classes, y)
+            index = np.clip(index, 0, len(self.classes) - 1)
+            unknown = self.classes[index] != y
+        except TypeError:  # labels of other types than classes_ (e.g. str vs int)
+            position = {c: i for i, c in enumerate(self.classes.tolist())}
+            index = np.array([position.get(v, 0) for v in y.tolist()], dtype=np.intp)
+            unknown = np.array([v not in position for v in y.tolist()])
+        if np.any(unknown):
+            bad = list(dict.fromkeys(y[unknown].tolist()))
+            try:
+                bad = sorted(bad)[:5]
+            except TypeError:  # labels of several types: in order of appearance
+                bad = bad[:5]
+            raise ValueError(
+                f"{name} contains labels {bad} that the estimator was not fitted "
+                f"on; classes_ = {self.classes.tolist()}. Pass {name} with the "
+                "training labels."
+            )
+        return index
+
+    def _check_range(self, y, name):
+        """Targets outside the domain of a Tweedie deviance are refused."""
+        power = getattr(self.loss, "power", None)
+        if power is None or power == 0:
+            return
+        bad = y < 0 if power < 2 else y <= 0
+        if np.any(bad):
+            need = ">= 0" if power < 2 else "> 0"
+            raise ValueError(
+                f"{name} contains values {np.unique(y[bad])[:5].tolist()} outside "
+                f"the range of the {self.target.name} (power={power:g}), which "
+                f"needs {name} {need}; drop those rows, or use a model whose "
+                "deviance accepts them."
+            )
 
     def class_weights_of(self, y):
         """Per-example class weights (ones when the estimator has none)."""
@@ -285,6 +384,8 @@ def linear_spec(est, y, sample_weight=None):
     -------
     spec : LinearSpec
     """
+    if isinstance(est, LogisticRegressionCV):  # a subclass with other parameters
+        raise unsupported_error(est)
     if isinstance(est, LogisticRegression):
         return _logistic_spec(est, y, sample_weight)
     if isinstance(est, RidgeClassifier):
@@ -295,7 +396,4 @@ def linear_spec(est, y, sample_weight=None):
         return _least_squares_spec(est, 0.0, y, sample_weight, False)
     if isinstance(est, (PoissonRegressor, GammaRegressor, TweedieRegressor)):
         return _glm_spec(est)
-    raise UnsupportedEstimatorError(
-        f"GroupInfluence does not support {type(est).__name__}. Supported: "
-        f"{SUPPORTED}; torch modules through sklearn_groupinf.torch.TorchModel."
-    )
+    raise unsupported_error(est)

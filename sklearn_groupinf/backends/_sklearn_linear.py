@@ -31,6 +31,26 @@ def _dense(X):
     return np.asarray(X, dtype=np.float64)
 
 
+def _weights(weight, n, name, rows, *, positive_sum=True):
+    """``weight`` as finite non-negative float64 of length ``n`` (ones if None)."""
+    if weight is None:
+        return np.ones(n)
+    w = np.asarray(weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(
+            f"{name} has shape {w.shape}; pass one weight per row of {rows} "
+            f"(shape ({n},))."
+        )
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(
+            f"{name} must be finite and non-negative; got "
+            f"{np.unique(w[~(np.isfinite(w) & (w >= 0))])[:5].tolist()}."
+        )
+    if positive_sum and w.sum() <= 0:
+        raise ValueError(f"{name} sums to zero; give some rows a positive weight.")
+    return w
+
+
 def _sandwich(Xt, W):
     """``sum_i W_i (x) x~_i x~_i'`` for ``W`` of shape ``(n, K, K)`` -> ``(P, P)``.
 
@@ -126,22 +146,23 @@ class SklearnLinearBackend(ModelBackend):
     def _set_target(self, X_target, y_target, target_weight, target):
         self._Xf = self._design(X_target)
         m = self._Xf.shape[0]
-        self._wt = (
-            np.ones(m)
-            if target_weight is None
-            else np.asarray(target_weight, dtype=np.float64)
-        )
+        self._wt = _weights(target_weight, m, "target_weight", "X_target")
+        if y_target is not None and len(y_target) != m:
+            raise ValueError(
+                f"X_target has {m} rows but y_target has {len(y_target)}; pass "
+                "one label per target row."
+            )
         if callable(target):
             self._phi = TorchCallableTarget(target, self._k)
             if y_target is None:
                 self._yf = np.zeros(m)
             elif self.spec.classes is not None:
-                self._yf = np.searchsorted(self.spec.classes, y_target).astype(float)
+                self._yf = self.spec.class_index(y_target, "y_target").astype(float)
             else:
                 self._yf = np.asarray(y_target, dtype=np.float64)
         else:
             self._phi = self.spec.target
-            self._yf = self.spec.encode_y(y_target)
+            self._yf = self.spec.encode_y(y_target, "y_target")
         self.target_name = self._phi.name
 
     def _gauge_directions(self):
@@ -306,8 +327,9 @@ class SklearnLinearBackend(ModelBackend):
 
     def candidate_gradients(self, X, y, sample_weight=None):
         Xt = self._design(X)
-        yy = self.spec.encode_y(y)
-        sw = np.ones(len(Xt)) if sample_weight is None else np.asarray(sample_weight)
+        yy = self.spec.encode_y(y, "y_candidates")
+        name, rows = "candidate_weight", "X_candidates"
+        sw = _weights(sample_weight, len(Xt), name, rows, positive_sum=False)
         s = sw * self.spec.class_weights_of(y)
         g, _ = self.spec.loss.gradient_hessian(self._loss_y(yy), self._raw(Xt))
         Q = self._outer(self.spec.c * g * s[:, None], Xt)

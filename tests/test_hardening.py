@@ -1,0 +1,414 @@
+"""Adversarial inputs on the scikit-learn linear backends.
+
+Every public entry point (``GroupInfluence``, ``GroupSelector``,
+``evaluation.leave_group_out``) gets the inputs a scikit-learn user passes:
+pandas containers, other dtypes and label types, zero weights, odd group
+labels, degenerate designs, edge budgets, meta-estimator round trips. Each
+case gives either the right answer, checked against a reference (the numpy /
+float64 / integer-label result, an exact refit, the rows dropped), or a
+``ValueError`` / ``TypeError`` that names the argument, the value and the fix.
+"""
+
+import pickle
+import re
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import (
+    GammaRegressor,
+    LinearRegression,
+    LogisticRegression,
+    LogisticRegressionCV,
+    PoissonRegressor,
+    Ridge,
+    RidgeClassifierCV,
+    RidgeCV,
+    TweedieRegressor,
+)
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils.validation import NotFittedError
+
+from sklearn_groupinf import GroupInfluence, GroupSelector, UnsupportedEstimatorError
+from sklearn_groupinf.evaluation import leave_group_out
+
+pd = pytest.importorskip("pandas")
+
+N, D = 150, 5
+
+
+@pytest.fixture(scope="module")
+def small(breast_cancer):
+    """150 training rows, 5 standardised features, 100 target rows, 5 groups."""
+    X, y, Xt, yt = breast_cancer
+    return X[:N, :D], y[:N], Xt[:100, :D], yt[:100], np.arange(N) % 5
+
+
+@pytest.fixture(scope="module")
+def fitted(small):
+    X, y, Xt, yt, _ = small
+    return GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt)
+
+
+# ------------------------------------------------------------ containers, dtypes
+def test_pandas_containers_equal_numpy_and_keep_column_names(small, fitted):
+    X, y, Xt, yt, g = small
+    cols = [f"c{j}" for j in range(D)]
+    Xd, Xtd = pd.DataFrame(X, columns=cols), pd.DataFrame(Xt, columns=cols)
+    gi = GroupInfluence(LogisticRegression()).fit(
+        Xd, pd.Series(y), X_target=Xtd, y_target=pd.Series(yt)
+    )
+    np.testing.assert_array_equal(gi.feature_names_in_, cols)
+    np.testing.assert_allclose(gi.influence_, fitted.influence_, rtol=1e-12)
+    by_series = gi.score_groups(pd.Series(g, index=np.arange(N)[::-1]))  # positional
+    np.testing.assert_allclose(
+        by_series.estimate, fitted.score_groups(g).estimate, rtol=1e-12
+    )
+    sel = GroupSelector(LogisticRegression(), budget=3).fit(Xd, pd.Series(y))
+    np.testing.assert_array_equal(sel.feature_names_in_, cols)
+    ref = leave_group_out(LogisticRegression(), X, y, g, X_target=Xt, y_target=yt)
+    lgo = leave_group_out(
+        LogisticRegression(), Xd, pd.Series(y), pd.Series(g), X_target=Xtd,
+        y_target=pd.Series(yt),
+    )  # fmt: skip
+    np.testing.assert_allclose(lgo.actual, ref.actual, rtol=1e-9)
+
+
+def test_float32_and_integer_features_are_computed_in_float64(small):
+    X, y, Xt, yt, g = small
+    X32, Xt32 = X.astype(np.float32), Xt.astype(np.float32)
+    a = GroupInfluence(LogisticRegression()).fit(X32, y, X_target=Xt32, y_target=yt)
+    # the reference: the same float32 values, upcast by the caller
+    b = GroupInfluence(LogisticRegression()).fit(
+        X32.astype(np.float64), y, X_target=Xt32.astype(np.float64), y_target=yt
+    )
+    assert a.theta_.dtype == a.influence_.dtype == np.float64
+    np.testing.assert_allclose(a.influence_, b.influence_, rtol=1e-6, atol=1e-12)
+    Xi = np.round(X * 10).astype(np.int64)
+    c = GroupInfluence(Ridge()).fit(Xi, y.astype(float))
+    d = GroupInfluence(Ridge()).fit(Xi.astype(float), y.astype(float))
+    np.testing.assert_allclose(c.influence_, d.influence_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["str", "bool", "category", "nullable"])
+def test_label_types_give_the_integer_label_influences(small, fitted, kind):
+    X, y, Xt, yt, _ = small
+
+    def encode(labels):
+        if kind == "str":
+            return np.where(labels == 1, "pos", "neg")
+        if kind == "bool":
+            return labels == 1
+        if kind == "category":
+            return pd.Series(pd.Categorical(np.where(labels == 1, "b", "a")))
+        return pd.Series(labels).astype("Int64")  # pandas' nullable integers
+
+    gi = GroupInfluence(LogisticRegression()).fit(
+        X, encode(y), X_target=Xt, y_target=encode(yt)
+    )
+    np.testing.assert_allclose(gi.influence_, fitted.influence_, rtol=1e-12)
+
+
+def test_string_multiclass_labels_equal_integer_codes(small):
+    X, _, Xt, _, _ = small
+    y, yt = np.arange(N) % 3, np.arange(len(Xt)) % 3
+    names = np.array(["cat", "dog", "eel"])
+    a = GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt)
+    b = GroupInfluence(LogisticRegression()).fit(
+        X, names[y], X_target=Xt, y_target=names[yt]
+    )
+    np.testing.assert_array_equal(b.classes_, names)
+    np.testing.assert_allclose(b.influence_, a.influence_, rtol=1e-12)
+
+
+# ----------------------------------------------------------------- weights
+@pytest.mark.parametrize("model", [LogisticRegression(), PoissonRegressor()])
+def test_zero_sample_weight_is_removal(small, model):
+    X, y, Xt, yt, _ = small
+    if not is_classifier(model):  # Poisson: positive counts
+        y, yt = y + 1.0, yt + 1.0
+    w = np.ones(N)
+    w[:10] = 0.0
+    a = GroupInfluence(model).fit(X, y, w, X_target=Xt, y_target=yt)
+    b = GroupInfluence(model).fit(X[10:], y[10:], X_target=Xt, y_target=yt)
+    np.testing.assert_array_equal(a.influence_[:10], 0.0)
+    np.testing.assert_allclose(a.influence_[10:], b.influence_, rtol=1e-6, atol=1e-12)
+    assert a.target_value_ == pytest.approx(b.target_value_, rel=1e-8)
+
+
+def test_weights_are_checked_and_named(small, fitted):
+    X, y, Xt, yt, g = small
+    m = len(yt)
+    cases = [
+        (np.r_[np.nan, np.ones(m - 1)], r"target_weight must be finite.*\[nan\]"),
+        (-np.ones(m), r"target_weight must be finite and non-negative.*-1\.0"),
+        (np.zeros(m), "target_weight sums to zero"),
+        (np.ones(3), r"target_weight has shape \(3,\).*X_target"),
+    ]
+    for tw, match in cases:
+        with pytest.raises(ValueError, match=match):  # was: "sample_weight ..."
+            GroupInfluence(LogisticRegression()).fit(
+                X, y, X_target=Xt, y_target=yt, target_weight=tw
+            )
+        with pytest.raises(ValueError, match=match):  # was: FloatingPointError
+            leave_group_out(
+                LogisticRegression(), X, y, g, X_target=Xt, y_target=yt,
+                target_weight=tw,
+            )  # fmt: skip
+    with pytest.raises(ValueError, match=r"candidate_weight must be finite.*nan"):
+        # was accepted: NaN weights, candidates picked in index order
+        fitted.select(
+            3, action="add", X_candidates=Xt, y_candidates=yt,
+            candidate_weight=np.full(m, np.nan),
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------- target labels
+def test_target_and_candidate_labels_are_checked_and_named(small, fitted):
+    X, y, Xt, yt, g = small
+    unseen = np.where(np.arange(len(yt)) < 2, 7, yt)
+    with pytest.raises(ValueError, match=r"y_target contains labels \[7\]"):
+        GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=unseen)
+    with pytest.raises(ValueError, match=r"y_target contains labels \[7\]"):
+        leave_group_out(LogisticRegression(), X, y, g, X_target=Xt, y_target=unseen)
+    missing = yt.astype(object)
+    missing[0] = None  # was: TypeError '<' not supported ... 'NoneType'
+    with pytest.raises(ValueError, match="y_target contains 1 missing labels"):
+        GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=missing)
+    with pytest.raises(ValueError, match=r"y_candidates contains labels \[7\]"):
+        fitted.select(3, action="add", X_candidates=Xt, y_candidates=unseen)
+    with pytest.raises(ValueError, match="y_target is required"):  # was: TypeError
+        leave_group_out(LogisticRegression(), X, y, g, X_target=Xt)
+    with pytest.raises(ValueError, match="X_target has 100 rows but y_target has 99"):
+        leave_group_out(  # was: numpy broadcast error
+            LogisticRegression(), X, y, g, X_target=Xt, y_target=yt[:-1]
+        )
+
+
+def test_regression_targets_are_checked(small):
+    X, y, Xt, yt, g = small
+    y, yt = y.astype(float), yt.astype(float)
+    nan_t = np.r_[np.nan, yt[1:]]
+    with pytest.raises(ValueError, match="y_target contains 1 NaN"):
+        # was: FloatingPointError "a refit diverged"
+        leave_group_out(Ridge(), X, y, g, X_target=Xt, y_target=nan_t)
+    Y, Yt = np.c_[y, -y], np.c_[yt, -yt]
+    for model_y, target_y, k, m in [
+        (y, Yt, 2, 1),  # was: numpy broadcast error
+        (Y, np.c_[Yt, yt], 3, 2),  # was: numpy broadcast error
+        (Y, yt, 1, 2),  # was accepted: the one column compared with both outputs
+    ]:
+        match = rf"y_target has {k} column\(s\) but the estimator predicts {m}"
+        with pytest.raises(ValueError, match=match):
+            GroupInfluence(Ridge()).fit(X, model_y, X_target=Xt, y_target=target_y)
+    with pytest.raises(ValueError, match=match):
+        leave_group_out(Ridge(), X, Y, g, X_target=Xt, y_target=yt)
+    gi = GroupInfluence(Ridge()).fit(X, y)
+    with pytest.raises(ValueError, match="y_candidates contains 100 NaN"):
+        # was accepted: NaN gradients, candidates picked in index order
+        gi.select(3, action="add", X_candidates=Xt, y_candidates=np.full(100, np.nan))
+
+
+@pytest.mark.parametrize(
+    "model, bad, need",
+    [
+        (PoissonRegressor(), -0.5, ">= 0"),
+        (GammaRegressor(), 0.0, "> 0"),
+        (TweedieRegressor(power=1.5), -0.5, ">= 0"),
+    ],
+)
+def test_glm_targets_outside_the_deviance_domain_are_refused(small, model, bad, need):
+    X, y, Xt, yt, g = small
+    y, yt = y + 1.0, yt + 1.0
+    yt_bad = np.where(np.arange(len(yt)) == 3, bad, yt)
+    match = rf"y_target contains values \[{bad}\].*needs y_target {need}"
+    # was: a finite but meaningless target value (Poisson, Tweedie) or inf (Gamma)
+    with pytest.raises(ValueError, match=match):
+        GroupInfluence(model).fit(X, y, X_target=Xt, y_target=yt_bad)
+    with pytest.raises(ValueError, match=match):
+        leave_group_out(model, X, y, g, X_target=Xt, y_target=yt_bad)
+    gi = GroupInfluence(model).fit(X, y)
+    with pytest.raises(ValueError, match=rf"y_candidates contains values \[{bad}\]"):
+        gi.select(2, action="add", X_candidates=Xt, y_candidates=yt_bad)
+
+
+# ------------------------------------------------------------------ groups
+def test_group_label_containers_equal_integer_codes(small, fitted):
+    X, y, _, _, g = small
+    ref = fitted.score_groups(g, method="interaction")
+    names = np.array(["a", "b", "c", "d", "e"])
+    unused = pd.Categorical(names[g], categories=["zz", *names])  # "zz" unused
+    for groups in (names[g], unused, pd.Series(unused), g[:, None]):
+        res = fitted.score_groups(groups, method="interaction")
+        assert len(res.groups) == 5  # unused categories are not groups
+        np.testing.assert_allclose(res.estimate, ref.estimate, rtol=1e-12)
+    sel = GroupSelector(LogisticRegression(), budget=1, groups_as_units=True)
+    removed = sel.fit(X, y, groups=unused).removed_groups_
+    assert set(removed) <= set(names)
+    codes = GroupSelector(LogisticRegression(), budget=1, groups_as_units=True)
+    assert names[codes.fit(X, y, groups=g).removed_groups_[0]] == removed[0]
+
+
+def test_missing_group_labels_are_refused_everywhere(small, fitted):
+    X, y, _, _, g = small
+    with_nan = np.where(g == 0, np.nan, g)
+    with_none = np.where(g == 0, None, g).astype(object)
+    for groups in (with_nan, with_none):
+        with pytest.raises(ValueError, match="groups contains .*(NaN|missing)"):
+            fitted.score_groups(groups)
+        with pytest.raises(ValueError, match="groups contains .*(NaN|missing)"):
+            leave_group_out(LogisticRegression(), X, y, groups)
+        # GroupSelector: NaN was one more group, None a TypeError from np.unique
+        with pytest.raises(ValueError, match="groups contains .*(NaN|missing)"):
+            GroupSelector(LogisticRegression(), budget=1, groups_as_units=True).fit(
+                X, y, groups=groups
+            )
+
+
+def test_groups_of_the_wrong_length_name_the_shape(small, fitted):
+    _, _, _, _, g = small
+    for groups in (g[:-1], [], np.c_[g, g]):
+        with pytest.raises(ValueError, match=rf"groups must have shape \({N},\)"):
+            fitted.score_groups(groups)
+
+
+# ------------------------------------------------------- degenerate designs
+@pytest.mark.parametrize("design", ["duplicates", "constant", "collinear", "wide"])
+def test_ridge_newton_is_exact_on_degenerate_designs(small, design):
+    X, y, Xt, yt, g = small
+    y, yt = y.astype(float), yt.astype(float)
+    rng = np.random.default_rng(0)
+    if design == "duplicates":
+        X, y, g = np.vstack([X, X[:20]]), np.r_[y, y[:20]], np.r_[g, g[:20]]
+    elif design == "constant":
+        X, Xt = np.c_[X, np.ones(len(X))], np.c_[Xt, np.ones(len(Xt))]
+    elif design == "collinear":
+        X, Xt = np.c_[X, 2 * X[:, 0]], np.c_[Xt, 2 * Xt[:, 0]]
+    else:  # more features than rows
+        X, y, g = rng.normal(size=(40, 60)), y[:40], g[:40]
+        Xt = rng.normal(size=(len(yt), 60))
+    gi = GroupInfluence(Ridge(alpha=1.0)).fit(X, y, X_target=Xt, y_target=yt)
+    est = gi.score_groups(g, method="newton").estimate
+    ref = leave_group_out(Ridge(alpha=1.0), X, y, g, X_target=Xt, y_target=yt)
+    np.testing.assert_allclose(est, ref.actual, rtol=1e-6, atol=1e-12)
+    if design == "duplicates":  # identical rows, identical influence
+        np.testing.assert_allclose(gi.influence_[N:], gi.influence_[:20], rtol=1e-10)
+
+
+# -------------------------------------------------------------- estimators
+@pytest.mark.parametrize(
+    "model, fixed",
+    [
+        (LogisticRegressionCV(Cs=2, cv=2), "LogisticRegression(C=model.C_[0])"),
+        (RidgeCV(), "Ridge(alpha=model.alpha_)"),
+        (RidgeClassifierCV(), "RidgeClassifier(alpha=model.alpha_)"),
+    ],
+)
+def test_cross_validated_estimators_point_to_the_fixed_model(small, model, fixed):
+    X, y, _, _, _ = small
+    if isinstance(model, RidgeCV):
+        y = y.astype(float)
+    # LogisticRegressionCV (a LogisticRegression subclass) was an AttributeError
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # its 1.10 deprecations
+        with pytest.raises(
+            UnsupportedEstimatorError, match=rf"pass {re.escape(fixed)}"
+        ):
+            GroupInfluence(model).fit(X, y)
+
+
+def test_unfitted_frozen_estimator_and_unfitted_methods(small):
+    X, y, _, _, g = small
+    with pytest.raises(NotFittedError):
+        GroupInfluence(FrozenEstimator(LogisticRegression())).fit(X, y)
+    gi = GroupInfluence(LogisticRegression())
+    for call in (
+        lambda: gi.score_groups(g),
+        lambda: gi.select(3),
+        lambda: gi.self_influence(),
+        lambda: gi.interaction_matrix(),
+        lambda: gi.predict(X),
+    ):
+        with pytest.raises(NotFittedError):
+            call()
+
+
+# ------------------------------------------------------------------ budgets
+def test_select_budget_edge_cases(fitted):
+    with pytest.raises(ValueError, match="budget must be >= 1; got 0"):
+        fitted.select(0)
+    with pytest.raises(ValueError, match=rf"budget={N + 1} is larger than the pool"):
+        fitted.select(N + 1)
+    with pytest.raises(ValueError, match=r"fractional budget must be in \(0, 1\]"):
+        fitted.select(1.5)
+    with pytest.raises(TypeError, match="budget must be an int or a float"):
+        fitted.select("5")
+    everything = fitted.select(1.0, method="first_order").indices
+    np.testing.assert_array_equal(np.sort(everything), np.arange(N))
+    assert len(fitted.select(0.1).indices) == 15  # floor(0.1 * 150)
+    np.testing.assert_array_equal(
+        fitted.select(np.int64(3)).indices, fitted.select(3).indices
+    )
+
+
+def test_selector_budget_larger_than_the_units_names_the_fix(small):
+    X, y, _, _, _ = small
+    sel = GroupSelector(LogisticRegression(), budget=1, groups_as_units=True)
+    # was: "pass budget <= -1 (an int)"
+    with pytest.raises(
+        ValueError, match="use data with at least 3 groups, or budget=0"
+    ):
+        sel.fit(X, y, groups=np.zeros(N))
+    with pytest.raises(ValueError, match=rf"pass budget <= {N - 2}"):
+        GroupSelector(LogisticRegression(), budget=N).fit(X, y)
+
+
+# --------------------------------------------------------- meta-estimators
+def test_clone_params_and_pickle_round_trips(small, fitted):
+    X, y, Xt, yt, g = small
+    gi = GroupInfluence(LogisticRegression(), method="interaction", damping=1e-3)
+    twin = clone(gi)
+    assert twin.get_params()["damping"] == 1e-3 and twin.estimator is not gi.estimator
+    twin.set_params(estimator__C=0.1, damping=0.0)
+    a = twin.fit(X, y, X_target=Xt, y_target=yt)
+    b = GroupInfluence(LogisticRegression(C=0.1), method="interaction").fit(
+        X, y, X_target=Xt, y_target=yt
+    )
+    np.testing.assert_allclose(a.influence_, b.influence_, rtol=1e-12)
+    back = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(
+        back.score_groups(g).estimate, fitted.score_groups(g).estimate
+    )
+    np.testing.assert_array_equal(back.select(4).indices, fitted.select(4).indices)
+    np.testing.assert_array_equal(
+        back.interaction_matrix(g), fitted.interaction_matrix(g)
+    )
+    sel = GroupSelector(LogisticRegression(), budget=3).fit(X, y)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(sel)).predict_proba(Xt), sel.predict_proba(Xt)
+    )
+
+
+def test_gridsearch_tunes_the_wrapped_estimator(small):
+    X, y, _, _, _ = small
+    search = GridSearchCV(
+        GroupInfluence(LogisticRegression()), {"estimator__C": [0.01, 1.0]}, cv=3
+    ).fit(X, y)
+    best = search.best_estimator_
+    ref = GroupInfluence(LogisticRegression(C=search.best_params_["estimator__C"]))
+    np.testing.assert_allclose(best.influence_, ref.fit(X, y).influence_, rtol=1e-12)
+    assert search.score(X, y) == best.estimator_.score(X, y)
+
+
+def test_sparse_training_data_is_refused_with_the_fix(small):
+    sp = pytest.importorskip("scipy.sparse")
+    X, y, _, _, g = small
+    for call in (
+        lambda: GroupInfluence(LogisticRegression()).fit(sp.csr_matrix(X), y),
+        lambda: GroupSelector(LinearRegression(), budget=2).fit(sp.csc_matrix(X), y),
+        lambda: leave_group_out(LogisticRegression(), sp.csr_matrix(X), y, g),
+    ):
+        with pytest.raises(TypeError, match=r"Sparse data.*toarray\(\)"):
+            call()
