@@ -377,6 +377,30 @@ class DaskLinearBackend(ModelBackend):
     #: largest size (bytes) of the per-group Hessians kept by prepare_groups
     max_group_bytes = 2 * 1024**3
 
+    #: Dask group labels whose codes (and per-group sums) are kept, by token
+    max_memberships = 4
+
+    def membership(self, groups):
+        """The :class:`~._dask_groups.DaskGroupMembership` of ``groups``.
+
+        Kept for labels given as a Dask collection (by its token: the same
+        column gives the same codes), so that later calls reuse the codes
+        and the per-group sums reduced for them.
+        """
+        from ._dask_groups import DaskGroupMembership
+
+        if not is_dask(groups):
+            return DaskGroupMembership(groups, self.X)
+        from dask.base import tokenize
+
+        kept = self.__dict__.setdefault("_memberships", {})
+        key = tokenize(groups)
+        if key not in kept:
+            while len(kept) >= self.max_memberships:
+                kept.pop(next(iter(kept)))
+            kept[key] = DaskGroupMembership(groups, self.X)
+        return kept[key]
+
     def prepare_groups(self, membership):
         """Reduce ``H_g`` and ``q_g`` of every group over the chunks (one pass).
 

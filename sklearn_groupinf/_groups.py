@@ -21,9 +21,7 @@ def group_membership(groups, n_samples, backend=None):
     :class:`GroupMembership` (Dask labels of an in-memory fit are computed).
     """
     if getattr(backend, "distributed", False):
-        from ._dask_groups import DaskGroupMembership
-
-        return DaskGroupMembership(groups, backend.X)
+        return backend.membership(groups)
     return GroupMembership(groups, n_samples)
 
 

@@ -168,3 +168,31 @@ def test_rounds_on_dask_are_refused():
     gi, _, groups = _pair(LogisticRegression(C=0.3), 400)
     with pytest.raises(ValueError, match="n_rounds=2"):
         gi.select(4, groups=da.from_array(groups, chunks=400), n_rounds=2)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_dask_labels_are_coded_once(monkeypatch):
+    # the same Dask column in later calls reuses its codes and per-group sums
+    from sklearn_groupinf import _dask_groups
+
+    gi, ref, groups = _pair(LogisticRegression(C=0.3), 400)
+    made = []
+    init = _dask_groups.DaskGroupMembership.__init__
+
+    def counting(self, *args):
+        made.append(1)
+        init(self, *args)
+
+    monkeypatch.setattr(_dask_groups.DaskGroupMembership, "__init__", counting)
+    dg = da.from_array(groups, chunks=400)
+    res = gi.score_groups(dg, method="newton")
+    cached = gi._state.backend._cache["groups"]
+    s = gi.select(3, groups=da.from_array(groups, chunks=400), method="newton")
+    assert len(made) == 1
+    assert gi._state.backend._cache["groups"] is cached  # not reduced again
+    assert _rel(res.estimate, ref.score_groups(groups, method="newton").estimate) < RTOL
+    np.testing.assert_array_equal(
+        s.groups, ref.select(3, groups=groups, method="newton").groups
+    )
+    gi.score_groups(groups % 7)  # other labels: coded anew
+    assert len(made) == 2
