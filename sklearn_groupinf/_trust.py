@@ -241,7 +241,17 @@ def assess_groups(state, membership, method, estimate, first, *, estimates=None)
                 for g in range(len(estimate))
             ]
         )
+    if method == "newton" and _newton_is_exact(state):
+        # quadratic objective, no damping: the group-Newton step is the refit
+        # itself, wrong only where H - H_S is singular (a share of 1)
+        return ~(np.nan_to_num(share) >= 1.0 - 1e-9), share
     return trust_flags(estimate, reference, share, max_spread=max_spread), share
+
+
+def _newton_is_exact(state):
+    """Group-Newton estimates equal refits (quadratic loss, undamped ``H``)."""
+    exact = getattr(state.backend, "newton_is_exact", False)
+    return exact and getattr(state.solver, "damping", None) == 0
 
 
 def _estimate(state, membership, method, first):

@@ -31,7 +31,12 @@ from sklearn.linear_model import (
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.validation import NotFittedError
 
-from sklearn_groupinf import GroupInfluence, GroupSelector, UnsupportedEstimatorError
+from sklearn_groupinf import (
+    GroupInfluence,
+    GroupSelector,
+    UnreliableEstimateWarning,
+    UnsupportedEstimatorError,
+)
 from sklearn_groupinf.evaluation import leave_group_out
 
 pd = pytest.importorskip("pandas")
@@ -290,11 +295,39 @@ def test_ridge_newton_is_exact_on_degenerate_designs(small, design):
         X, y, g = rng.normal(size=(40, 60)), y[:40], g[:40]
         Xt = rng.normal(size=(len(yt), 60))
     gi = GroupInfluence(Ridge(alpha=1.0)).fit(X, y, X_target=Xt, y_target=yt)
-    est = gi.score_groups(g, method="newton").estimate
+    with warnings.catch_warnings():
+        # was (wide design): every exact estimate flagged "even its sign is
+        # uncertain" because each group carries directions of its own
+        warnings.simplefilter("error", UnreliableEstimateWarning)
+        res = gi.score_groups(g, method="newton")
+    assert res.reliable.all()
     ref = leave_group_out(Ridge(alpha=1.0), X, y, g, X_target=Xt, y_target=yt)
-    np.testing.assert_allclose(est, ref.actual, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(res.estimate, ref.actual, rtol=1e-6, atol=1e-12)
     if design == "duplicates":  # identical rows, identical influence
         np.testing.assert_allclose(gi.influence_[N:], gi.influence_[:20], rtol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:The Hessian without this group:UserWarning")
+def test_newton_is_flagged_where_the_refit_is_not_unique(small):
+    X, y, Xt, yt, g = small
+    # a feature that only group 0 has: without the group it is unconstrained
+    X = np.c_[X, (g == 0).astype(float)]
+    Xt = np.c_[Xt, np.zeros(len(Xt))]
+    gi = GroupInfluence(LinearRegression()).fit(
+        X, y.astype(float), X_target=Xt, y_target=yt.astype(float)
+    )
+    with pytest.warns(UnreliableEstimateWarning, match="groups 0;"):
+        res = gi.score_groups(g, method="newton")
+    np.testing.assert_array_equal(res.reliable, [False, True, True, True, True])
+    ref = leave_group_out(
+        LinearRegression(),
+        X,
+        y.astype(float),
+        g,
+        X_target=Xt,
+        y_target=yt.astype(float),
+    )
+    np.testing.assert_allclose(res.estimate[1:], ref.actual[1:], rtol=1e-6)
 
 
 # -------------------------------------------------------------- estimators

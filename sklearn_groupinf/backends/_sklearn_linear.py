@@ -22,7 +22,12 @@ from scipy.special import log_softmax
 from ._base import ModelBackend
 from ._design import DesignMatrix, row_chunks, row_sq_norms
 from ._linear_specs import linear_spec
-from ._losses import HalfBinomialLoss, HalfMultinomialLoss, HalfTweedieLoss
+from ._losses import (
+    HalfBinomialLoss,
+    HalfMultinomialLoss,
+    HalfSquaredError,
+    HalfTweedieLoss,
+)
 from ._targets import TorchCallableTarget, weighted_mean
 
 
@@ -178,6 +183,11 @@ class SklearnLinearBackend(ModelBackend):
         return y[:, 0] if isinstance(self.spec.loss, HalfTweedieLoss) else y
 
     # -- protocol -----------------------------------------------------------
+    @property
+    def newton_is_exact(self):
+        """Quadratic loss: a group-Newton step is the exact refit (undamped)."""
+        return isinstance(self.spec.loss, HalfSquaredError)
+
     @property
     def n_params(self):
         return self._k * self._dt
