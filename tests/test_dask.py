@@ -324,3 +324,52 @@ def test_gathering_too_many_rows_raises_memory_error(monkeypatch):
     monkeypatch.setattr(DaskLinearBackend, "max_gather_bytes", 1000)
     with pytest.raises(MemoryError, match="max_gather_bytes"):
         gi.score_groups(groups, method="newton")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # unreliable-group flags
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gamma",
+        pytest.param("tweedie", marks=SLOW),
+        pytest.param("tweedie_identity", marks=SLOW),
+        "ridge_classifier",
+    ],
+)
+def test_other_linear_models_equal_in_memory(name):
+    # the supported linear models not covered above: fit, influence and
+    # group scores (Dask labels) equal the in-memory ones
+    from sklearn.linear_model import GammaRegressor, RidgeClassifier, TweedieRegressor
+
+    rng = np.random.default_rng(7)
+    n = 800
+    X = rng.standard_normal((n, 4))
+    sw = rng.uniform(0.5, 2.0, n)
+    mu = np.exp(0.3 * X[:, 0] - 0.2 * X[:, 1])
+    est, y = {
+        "gamma": (GammaRegressor(alpha=0.1), rng.gamma(2.0, mu / 2.0)),
+        "tweedie": (TweedieRegressor(power=1.5, alpha=0.1), rng.poisson(mu) * 1.0),
+        "tweedie_identity": (
+            TweedieRegressor(power=0, link="identity", alpha=0.1),
+            X[:, 0] + rng.normal(size=n),
+        ),
+        "ridge_classifier": (
+            RidgeClassifier(alpha=2.0),
+            np.digitize(X[:, 0] + rng.normal(size=n), [-0.5, 0.5]),
+        ),
+    }[name]
+    kw = dict(X_target=X[:200] + 0.1, y_target=y[:200])
+    ref = GroupInfluence(est).fit(X, y, sw, **kw)
+    gi = GroupInfluence(est).fit(
+        da.from_array(X, chunks=(250, -1)),
+        da.from_array(y, chunks=250),
+        da.from_array(sw, chunks=250),
+        **kw,
+    )
+    assert _rel(gi.theta_, ref.theta_) < RTOL
+    assert _rel(gi.influence_.compute(), ref.influence_) < RTOL
+    groups = rng.integers(0, 12, n)
+    res = gi.score_groups(da.from_array(groups, chunks=250))
+    exp = ref.score_groups(groups)
+    assert res.method == exp.method
+    assert _rel(res.estimate, exp.estimate) < RTOL
