@@ -18,6 +18,7 @@ from ._tabular import (
     InputError,
     as_categorical_safe,
     check_column,
+    check_finite,
     check_groups,
     check_label,
     check_levels,
@@ -129,6 +130,7 @@ def prepare(args, table=None):
                 option="feature" if col != args.label else "--label",
             )
         train = np.arange(len(t.df))
+        check_finite(dfv, features, path=args.validation)
         X_val = as_categorical_safe(dfv[features])
         y_val = check_label(
             dfv[args.label],

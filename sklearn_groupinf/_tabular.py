@@ -48,7 +48,20 @@ def feature_columns(df, *, label, groups=(), drop=(), keep_groups=False, path):
             f"column {empty[0]!r} of {path!r} is entirely missing; remove it or "
             f"pass --drop {empty[0]}"
         )
+    check_finite(df, features, path=path)
     return features
+
+
+def check_finite(df, features, *, path):
+    """Refuse infinite values in numeric feature columns (missing ones are imputed)."""
+    for col in features:
+        values = df[col].to_numpy()
+        if values.dtype.kind == "f" and np.isinf(values).any():
+            raise InputError(
+                f"feature column {col!r} of {path!r} is infinite in "
+                f"{_missing_rows(np.isinf(values))}; leave those cells empty (they "
+                f"are imputed) or fix them, or pass --drop {col}"
+            )
 
 
 #: a categorical feature may have at most this many distinct values ...
