@@ -23,7 +23,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from ._dask_groups import GroupRows, local_matrix
+from ._dask_groups import DaskGroupMethods, GroupRows, local_matrix
 from ._dask_reduce import tree_sum
 from .backends._base import ModelBackend
 from .backends._sklearn_linear import SklearnLinearBackend
@@ -44,7 +44,7 @@ def _as_column(a, like):
     return a.rechunk((like.chunks[0], -1))
 
 
-class DaskLinearBackend(ModelBackend):
+class DaskLinearBackend(DaskGroupMethods, ModelBackend):
     """A fitted scikit-learn linear model and Dask training data.
 
     Parameters
@@ -60,7 +60,7 @@ class DaskLinearBackend(ModelBackend):
     target : "default" or callable
     """
 
-    supports_newton = True  # group Hessians from the group's rows
+    supports_newton = True  # group Hessians reduced per group (DaskGroupMethods)
     newton_by_default = True
     #: products are passes over the chunks: per-example interaction factors
     #: are kept as products (``_lazy_rows``), never gathered as ``n x r``
@@ -371,109 +371,8 @@ class DaskLinearBackend(ModelBackend):
     def removal_gradients(self, rows=None):
         return self._rows_backend(rows).removal_gradients()
 
-    # -- groups: Hessians and gradient sums of every group in one pass --------
     #: largest size (bytes) of training rows gathered to the client at once
     max_gather_bytes = 2 * 1024**3
-    #: largest size (bytes) of the per-group Hessians kept by prepare_groups
-    max_group_bytes = 2 * 1024**3
-
-    #: Dask group labels whose codes (and per-group sums) are kept, by token
-    max_memberships = 4
-
-    def membership(self, groups):
-        """The :class:`~._dask_groups.DaskGroupMembership` of ``groups``.
-
-        Kept for labels given as a Dask collection (by its token: the same
-        column gives the same codes), so that later calls reuse the codes
-        and the per-group sums reduced for them.
-        """
-        from ._dask_groups import DaskGroupMembership
-
-        if not is_dask(groups):
-            return DaskGroupMembership(groups, self.X)
-        from dask.base import tokenize
-
-        kept = self.__dict__.setdefault("_memberships", {})
-        key = tokenize(groups)
-        if key not in kept:
-            while len(kept) >= self.max_memberships:
-                kept.pop(next(iter(kept)))
-            kept[key] = DaskGroupMembership(groups, self.X)
-        return kept[key]
-
-    def prepare_groups(self, membership):
-        """Reduce ``H_g`` and ``q_g`` of every group over the chunks (one pass).
-
-        Exact group estimates need each group's curvature; gathering the
-        rows of every group would read the data once per group. For a
-        :class:`~._dask_groups.DaskGroupMembership` each chunk sums the
-        Hessians and removal gradients of the groups present in it (its
-        codes, on the worker) and the parts are merged group by group; kept
-        while ``n_groups * P^2`` floats fit in :attr:`max_group_bytes`. The
-        group methods below then answer for any union of groups
-        (:class:`~._dask_groups.GroupRows`) from the sums.
-        """
-        if not getattr(membership, "distributed", False):
-            return  # one union of rows, or labels in memory: rows gathered
-        cached = self._cache.get("groups")
-        if cached is not None and cached[0] is membership:
-            return
-        G, P = membership.n_groups, self.n_params
-        if 8 * G * P * (P + 1) > self.max_group_bytes:
-            return
-        make = self._chunk_maker()
-
-        def fn(n_present, inv, Xb, yb, sb=None):
-            be = make(Xb, yb, sb)
-            out = np.empty((n_present, P * P + P))
-            order = np.argsort(inv, kind="stable")  # rows group after group
-            ends = np.cumsum(np.bincount(inv, minlength=n_present))
-            for j, rows in enumerate(np.split(order, ends[:-1])):
-                out[j, : P * P] = be.group_hessian(rows).ravel()
-            out[:, P * P :] = be.aggregated_removal_gradients(
-                local_matrix(n_present, inv)
-            )
-            return out
-
-        t = membership.reduce(fn, *self._args())
-        self.log(f"Hessians and gradient sums of {G} groups over the chunks")
-        self._cache["groups"] = (
-            membership,
-            t[:, : P * P].reshape(G, P, P),
-            t[:, P * P :],
-        )
-
-    def _group(self, rows):
-        """The group numbers of ``rows`` when their sums are reduced, else None."""
-        if not isinstance(rows, GroupRows):
-            return None
-        self.prepare_groups(rows.membership)
-        cached = self._cache.get("groups")
-        if cached is None or cached[0] is not rows.membership:
-            return None
-        return rows.groups
-
-    def cached_group_hessian(self, rows):
-        g = self._group(rows)
-        return None if g is None else self._cache["groups"][1][g].sum(axis=0)
-
-    def group_removal_gradient(self, rows):
-        g = self._group(rows)
-        if g is None:
-            return self.removal_gradients(rows).sum(axis=0)
-        return self._cache["groups"][2][g].sum(axis=0)
-
-    def group_hessian(self, rows):
-        H = self.cached_group_hessian(rows)
-        if H is not None:
-            return H
-        return self._rows_backend(rows).group_hessian(np.arange(len(rows)))
-
-    def group_hessian_factor(self, rows, max_rank=None):
-        if self._group(rows) is not None:
-            return None  # the reduced H_g: a direct solve with H - H_g
-        be = self._rows_backend(rows)
-        return be.group_hessian_factor(np.arange(len(rows)), max_rank=max_rank)
 
     def example_hessian_vector(self, v, rows=None):
         if rows is None:
