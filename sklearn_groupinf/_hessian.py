@@ -319,12 +319,14 @@ def polish_parameters(
         backend.set_theta(best[1])
         after = best[0]
     if after > tol:
+        # a backend may know the cause (e.g. separable classes) and its fix
+        hint = getattr(backend, "stationarity_hint", lambda: "")()
         warnings.warn(
             f"Polishing did not reach a stationary point in {n_steps} Newton "
             f"step{'s' if n_steps != 1 else ''} (at most {max_steps}): ||grad J|| "
             f"went from {before:.2g} to {after:.2g} times a typical per-example "
             "gradient. Influence estimates carry an error of that relative size; "
-            "refit the estimator with a tighter `tol`.",
+            + (hint or "refit the estimator with a tighter `tol`."),
             NotStationaryWarning,
             stacklevel=3,
         )

@@ -34,6 +34,7 @@ from sklearn.utils.validation import NotFittedError
 from sklearn_groupinf import (
     GroupInfluence,
     GroupSelector,
+    NotStationaryWarning,
     UnreliableEstimateWarning,
     UnsupportedEstimatorError,
 )
@@ -472,3 +473,17 @@ def test_cli_names_infinite_feature_cells(tmp_path, capsys):
         assert f"feature column 'b' of '{tmp_path / path}' is infinite in 2 row" in err
         assert "(data rows 4, 7)" in err and "--drop b" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("C", [np.inf, 1e10])
+def test_separable_classes_name_the_penalty_as_the_fix(small, C):
+    X, _, _, _, _ = small
+    y = (X[:, 0] > 0).astype(int)  # separable along the first feature
+    # was: "refit the estimator with a tighter `tol`" (no tol can fix it)
+    with pytest.warns(
+        NotStationaryWarning, match="linearly separable.*smaller, finite C"
+    ):
+        GroupInfluence(LogisticRegression(C=C, max_iter=1000)).fit(X[:, :1], y)
+    with warnings.catch_warnings():  # a penalty that bounds them: stationary
+        warnings.simplefilter("error", NotStationaryWarning)
+        GroupInfluence(LogisticRegression(C=1.0)).fit(X[:, :1], y)

@@ -182,6 +182,25 @@ class SklearnLinearBackend(ModelBackend):
         # the Tweedie losses take y of shape (n,); the others as encoded
         return y[:, 0] if isinstance(self.spec.loss, HalfTweedieLoss) else y
 
+    def stationarity_hint(self):
+        """The cause of a failed polish and its fix, where known (else "")."""
+        if not isinstance(self.spec.loss, (HalfBinomialLoss, HalfMultinomialLoss)):
+            return ""
+        if np.max(np.abs(self._g), initial=0.0) >= 1e-6:
+            return ""
+        why = (
+            f"the penalty is so weak (C={self.spec.c:g}) that the optimum lies at "
+            "parameters too large to reach"
+            if np.any(self._D)
+            else "with no penalty the parameters grow without bound (the "
+            "objective has no optimum to expand around)"
+        )
+        return (
+            "every training row is fitted with probability above 1 - 1e-6: the "
+            f"classes are (nearly) linearly separable and {why}. Use a smaller, "
+            "finite C (a stronger L2 penalty)."
+        )
+
     # -- protocol -----------------------------------------------------------
     @property
     def newton_is_exact(self):
