@@ -298,7 +298,7 @@ class DaskGroupMethods:
         and the per-group sums reduced for them.
         """
         if not is_dask(groups):
-            return DaskGroupMembership(groups, self.X)
+            return self._coded(groups)
         from dask.base import tokenize
 
         kept = self.__dict__.setdefault("_memberships", {})
@@ -306,8 +306,16 @@ class DaskGroupMethods:
         if key not in kept:
             while len(kept) >= self.max_memberships:
                 kept.pop(next(iter(kept)))
-            kept[key] = DaskGroupMembership(groups, self.X)
+            kept[key] = self._coded(groups)
         return kept[key]
+
+    def _coded(self, groups):
+        membership = DaskGroupMembership(groups, self.X)
+        self.log(
+            f"group labels coded on the workers: {membership.n_groups} groups "
+            "(unique labels and counts, then the codes, kept there)"
+        )
+        return membership
 
     def prepare_groups(self, membership):
         """Reduce ``H_g`` and ``q_g`` of every group over the chunks (one pass).

@@ -196,3 +196,27 @@ def test_dask_labels_are_coded_once(monkeypatch):
     )
     gi.score_groups(groups % 7)  # other labels: coded anew
     assert len(made) == 2
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_verbose_progress_lines(capsys):
+    # a progress line per pass on the cluster path, with the elapsed time
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((900, 3))
+    y = (X[:, 0] + rng.standard_normal(900) > 0).astype(int)
+    gi = GroupInfluence(LogisticRegression(), verbose=1).fit(
+        da.from_array(X, chunks=(300, -1)),
+        da.from_array(y, chunks=300),
+        X_target=X[:50],
+        y_target=y[:50],
+    )
+    gi.score_groups(da.from_array(np.arange(900) % 5, chunks=300), method="newton")
+    err = capsys.readouterr().err
+    for line in (
+        "900 examples in 3 chunks",
+        "objective, gradient and 4 x 4 Hessian over the chunks",
+        "group labels coded on the workers: 5 groups",
+        "Hessians and gradient sums of 5 groups over the chunks",
+    ):
+        assert line in err, err
+    assert "s since the backend]" in err
