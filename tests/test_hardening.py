@@ -487,3 +487,23 @@ def test_separable_classes_name_the_penalty_as_the_fix(small, C):
     with warnings.catch_warnings():  # a penalty that bounds them: stationary
         warnings.simplefilter("error", NotStationaryWarning)
         GroupInfluence(LogisticRegression(C=1.0)).fit(X[:, :1], y)
+
+
+def test_a_hessian_larger_than_the_machine_is_refused_with_sizes(small, monkeypatch):
+    from sklearn_groupinf.backends import _sklearn_linear
+
+    X, y, _, _, _ = small
+    machine = _sklearn_linear.physical_memory()
+    assert machine is None or machine > 1e8
+    # this machine, as far as the check knows, has 10 kB: 6 parameters need 864 B
+    monkeypatch.setattr(_sklearn_linear, "physical_memory", lambda: 10_000)
+    GroupInfluence(LogisticRegression()).fit(X, y)
+    # 3 classes x 6 = 18 parameters need 3 * 8 * 18**2 = 7776 B; 5 classes 21600 B
+    GroupInfluence(LogisticRegression()).fit(X, np.arange(N) % 3)
+    with pytest.raises(MemoryError, match=r"30 parameters \(5 output\(s\) x 6 coef"):
+        # was: numpy's own MemoryError or the machine swapping
+        GroupInfluence(LogisticRegression()).fit(X, np.arange(N) % 5)
+    with pytest.raises(
+        MemoryError, match=r"2\.16e-05 GB, more than .* 1e-05 GB.*most about 3 features"
+    ):
+        GroupInfluence(LogisticRegression()).fit(X, np.arange(N) % 5)

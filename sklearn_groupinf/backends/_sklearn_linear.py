@@ -15,6 +15,8 @@ Conventions
   ``h_i (x) x~_i x~_i'`` with ``g_i = dloss/dz``, ``h_i = d^2loss/dz^2``.
 """
 
+import os
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import log_softmax
@@ -54,6 +56,36 @@ def _weights(weight, n, name, rows, *, positive_sum=True):
     if positive_sum and w.sum() <= 0:
         raise ValueError(f"{name} sums to zero; give some rows a positive weight.")
     return w
+
+
+def physical_memory():
+    """Bytes of physical memory of this machine (``None`` where unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # e.g. Windows
+        return None
+
+
+def _check_hessian_memory(backend):
+    """Refuse a dense ``P x P`` Hessian that cannot fit in this machine's memory.
+
+    The Hessian, its damped copy and its Cholesky factor are ``3 * 8 P^2``
+    bytes; beyond the physical memory the allocation fails or the machine
+    swaps for hours, so the user gets the sizes and the fix instead.
+    """
+    P, memory = backend.n_params, physical_memory()
+    need = 3 * 8 * P * P
+    if memory is None or need <= memory:
+        return
+    k, dt = backend._k, backend._dt
+    raise MemoryError(
+        f"{type(backend.estimator).__name__} has {P} parameters ({k} output(s) x "
+        f"{dt} coefficients and intercept): its dense Hessian, damped copy and "
+        f"Cholesky factor need {need / 1e9:.3g} GB, more than this machine's "
+        f"{memory / 1e9:.3g} GB. Reduce the number of features (fewer one-hot "
+        "levels, feature selection, or a projection such as TruncatedSVD) to at "
+        f"most about {max(int(np.sqrt(memory / 24) / k) - 1, 0)} features."
+    )
 
 
 def _sandwich(Xt, W):
@@ -248,6 +280,7 @@ class SklearnLinearBackend(ModelBackend):
         return grad.ravel() + self._pen_mult * self._D * self._theta
 
     def hessian(self):
+        _check_hessian_memory(self)
         H = _sandwich(self._Xt, self.spec.c * self._s[:, None, None] * self._h)
         H[np.diag_indices_from(H)] += self._pen_mult * self._D
         return H
