@@ -60,10 +60,14 @@ def _compare(n=2000, chunks=500):
         s, r = gi.select(40, method=method), ref.select(40, method=method)
         np.testing.assert_array_equal(s.indices, r.indices)
         assert _rel(s.estimates, r.estimates) < RTOL
-    kw = dict(groups=dg, method="interaction")
-    s, r = gi.select(5, **kw), ref.select(5, groups=groups, method="interaction")
-    np.testing.assert_array_equal(s.groups, r.groups)
+    for method in ("interaction", "newton"):
+        s = gi.select(5, groups=dg, method=method)
+        r = ref.select(5, groups=groups, method=method)
+        np.testing.assert_array_equal(s.groups, r.groups)
+        np.testing.assert_array_equal(s.indices, r.indices)
+        assert _rel(s.estimates, r.estimates) < RTOL
     assert _rel(gi.self_influence(dg), ref.self_influence(groups)) < RTOL
+    assert _rel(gi.self_influence().compute(), ref.self_influence()) < RTOL
     K, K_ref = gi.interaction_matrix(dg), ref.interaction_matrix(groups)
     eye = np.eye(K_ref.shape[0])  # operators (max_dense_bytes): their columns
     assert _rel(K @ eye, K_ref @ eye) < RTOL
