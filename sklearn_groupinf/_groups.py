@@ -102,16 +102,28 @@ def check_groups(groups, n_samples):
             "groups contains NaN or infinite labels; give every example a group "
             "(e.g. fill missing values with a label of its own)."
         )
+    if groups.dtype.kind in "mM" and np.any(np.isnat(groups)):
+        raise ValueError(
+            f"groups contains {int(np.isnat(groups).sum())} missing labels (NaT); "
+            "give every example a group (e.g. fill missing dates)."
+        )
     if groups.dtype.kind == "O":
-        missing = [
-            g is None or (isinstance(g, numbers.Real) and g != g) for g in groups
-        ]
+        missing = [_is_missing(g) for g in groups]
         if any(missing):
             raise ValueError(
-                f"groups contains {sum(missing)} missing labels (None/NaN); give "
-                "every example a group."
+                f"groups contains {sum(missing)} missing labels (None, NaN, NaT or "
+                "pandas.NA); give every example a group."
             )
     return groups
+
+
+def _is_missing(g):
+    """A missing label: None, NaN, NaT or ``pandas.NA`` (pandas not imported)."""
+    if g is None or type(g).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(g, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(g))
+    return isinstance(g, numbers.Real) and g != g
 
 
 def mixed_key(g):

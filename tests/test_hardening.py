@@ -261,7 +261,12 @@ def test_missing_group_labels_are_refused_everywhere(small, fitted):
     X, y, _, _, g = small
     with_nan = np.where(g == 0, np.nan, g)
     with_none = np.where(g == 0, None, g).astype(object)
-    for groups in (with_nan, with_none):
+    # time windows with a missing date, pandas' missing string: were one more
+    # group ("NaT", "<NA>"), which GroupSelector could remove
+    days = np.datetime64("2024-01-01") + (7 * g).astype("timedelta64[D]")
+    with_nat = np.where(g == 0, np.datetime64("NaT"), days)
+    with_pd_na = pd.array(np.where(g == 0, None, g.astype(str)), dtype="string")
+    for groups in (with_nan, with_none, with_nat, pd.Series(with_nat), with_pd_na):
         with pytest.raises(ValueError, match="groups contains .*(NaN|missing)"):
             fitted.score_groups(groups)
         with pytest.raises(ValueError, match="groups contains .*(NaN|missing)"):
