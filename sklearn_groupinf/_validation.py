@@ -163,9 +163,11 @@ def validate_target_data(gi, X_target, y_target, target_weight):
     n_t = _num_samples(X_target)
     if y_target is not None:
         y_target = np.asarray(y_target)
-        if len(y_target) != n_t:
+        if y_target.ndim == 0 or len(y_target) != n_t:
             raise ValueError(
-                f"X_target has {n_t} rows but y_target has {len(y_target)}."
+                f"X_target has {n_t} rows but y_target has "
+                f"{len(y_target) if y_target.ndim else 'a single value'}; pass one "
+                "label per target row (an array of shape (n_target,))."
             )
         if y_target.dtype.kind == "f" and not np.all(np.isfinite(y_target)):
             raise ValueError("y_target contains NaN or infinity.")
@@ -305,9 +307,11 @@ def check_candidates(gi, X_candidates, y_candidates, candidate_weight):
     X_candidates = check_new_data(gi, X_candidates, "X_candidates")
     y_candidates = np.asarray(y_candidates)
     n_c = _num_samples(X_candidates)
-    if len(y_candidates) != n_c:
+    if y_candidates.ndim == 0 or len(y_candidates) != n_c:
         raise ValueError(
-            f"X_candidates has {n_c} rows but y_candidates has {len(y_candidates)}."
+            f"X_candidates has {n_c} rows but y_candidates has "
+            f"{len(y_candidates) if y_candidates.ndim else 'a single value'}; pass "
+            "one label per candidate row."
         )
     w = None
     if candidate_weight is not None:

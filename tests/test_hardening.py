@@ -191,6 +191,13 @@ def test_target_and_candidate_labels_are_checked_and_named(small, fitted):
         leave_group_out(  # was: numpy broadcast error
             LogisticRegression(), X, y, g, X_target=Xt, y_target=yt[:-1]
         )
+    with pytest.raises(ValueError, match="X_target has 100 rows but y_target has 1"):
+        leave_group_out(LogisticRegression(), X, y, g, X_target=Xt, y_target=yt[0])
+    # was: TypeError "len() of unsized object"
+    with pytest.raises(ValueError, match="y_target has a single value; pass one"):
+        GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt[0])
+    with pytest.raises(ValueError, match="y_candidates has a single value"):
+        fitted.select(1, action="add", X_candidates=Xt[:1], y_candidates=yt[0])
 
 
 def test_regression_targets_are_checked(small):

@@ -184,6 +184,8 @@ class SklearnLinearBackend(ModelBackend):
         self._Xf = self._design(X_target)
         m = self._Xf.shape[0]
         self._wt = _weights(target_weight, m, "target_weight", "X_target")
+        if y_target is not None and np.ndim(y_target) == 0:
+            y_target = np.reshape(y_target, 1)  # a single value: one target row
         if y_target is not None and len(y_target) != m:
             raise ValueError(
                 f"X_target has {m} rows but y_target has {len(y_target)}; pass "
