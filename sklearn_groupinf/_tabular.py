@@ -126,6 +126,13 @@ def check_label(y, model, *, column, path, classes=None):
         )
     if model in CLASSIFIERS:
         values = y.to_numpy()
+        if values.dtype.kind == "f" and np.any(values != np.round(values)):
+            frac = values[values != np.round(values)]
+            raise InputError(
+                f"--model {model} needs class labels, but column {column!r} of "
+                f"{path!r} has non-integer values such as {frac[0]:g} (a "
+                "regression target?); use --model ridge, or auto"
+            )
         found = (
             np.unique(values.astype(str))
             if values.dtype == object

@@ -519,3 +519,19 @@ def test_a_hessian_larger_than_the_machine_is_refused_with_sizes(small, monkeypa
         MemoryError, match=r"2\.16e-05 GB, more than .* 1e-05 GB.*most about 3 features"
     ):
         GroupInfluence(LogisticRegression()).fit(X, np.arange(N) % 5)
+
+
+def test_cli_logistic_model_on_a_continuous_label_says_so(tmp_path, capsys):
+    from sklearn_groupinf import cli
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=40), "src": np.arange(40) % 4})
+    df["y"] = 2 * df["a"] + 0.1 * rng.normal(size=40)
+    df.to_csv(tmp_path / "reg.csv", index=False)
+    args = ["audit", str(tmp_path / "reg.csv"), "--label", "y", "--groups", "src"]
+    # was: "validation labels [-3.2, ...] never occur in the training rows"
+    assert cli.main(args + ["--model", "logistic", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--model logistic needs class labels" in err and "--model ridge" in err
+    assert cli.main(args + ["--quiet"]) == 0  # auto: ridge
+    assert "mean_squared_error" in capsys.readouterr().out
