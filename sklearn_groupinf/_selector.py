@@ -411,6 +411,8 @@ class GroupSelector(
         def rows(a, idx):
             return None if a is None or idx is None else _safe_indexing(a, idx)
 
+        if self._is_classifier and pool is not None:
+            _check_two_classes(self, y, sample_weight, pool)
         gi = GroupInfluence(
             clone(self.estimator), method=self.method, damping=self.damping
         )
@@ -508,3 +510,19 @@ class GroupSelector(
         )
         self.selections_ = [] if sel is None else [sel]
         return removed
+
+
+def _check_two_classes(selector, y, sample_weight, pool):
+    """An internal fit on ``pool`` needs two classes with positive weight."""
+    kept = np.asarray(y)[pool]
+    if sample_weight is not None:
+        kept = kept[np.asarray(sample_weight)[pool] > 0]
+    present = np.unique(kept)
+    if len(present) < 2:
+        raise ValueError(
+            f"An internal fit of GroupSelector (validation={selector.validation!r})"
+            f" would see {len(kept)} rows of the single class "
+            f"{present.tolist()}: the rows it keeps (after the removals so far, "
+            "or outside the fold) lack the other classes. Use more data, groups "
+            "that each hold rows of several classes, fewer n_folds, or budget=0."
+        )

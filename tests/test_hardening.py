@@ -535,3 +535,17 @@ def test_cli_logistic_model_on_a_continuous_label_says_so(tmp_path, capsys):
     assert "--model logistic needs class labels" in err and "--model ridge" in err
     assert cli.main(args + ["--quiet"]) == 0  # auto: ridge
     assert "mean_squared_error" in capsys.readouterr().out
+
+
+def test_selector_internal_fit_without_two_classes_says_why(small):
+    X, y, _, _, _ = small
+    # each group holds one class: the other folds of a fold can hold one class
+    groups = 10 * y + np.arange(N) % 2
+    sel = GroupSelector(
+        LogisticRegression(), budget=1, groups_as_units=True, validation="cross_fit"
+    )
+    # was: "This solver needs samples of at least 2 classes" from an internal fit
+    with pytest.raises(ValueError, match=r"internal fit of GroupSelector \(valid"):
+        sel.fit(X, y, groups=groups)
+    mixed = np.arange(N) % 4  # groups that mix the classes: fine
+    assert len(sel.fit(X, y, groups=mixed).removed_groups_) == 1
