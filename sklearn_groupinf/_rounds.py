@@ -26,6 +26,8 @@ def _concat(A, B):
     if hasattr(A, "iloc"):
         import pandas as pd
 
+        if not hasattr(B, "iloc"):  # validated candidates: an array, same columns
+            B = pd.DataFrame(np.asarray(B), columns=A.columns)
         return pd.concat([A, B], ignore_index=True)
     if isinstance(A, list) and isinstance(B, list):
         # texts: strings or pre-tokenised id lists of different lengths

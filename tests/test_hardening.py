@@ -549,3 +549,19 @@ def test_selector_internal_fit_without_two_classes_says_why(small):
         sel.fit(X, y, groups=groups)
     mixed = np.arange(N) % 4  # groups that mix the classes: fine
     assert len(sel.fit(X, y, groups=mixed).removed_groups_) == 1
+
+
+def test_adding_dataframe_candidates_in_rounds_equals_arrays(small):
+    X, y, Xt, yt, _ = small
+    cols = [f"c{j}" for j in range(D)]
+    frame = GroupInfluence(LogisticRegression()).fit(
+        pd.DataFrame(X, columns=cols), y, X_target=pd.DataFrame(Xt, columns=cols),
+        y_target=yt,
+    )  # fmt: skip
+    array = GroupInfluence(LogisticRegression()).fit(X, y, X_target=Xt, y_target=yt)
+    kw = dict(action="add", y_candidates=yt, n_rounds=2, method="interaction")
+    # was: TypeError from pandas.concat (a DataFrame and the validated array)
+    a = frame.select(4, X_candidates=pd.DataFrame(Xt, columns=cols), **kw)
+    b = array.select(4, X_candidates=Xt, **kw)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.measured, b.measured, rtol=1e-10)
