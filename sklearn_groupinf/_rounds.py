@@ -164,8 +164,10 @@ def run_selection(
     f_start = fit.target_value
     chosen, estimates, rounds, measured, methods = [], [], [], [f_start], []
     current = fit
-    rows = np.arange(n)  # original index of each current training row
-    pool = np.arange(n_pool)  # original index of each remaining unit
+    # original index of each current training row (None: all, one round) and
+    # of each remaining candidate: no n-sized array for one round (Dask)
+    rows = np.arange(n) if n_rounds > 1 else None
+    pool = np.arange(n_pool) if cand is not None else None
     extra = []  # candidates / up-weighted rows added so far (original ids)
     for r, k_r in enumerate(slices):
         cur_membership = None
@@ -206,6 +208,8 @@ def run_selection(
         picked = (
             pool[order]
             if (cand is not None or membership is not None)
+            else order
+            if rows is None
             else np.concatenate([rows, np.asarray(extra, dtype=int)])[order]
         )
         chosen.extend(picked.tolist())
