@@ -565,3 +565,27 @@ def test_adding_dataframe_candidates_in_rounds_equals_arrays(small):
     b = array.select(4, X_candidates=Xt, **kw)
     np.testing.assert_array_equal(a.indices, b.indices)
     np.testing.assert_allclose(a.measured, b.measured, rtol=1e-10)
+
+
+def test_a_resampling_pipeline_step_is_refused(small):
+    imblearn = pytest.importorskip("imblearn")
+    from imblearn.under_sampling import RandomUnderSampler
+
+    X, y, _, _, g = small
+    pipe = imblearn.pipeline.make_pipeline(
+        RandomUnderSampler(random_state=0), LogisticRegression()
+    )
+    match = "step 'randomundersampler' resamples the rows.*class_weight"
+    # was: AttributeError "This 'Pipeline' has no attribute 'transform'"
+    for call in (
+        lambda: GroupInfluence(pipe).fit(X, y),
+        lambda: GroupSelector(pipe, budget=2).fit(X, y),
+        lambda: leave_group_out(pipe, X, y, g),
+    ):
+        with pytest.raises(UnsupportedEstimatorError, match=match):
+            call()
+    plain = imblearn.pipeline.make_pipeline(LogisticRegression())  # no sampler
+    ref = GroupInfluence(LogisticRegression()).fit(X, y)
+    np.testing.assert_allclose(
+        GroupInfluence(plain).fit(X, y).influence_, ref.influence_, rtol=1e-12
+    )

@@ -35,6 +35,15 @@ def unwrap_estimator(estimator):
     feature_map = None
     if isinstance(estimator, Pipeline):
         prefix = estimator[:-1]
+        samplers = [n for n, step in prefix.steps if hasattr(step, "fit_resample")]
+        if samplers:  # e.g. imbalanced-learn's RandomUnderSampler
+            raise UnsupportedEstimatorError(
+                f"The pipeline step {samplers[0]!r} resamples the rows (it has "
+                "fit_resample), so the final estimator is not fitted on the rows "
+                "given and removing a row has no defined effect. Remove the "
+                "sampler: weight the classes instead (class_weight, or "
+                "sample_weight passed to fit)."
+            )
         feature_map = prefix.transform if len(estimator.steps) > 1 else None
         estimator = estimator.steps[-1][1]
         if isinstance(estimator, FrozenEstimator):
