@@ -219,6 +219,11 @@ def check_new_data(gi, X, name):
         if hasattr(gi, "estimator_"):
             check_transformed(gi.estimator_, X, name)
         return X
+    if sp.issparse(X):  # named here: scikit-learn's message says "X"
+        raise TypeError(
+            f"{name} is a scipy sparse matrix, but GroupInfluence takes dense data "
+            f"(as for the training X); pass {name}.toarray()."
+        )
     try:
         return validate_data(gi, X, reset=False, dtype=np.float64)
     except ValueError as exc:

@@ -16,6 +16,7 @@ import time
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
@@ -111,6 +112,11 @@ def _check_columns(X, X_target, frozen_final):
     Xa = _validate_columns(cols, X, reset=True)
     if X_target is None:
         return Xa, None
+    if sp.issparse(X_target):  # named here: scikit-learn's message says "X"
+        raise TypeError(
+            "X_target is a scipy sparse matrix, but leave_group_out takes dense "
+            "data (as for the training X); pass X_target.toarray()."
+        )
     try:
         Xt = _validate_columns(cols, X_target, reset=False)
     except ValueError as exc:

@@ -458,6 +458,16 @@ def test_sparse_training_data_is_refused_with_the_fix(small):
     ):
         with pytest.raises(TypeError, match=r"Sparse data.*toarray\(\)"):
             call()
+    # target and candidate rows: the message names them (was: "passed for X")
+    Xt, yt = small[2], small[3]
+    sparse_t = sp.csr_matrix(Xt)
+    with pytest.raises(TypeError, match=r"X_target is a scipy sparse.*toarray\(\)"):
+        GroupInfluence(LogisticRegression()).fit(X, y, X_target=sparse_t, y_target=yt)
+    with pytest.raises(TypeError, match=r"X_target is a scipy sparse.*toarray\(\)"):
+        leave_group_out(LogisticRegression(), X, y, g, X_target=sparse_t, y_target=yt)
+    gi = GroupInfluence(LogisticRegression()).fit(X, y)
+    with pytest.raises(TypeError, match="X_candidates is a scipy sparse matrix"):
+        gi.select(2, action="add", X_candidates=sparse_t, y_candidates=yt)
 
 
 # ---------------------------------------------------------------- groupinf CLI
