@@ -144,6 +144,27 @@ def test_zero_sample_weight_is_removal(small, model):
     assert a.target_value_ == pytest.approx(b.target_value_, rel=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn_groupinf.UnreliableEstimateWarning")
+@pytest.mark.parametrize("model", [LogisticRegression(), PoissonRegressor()])
+def test_integer_weight_is_repetition_for_every_estimator(small, model):
+    X, y, Xt, yt, g = small
+    if not is_classifier(model):
+        y, yt = y + 1.0, yt + 1.0
+    w = np.ones(N)
+    w[:10], w[10:20] = 2.0, 3.0
+    # the same objective written with copies of the weighted rows
+    copies = np.r_[np.arange(N), np.arange(10), np.arange(10, 20), np.arange(10, 20)]
+    a = GroupInfluence(model).fit(X, y, w, X_target=Xt, y_target=yt)
+    b = GroupInfluence(model).fit(X[copies], y[copies], X_target=Xt, y_target=yt)
+    for method in ("first_order", "interaction", "second_order", "newton"):
+        ra = a.score_groups(g, method=method)
+        rb = b.score_groups(g[copies], method=method)
+        np.testing.assert_allclose(
+            ra.estimate, rb.estimate, rtol=1e-9, atol=1e-14, err_msg=method
+        )
+        np.testing.assert_array_equal(ra.reliable, rb.reliable)
+
+
 def test_weights_are_checked_and_named(small, fitted):
     X, y, Xt, yt, g = small
     m = len(yt)
