@@ -90,6 +90,17 @@ def check_levels(X, *, max_levels, path):
             continue
         levels = X[c].nunique(dropna=True)
         if levels > max_levels:
+            values = X[c].dropna()
+            text = pd.to_numeric(values, errors="coerce").isna().to_numpy()
+            if text.mean() <= 0.1:  # numbers with a few placeholders ("?", "n/a")
+                rows = np.flatnonzero(X[c].index.isin(values.index[text]))
+                raise InputError(
+                    f"column {c!r} of {path!r} holds numbers except for "
+                    f"{sorted(set(values[text].astype(str)))[:3]} in "
+                    f"{_missing_rows(np.isin(np.arange(len(X)), rows))}; leave "
+                    "missing cells empty (they are imputed) or fix them, or pass "
+                    f"--drop {c}"
+                )
             raise InputError(
                 f"non-numeric column {c!r} of {path!r} has {levels} distinct "
                 f"values in {len(X)} rows (an identifier or free text?); one-hot "

@@ -620,3 +620,25 @@ def test_a_resampling_pipeline_step_is_refused(small):
     np.testing.assert_allclose(
         GroupInfluence(plain).fit(X, y).influence_, ref.influence_, rtol=1e-12
     )
+
+
+def test_cli_numeric_column_with_placeholders_names_the_cells(tmp_path, capsys):
+    from sklearn_groupinf import cli
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=60).round(3), "b": rng.normal(size=60)})
+    df["y"] = (df["b"] > 0).astype(int)
+    df["src"] = np.arange(60) % 3
+    df = df.astype({"a": object})
+    df.loc[[2, 9], "a"] = "?"
+    df.to_csv(tmp_path / "q.csv", index=False)
+    args = ["audit", str(tmp_path / "q.csv"), "--label", "y", "--groups", "src"]
+    # was: "non-numeric column 'a' ... has 59 distinct values (an identifier or
+    # free text?)", advising --max-levels, which would one-hot encode the numbers
+    assert cli.main(args + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'a' of" in err and "holds numbers except for ['?']" in err
+    assert "(data rows 2, 9)" in err and "leave missing cells empty" in err
+    df.loc[[2, 9], "a"] = np.nan  # the fix: empty cells, imputed
+    df.to_csv(tmp_path / "q.csv", index=False)
+    assert cli.main(args + ["--quiet"]) == 0
