@@ -155,6 +155,10 @@ class _FitState:
             return RemovalProducts(self.backend, S), Mf
 
         def thin():
+            if membership is not None and self._thin_rows is None:
+                rows = self._group_thin_rows(membership)
+                if rows is not None:
+                    return rows
             # kept (n x r) when each product is a pass over a network's data
             A = self._thin_rows
             if A is None:
@@ -172,6 +176,24 @@ class _FitState:
         return self._rows(
             len(Q), lambda: self.solver.solve(Q.T).T, lambda: Q @ self._solve_factor()
         )
+
+    def _group_thin_rows(self, membership):
+        """Group rows ``(M Q) (H^{-1} B)`` from one pass of group sums, or None.
+
+        For backends whose group sums cost one pass whatever the width
+        (``aggregated_removal_products``: K-FAC, ``n P`` against ``n P r``
+        for the per-row factor); the last grouping's rows are kept.
+        """
+        fn = getattr(self.backend, "aggregated_removal_products", None)
+        inverse = getattr(membership, "inverse", None)
+        if fn is None or inverse is None:
+            return None
+        key = (membership.n_groups, hash(np.asarray(inverse).tobytes()))
+        cached = getattr(self, "_group_rows", None)
+        if cached is None or cached[0] != key:
+            rows = fn(membership.matrix, self._solve_factor())
+            cached = self._group_rows = (key, rows)
+        return cached[1]
 
     def _rows(self, n_units, shifts, thin, *, lazy_shifts=True):
         """Choose how to factor ``U H_f U'`` for ``n_units`` units (see above).

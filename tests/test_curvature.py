@@ -212,43 +212,54 @@ def test_never_forms_n_by_p(mlp, monkeypatch):
     assert len(gi.select(10, method="interaction").indices) == 10
 
 
-def test_per_row_interaction_factor_is_kept_after_the_first_group_call(mlp):
-    """Later group calls reuse ``Q H^-1 B`` (n x r): no more passes over the rows."""
+def test_group_rows_come_from_one_pass_of_group_sums(mlp):
+    """Group interaction rows ``(M Q) H^-1 B``: one pass of group sums, never
+    the per-row factor ``Q H^-1 B`` (``n x r``); the same grouping again makes
+    no pass, and once the per-row factor exists (``interaction_matrix`` over
+    rows) every grouping reuses it."""
     net, data, groups = mlp
     gi = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
-    first = gi.score_groups(groups["random"], method="interaction").estimate
     backend = gi._state.backend
-    passes = []
-    real = backend.removal_gradient_products
-    backend.removal_gradient_products = lambda V: passes.append(1) or real(V)
+    rows, sums = [], []
+    real_rows = backend.removal_gradient_products
+    real_sums = backend.aggregated_removal_products
+    backend.removal_gradient_products = lambda V: rows.append(1) or real_rows(V)
+    backend.aggregated_removal_products = lambda M, V: sums.append(1) or real_sums(M, V)
+    est = {}
     for name, g in groups.items():
+        est[name] = gi.score_groups(g, method="interaction").estimate
+        first = gi.score_groups(g, method="first_order").estimate
+        assert rows == [] and len(sums) == 1, (name, rows, sums)
+        sums.clear()
+        # the same values as from the per-row factor of a fresh fit
         fresh = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+        fresh.interaction_matrix(method="interaction", form="implicit")
         want = fresh.score_groups(g, method="interaction").estimate
-        got = gi.score_groups(g, method="interaction").estimate
-        np.testing.assert_allclose(got, want, rtol=1e-12)
+        np.testing.assert_allclose(est[name], want, rtol=1e-10)
         K = gi.interaction_matrix(g)
-        sizes_one = np.ones(len(np.unique(g)))
         np.testing.assert_allclose(
-            0.5 * np.diag(K) @ sizes_one,
-            (got - gi.score_groups(g, method="first_order").estimate).sum(),
-            rtol=1e-10,
+            0.5 * np.diag(K).sum(), (est[name] - first).sum(), rtol=1e-10
         )
-    np.testing.assert_allclose(
-        gi.score_groups(groups["random"], method="interaction").estimate, first
-    )
-    assert passes == []
+        sums.clear()
+    gi.interaction_matrix(method="interaction", form="implicit")
+    assert len(rows) == 1
+    for name, g in groups.items():
+        got = gi.score_groups(g, method="interaction").estimate
+        np.testing.assert_allclose(got, est[name], rtol=1e-10)
+    assert len(rows) == 1 and sums == []
     # fewer groups than the factor's rank: the kept rows are used too
     wide = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=32)
     want = wide.score_groups(groups["class"], method="interaction").estimate
     wide.interaction_matrix(method="interaction", form="implicit")
     real_wide = wide._state.backend.removal_gradient_products
     wide._state.backend.removal_gradient_products = lambda V: (
-        passes.append(1) or real_wide(V)
+        rows.append(1) or real_wide(V)
     )
-    wide._state.backend.aggregated_removal_gradients = lambda M: passes.append(1)
+    wide._state.backend.aggregated_removal_gradients = lambda M: rows.append(1)
+    rows.clear()
     got = wide.score_groups(groups["class"], method="interaction").estimate
     np.testing.assert_allclose(got, want, rtol=1e-10)
-    assert passes == []
+    assert rows == []
 
 
 @pytest.mark.gpu

@@ -322,6 +322,7 @@ def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
         aggregated_gradients,
         ggn_products,
         per_example_sq_norms,
+        sq_norms_and_sum,
     )
 
     if model == "cnn":
@@ -352,8 +353,18 @@ def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
     M = rng.standard_normal((4, len(X)))
     got = aggregated_gradients(net, "cross_entropy", X, y, M, batch_size=7)
     np.testing.assert_allclose(got, M @ Q, rtol=1e-10, atol=1e-12)
+    # at most one coefficient per row (groups, count sketch): index_add path;
+    # row 0 belongs to no column
+    M1 = np.zeros((4, len(X)))
+    M1[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M1[:, 0] = 0.0
+    got = aggregated_gradients(net, "cross_entropy", X, y, M1, batch_size=7)
+    np.testing.assert_allclose(got, M1 @ Q, rtol=1e-10, atol=1e-12)
     norms = per_example_sq_norms(net, "cross_entropy", X, y, batch_size=7)
     np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
+    norms, total = sq_norms_and_sum(net, "cross_entropy", X, y, s, batch_size=7)
+    np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
 
 
 def test_errors_name_the_problem():

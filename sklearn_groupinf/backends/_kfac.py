@@ -375,6 +375,16 @@ class KroneckerCurvature(HessianSolver):
             sb = s[sl]
             for i, a in acts.items():
                 f = self.factors_[i]
+                if _rotate_gradients(a.shape, f["qg"].shape[0], len(grads)):
+                    # Q_G' D Q_A with D = sum_t g_t a_t' formed first: cheaper
+                    # than rotating every position's a_t and g_t when the
+                    # positions outnumber the channels
+                    for gc in grads:
+                        if i in gc:
+                            D = torch.einsum("bot,bdt->bod", gc[i], a)
+                            D = torch.einsum("op,bod,de->bpe", f["qg"], D, f["qa"])
+                            lam[i] += torch.einsum("b,bpe->pe", sb, D**2)
+                    continue
                 at = torch.einsum("bdt,de->bet", a, f["qa"])
                 for gc in grads:
                     if i not in gc:
@@ -462,6 +472,22 @@ class KroneckerCurvature(HessianSolver):
                 f"{self.n_params_}^2 matrix; use matvec/solve (P <= 20000 only)."
             )
         return self.matvec(np.eye(self.n_params_))
+
+
+def _rotate_gradients(a_shape, n_out, n_cols):
+    """Whether to rotate per-example gradients ``D`` rather than ``a_t, g_t``.
+
+    Multiply-adds per row: rotating the positions costs ``d^2 T`` once and
+    ``o^2 T + o d T`` per output column, rotating ``D`` (after forming it)
+    ``o d T + o^2 d + o d^2`` per column; ``a`` of shape ``(b, d, T)``.
+    """
+    _, d, T = a_shape
+    if T == 1:
+        return False
+    o = n_out
+    return n_cols * (o * d * T + o * o * d + o * d * d) < d * d * T + n_cols * (
+        o * o * T + o * d * T
+    )
 
 
 def check_is_fitted_kfac(curv):

@@ -10,6 +10,8 @@ outside such layers use ``torch.func`` per-example gradients of those
 parameters only.
 """
 
+import numpy as np
+
 from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
 
 #: Largest number of values of per-example layer gradients ``D`` formed at
@@ -223,19 +225,70 @@ def per_example_sq_norms(module, loss, X, y, *, batch_size=256):
     return torch.cat(out).to("cpu", torch.float64).numpy()
 
 
-def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
+def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256):
+    """:func:`per_example_sq_norms` and ``sum_i s_i grad l_i`` ``(P,)`` in one pass.
+
+    The weighted sum is the data part of the objective's gradient; with the
+    norms it gives the stationarity without a second pass over the rows.
+    """
+    import torch
+
+    layout, ref, X, y = _prepare(module, X, y)
+    s = torch.as_tensor(s, dtype=ref.dtype, device=ref.device)
+    sums = [None] * len(layout.layers)
+    other_sum = {}
+    out = []
+    for sl, layers, other in _batches_of_layer_gradients(
+        module, loss, X, y, batch_size
+    ):
+        res = None
+        sb = s[sl]
+        for i, g, a in layers:
+            part_sum = torch.einsum("b,bot,bdt->od", sb, g, a)
+            sums[i] = part_sum if sums[i] is None else sums[i] + part_sum
+            if g.shape[2] == 1:
+                part = (g[..., 0] ** 2).sum(1) * (a[..., 0] ** 2).sum(1)
+            else:
+                part = torch.cat([(D**2).sum((1, 2)) for _, D in _layer_blocks(g, a)])
+            res = part if res is None else res + part
+        for name, G in other.items():
+            G = G.reshape(G.shape[0], -1)
+            other_sum[name] = other_sum.get(name, 0) + sb @ G
+            part = (G**2).sum(1)
+            res = part if res is None else res + part
+        out.append(res)
+    total = torch.zeros((layout.n_params, 1), dtype=ref.dtype, device=ref.device)
+    for layer, block in zip(layout.layers, sums):
+        if block is not None:
+            layout.put(total, block[:, :, None], layer)
+    for name, v in other_sum.items():
+        total[layout.slices[name], 0] = v
+    return _finish(torch.cat(out)), _finish(total[:, 0])
+
+
+def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256, V=None):
     """``matrix @ Q`` ``(g, P)`` for a ``(g, n)`` (sparse) matrix, without ``n x P``.
+
+    With ``V`` ``(P, k)``: ``(matrix @ Q) @ V`` ``(g, k)``, multiplied on the
+    device before anything is copied out.
 
     ``Q`` holds the unweighted per-example loss gradients as rows, in the flat
     order of the trainable parameters; a layer's rows are accumulated as
-    ``sum_i m_gi D_i``.
+    ``sum_i m_gi D_i``. When every row ``i`` enters at most one sum (group
+    memberships, a count sketch), each ``m_gi D_i`` is added to its own
+    column only (``n P`` operations instead of ``n P g``).
     """
     import scipy.sparse as sp
     import torch
 
     layout, ref, X, y = _prepare(module, X, y)
     matrix = sp.csc_matrix(matrix)
+    matrix.sum_duplicates()
     n_g = matrix.shape[0]
+    Vt = None if V is None else _param_columns(V, layout.n_params, ref)[0]
+    if np.diff(matrix.indptr).max(initial=0) <= 1:
+        out = _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size)
+        return _finish(out if Vt is None else out @ Vt)
     out = torch.zeros((layout.n_params, n_g), dtype=ref.dtype, device=ref.device)
     # accumulate straight into ``out``: weight rows as an (out * in, g) view,
     # the bias column (when trainable) into its own rows
@@ -261,7 +314,13 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256):
                 w_rows[i].addmm_(D.reshape(D.shape[0], -1).T, Mb[:, s2].T)
         for name, G in other.items():
             out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ Mb.T
-    return out.T.to("cpu", torch.float64).numpy()
+    return _finish(out.T if Vt is None else out.T @ Vt)
+
+
+def _finish(t):
+    import torch
+
+    return t.to("cpu", torch.float64).numpy()
 
 
 def ggn_products(module, X, U, weights, V, *, batch_size=256):
@@ -339,3 +398,42 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
         layout.put(out, acc[i], layer)
     res = out.to("cpu", torch.float64).numpy()
     return res[:, 0] if one else res
+
+
+def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
+    """:func:`aggregated_gradients` when each row has at most one coefficient.
+
+    ``matrix`` is CSC ``(g, n)``; row ``i``'s gradient, times its coefficient,
+    is added into row ``col[i]`` of the ``(g, P)`` result (a tensor) with
+    ``index_add_`` (rows without a coefficient get weight 0).
+    """
+    import torch
+
+    n_g, n = matrix.shape
+    ref = next(iter(layout.params.values()))
+    counts = np.diff(matrix.indptr)
+    col = np.zeros(n, dtype=np.int64)
+    coef = np.zeros(n)
+    has = counts > 0
+    col[has] = matrix.indices[matrix.indptr[:-1][has]]
+    coef[has] = matrix.data[matrix.indptr[:-1][has]]
+    col_t = torch.as_tensor(col, device=ref.device)
+    coef_t = torch.as_tensor(coef, dtype=ref.dtype, device=ref.device)
+    out = torch.zeros((n_g, layout.n_params), dtype=ref.dtype, device=ref.device)
+    for sl, layers, other in _batches_of_layer_gradients(
+        module, loss, X, y, batch_size
+    ):
+        cb, wb = col_t[sl], coef_t[sl]
+        for i, g, a in layers:
+            layer = layout.layers[i]
+            g = g * wb[:, None, None]
+            if layer["bias"] is not None:  # the input's last row is the constant 1
+                out[:, layout.slices[layer["bias"]]].index_add_(0, cb, g.sum(2))
+                a = a[:, :-1]
+            w_cols = out[:, layout.slices[layer["weight"]]]
+            for s2, D in _layer_blocks(g, a):
+                w_cols.index_add_(0, cb[s2], D.reshape(D.shape[0], -1))
+        for name, G in other.items():
+            G = G.reshape(G.shape[0], -1) * wb[:, None]
+            out[:, layout.slices[name]].index_add_(0, cb, G)
+    return out

@@ -28,7 +28,7 @@ from ._kfac_products import (
     aggregated_gradients,
     ggn_products,
     per_example_products,
-    per_example_sq_norms,
+    sq_norms_and_sum,
 )
 from ._kfac_target import low_rank_target_ggn
 from ._torch import TorchBackend
@@ -135,10 +135,26 @@ class KroneckerBackend(TorchBackend):
             return _to_numpy(self.weight_decay * self._mask * self._theta)
         return None
 
-    def _per_example(self, fn, *args):
+    def _per_example(self, fn, *args, **kwargs):
         return fn(
-            self.module, self._loss, self._X, self._y, *args, batch_size=self.batch_size
+            self.module,
+            self._loss,
+            self._X,
+            self._y,
+            *args,
+            batch_size=self.batch_size,
+            **kwargs,
         )
+
+    def gradient(self):
+        """``grad J``: kept from the pass of :meth:`removal_gradient_norms`
+        when the parameters have not moved since, else a new pass."""
+        import torch
+
+        cached = getattr(self, "_grad_cache", None)
+        if cached is not None and torch.equal(cached[0], self._theta):
+            return cached[1].copy()
+        return super().gradient()
 
     def removal_gradient_products(self, V):
         """``Q V`` ``(n, k)`` layer by layer (never ``n x P`` nor ``b x P``)."""
@@ -150,7 +166,10 @@ class KroneckerBackend(TorchBackend):
         return out * _to_numpy(self._s)[:, None]
 
     def removal_gradient_norms(self):
-        sq = self._per_example(per_example_sq_norms)
+        """Row norms of ``Q``; the same pass keeps ``grad J`` (see :meth:`gradient`)."""
+        sq, data_grad = self._per_example(sq_norms_and_sum, self._s)
+        pen = self._pen_mult * self.weight_decay * self._mask * self._theta
+        self._grad_cache = (self._theta.clone(), data_grad + _to_numpy(pen))
         c = self._offset()
         if c is not None:
             sq = sq + 2 * self._per_example(per_example_products, c) + c @ c
@@ -166,6 +185,23 @@ class KroneckerBackend(TorchBackend):
         c = self._offset()
         if c is not None:
             out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * c[None, :]
+        return out
+
+    def aggregated_removal_products(self, matrix, V):
+        """``(matrix @ Q) @ V`` ``(g, k)``: one pass, group sums layer by layer.
+
+        For a membership matrix (one group per row) the pass costs ``n P``
+        whatever ``k``, against ``n P k`` for the per-row products ``Q V``.
+        """
+        import scipy.sparse as sp
+
+        s = _to_numpy(self._s)
+        weighted = sp.csr_matrix(matrix) @ sp.diags(s)
+        V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
+        out = self._per_example(aggregated_gradients, weighted, V=V)
+        c = self._offset()
+        if c is not None:
+            out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * (c @ V)[None, :]
         return out
 
     def aggregated_loss_gradients(self, matrix, batch_size=None):
@@ -259,8 +295,7 @@ class KroneckerBackend(TorchBackend):
                 self.target_rank,
                 random_state=self.random_state,
             )
-        rng = np.random.default_rng(self.random_state)
-        G = rng.standard_normal((self.target_rank, self.n_samples))
+        G = count_sketch(self.target_rank, self.n_samples, self.random_state)
         if self._kfac is None:
             raise RuntimeError(
                 "hessian_solver must be called before the target factor."
@@ -272,3 +307,19 @@ class KroneckerBackend(TorchBackend):
             self.target_rank,
             test_matrix=Om,
         )
+
+
+def count_sketch(rank, n, random_state=0):
+    """Sparse ``(rank, n)`` sketch: each column one random sign in a random row.
+
+    ``G Q`` is then ``rank`` signed sums over disjoint random subsets of the
+    rows: one pass costing ``n P`` (a Gaussian ``G`` costs ``n P rank``),
+    with the same span quality for the Nystrom factor (measured by
+    ``benchmarks/kfac_target_rank.py``).
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(random_state)
+    rows = rng.integers(0, rank, n)
+    signs = rng.choice([-1.0, 1.0], n)
+    return sp.csr_matrix((signs, (rows, np.arange(n))), shape=(rank, n))
