@@ -56,8 +56,16 @@ class GroupSelector(
       (:meth:`GroupInfluence.self_influence`); the rows with the highest are
       removed, in ``n_rounds`` slices, each round refitted without the rows
       removed so far;
-    * whole groups of a classifier (``groups_as_units=True``,
-      ``validation="leave_group_out"``): each group is judged by the model
+    * whole groups of a two-class classifier whose influence model gives
+      Newton steps and probabilities (``groups_as_units=True``,
+      ``validation="relabel"``): each group is judged by the penalised
+      log-likelihood gained by refitting with its labels swapped (one
+      Newton step with the fit's Hessian and a line search on the exact
+      objective, so never more than a refit would gain); the groups with the
+      largest gain are removed, in ``n_rounds`` slices, each round refitted
+      without the groups removed so far;
+    * whole groups of a classifier with more classes
+      (``validation="leave_group_out"``): each group is judged by the model
       fitted without it (one group-Newton step from one fit, class prior put
       back to all kept rows'): the log-likelihood ratio of "the group's
       labels are wrong" against "they are right" under that model; the
@@ -94,29 +102,32 @@ class GroupSelector(
         first round (rows: approximate leave-one-out probability of the given
         label below ``1 / n_classes``; regressors: a squared leave-one-out
         residual over 9 robust variances; groups with ``"leave_group_out"``:
-        a positive flip likelihood ratio; groups with ``"cross_fit"``: most
+        a positive flip likelihood ratio, ``"relabel"``: a positive gain;
+        groups with ``"cross_fit"``: most
         of their rows), and stops earlier when no unit looks noisy any more
         (``"cross_fit"``: when no unit is estimated to lower the robust
         target); ``removed_indices_`` tells how many were removed.
     method : {"interaction", "first_order", "second_order"}, \
             default="interaction"
         Estimate driving the greedy removal (``"cross_fit"`` and hold-out;
-        ``"loo"`` ranks by the leave-one-out loss, ``"leave_group_out"`` by
-        the flip likelihood ratio): ``interaction`` adds the pairwise
-        interaction of the removed units to the first-order sum, so redundant
-        units are not removed together for the same reason; ``first_order``
+        ``"loo"`` ranks by the leave-one-out loss, ``"relabel"`` and
+        ``"leave_group_out"`` by their flip likelihood ratios):
+        ``interaction`` adds the pairwise interaction of the removed units to
+        the first-order sum, so redundant units are not removed together for
+        the same reason; ``first_order``
         is top-k on the summed influences; ``second_order`` also adds the
         parameter response to second order.
     groups_as_units : bool, default=False
         Remove whole groups (the ``groups`` passed to ``fit``) instead of
         single examples. Groups are ranked globally across the folds.
-    validation : {"auto", "loo", "leave_group_out", "cross_fit"} or float \
-            in (0, 1), default="auto"
-        ``"loo"``, ``"leave_group_out"`` and ``"cross_fit"``: as described
-        above; every unit is a candidate. ``"auto"``: ``"loo"`` for rows;
-        for groups ``"leave_group_out"`` with a classifier fitted with a
-        log-loss whose influence model gives group-Newton steps (e.g.
-        ``LogisticRegression``), else ``"cross_fit"``. A float: that
+    validation : {"auto", "loo", "relabel", "leave_group_out", "cross_fit"} \
+            or float in (0, 1), default="auto"
+        ``"loo"``, ``"relabel"``, ``"leave_group_out"`` and ``"cross_fit"``:
+        as described above; every unit is a candidate. ``"auto"``: ``"loo"``
+        for rows; for groups of a classifier fitted with a log-loss whose
+        influence model gives group-Newton steps (e.g.
+        ``LogisticRegression``) ``"relabel"`` with two classes and
+        ``"leave_group_out"`` with more, else ``"cross_fit"``. A float: that
         fraction of the rows (whole groups when ``groups`` is given) is held
         out, its rows (noisy labels and all) are the target set, are never
         removed and are part of the final refit; the selection is
@@ -239,7 +250,7 @@ class GroupSelector(
         "groups_as_units": ["boolean"],
         "validation": [
             Interval(RealNotInt, 0, 1, closed="neither"),
-            StrOptions({"auto", "loo", "cross_fit", "leave_group_out"}),
+            StrOptions({"auto", "loo", "cross_fit", "leave_group_out", "relabel"}),
         ],
         "n_folds": [Interval(numbers.Integral, 2, None, closed="left")],
         "damping": [Interval(numbers.Real, 0, None, closed="left")],
@@ -361,11 +372,13 @@ class GroupSelector(
                 mode = self.validation
                 if mode == "auto" and self.groups_as_units:
                     mode = "leave_group_out" if self._is_classifier else "cross_fit"
+                    if mode == "leave_group_out" and len(np.unique(y)) == 2:
+                        mode = "relabel"
                 elif mode == "auto":
                     mode = "loo"
-                if mode == "leave_group_out":
+                if mode in ("leave_group_out", "relabel"):
                     removed_units = self._leave_group_out(
-                        X, y, sample_weight, unit_of_row, k
+                        X, y, sample_weight, unit_of_row, k, mode
                     )
                     if removed_units is None:  # no probabilities: cross-fit
                         mode = "cross_fit"
@@ -377,7 +390,7 @@ class GroupSelector(
                             "'cross_fit' or 'auto'."
                         )
                     removed_units = self._loo(X, y, sample_weight, k)
-                elif mode == "leave_group_out":
+                elif mode in ("leave_group_out", "relabel"):
                     pass
                 elif mode == "cross_fit":
                     removed_units = self._cross_fit(
@@ -436,14 +449,20 @@ class GroupSelector(
         )
         return removed
 
-    def _leave_group_out(self, X, y, sample_weight, unit_of_row, k):
-        """Groups by leave-group-out flip ratio; ``None`` when unsupported."""
+    def _leave_group_out(self, X, y, sample_weight, unit_of_row, k, rule):
+        """Groups by a flip likelihood ratio; ``None`` when unsupported."""
         if not (self.groups_as_units and self._is_classifier):
             raise ValueError(
-                "validation='leave_group_out' ranks whole groups of a classifier; "
+                f"validation={rule!r} ranks whole groups of a classifier; "
                 f"got groups_as_units={self.groups_as_units} and a "
                 f"{'classifier' if self._is_classifier else 'regressor'}. Pass "
                 "groups_as_units=True with a classifier, or validation='auto'."
+            )
+        if rule == "relabel" and len(np.unique(y)) != 2:
+            raise ValueError(
+                "validation='relabel' swaps the labels of a group and needs "
+                f"exactly two classes; got {len(np.unique(y))}. Use "
+                "validation='leave_group_out' (or 'auto') with more classes."
             )
         try:
             removed, self.rounds_ = clean_leave_group_out(
@@ -452,12 +471,13 @@ class GroupSelector(
                 unit_of_row,
                 k=k,
                 n_rounds=self.n_rounds,
+                rule=rule,
             )
-        except LeaveGroupOutUnsupported as exc:
+        except (LeaveGroupOutUnsupported, NotImplementedError) as exc:
             if self.validation == "auto":
                 return None
             raise ValueError(
-                "validation='leave_group_out' needs an estimator fitted with a "
+                f"validation={rule!r} needs an estimator fitted with a "
                 f"log-loss whose influence model gives group-Newton steps ({exc}); "
                 "use validation='cross_fit' or 'auto'."
             ) from exc

@@ -148,7 +148,8 @@ class SklearnLinearBackend(ModelBackend):
         self._Xt = self._design(X, train=True)
         self._y = spec.encode_y(y)
         sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
-        self._s = sw.astype(np.float64) * spec.class_weights_of(y)
+        self._sw = sw.astype(np.float64)  # without the class weights
+        self._s = self._sw * spec.class_weights_of(y)
         self._k = spec.n_outputs
         self._dt = self._Xt.shape[1]
         d = spec.coef.shape[1]
@@ -400,6 +401,37 @@ class SklearnLinearBackend(ModelBackend):
         if self.spec.mean_form:
             Q += s[:, None] * (self._D * self._theta)[None, :]
         return Q
+
+    def relabel_change(self, rows, y_new, theta=None):
+        """``(J' - J, grad (J' - J))`` at ``theta``: rows ``rows`` relabelled.
+
+        Sum-form log-loss objectives (``LogisticRegression``); the rows keep
+        their sample weights, and their class weights follow the new labels.
+        """
+        loss = self.spec.loss
+        if self.spec.mean_form or not isinstance(
+            loss, (HalfBinomialLoss, HalfMultinomialLoss)
+        ):
+            raise NotImplementedError(
+                f"{type(self.estimator).__name__} is not fitted with a summed "
+                "log-loss; relabelling rows is not supported."
+            )
+        rows = np.asarray(rows, dtype=int)
+        theta = self._theta if theta is None else np.asarray(theta)
+        Xt = self._Xt[rows]
+        raw = self._raw(Xt, theta)
+        s_old = self._s[rows]
+        s_new = self._sw[rows] * self.spec.class_weights_of(y_new)
+        y_old = self._loss_y(self._y[rows])
+        y_enc = self._loss_y(self.spec.encode_y(y_new, "y_new"))
+        delta = np.dot(s_new, loss.value(y_enc, raw)) - np.dot(
+            s_old, loss.value(y_old, raw)
+        )
+        g_new, _ = loss.gradient_hessian(y_enc, raw)
+        g_old, _ = loss.gradient_hessian(y_old, raw)
+        G = g_new * s_new[:, None] - g_old * s_old[:, None]
+        grad = (self.spec.c * G).T @ Xt
+        return float(self.spec.c * delta), np.asarray(grad).ravel()
 
     def target_value(self, theta=None):
         z = self._raw(self._Xf, theta)
