@@ -241,17 +241,26 @@ def assess_groups(state, membership, method, estimate, first, *, estimates=None)
                 for g in range(len(estimate))
             ]
         )
-    if method == "newton" and _newton_is_exact(state):
+    if method == "newton" and _newton_is_exact(state, membership):
         # quadratic objective, no damping: the group-Newton step is the refit
         # itself, wrong only where H - H_S is singular (a share of 1)
         return ~(np.nan_to_num(share) >= 1.0 - 1e-9), share
     return trust_flags(estimate, reference, share, max_spread=max_spread), share
 
 
-def _newton_is_exact(state):
-    """Group-Newton estimates equal refits (quadratic loss, undamped ``H``)."""
-    exact = getattr(state.backend, "newton_is_exact", False)
-    return exact and getattr(state.solver, "damping", None) == 0
+def _newton_is_exact(state, membership):
+    """Group-Newton estimates equal refits: a quadratic loss, an undamped ``H``
+    and parameters at the optimum (the Newton step ``H^-1 grad J`` negligible,
+    in the ``H`` norm, against every group's shift ``H^-1 sum_S q_i``; e.g. a
+    frozen model that was not solved exactly is not)."""
+    backend, solver = state.backend, state.solver
+    if not getattr(backend, "newton_is_exact", False) or solver.damping != 0:
+        return False
+    g = backend.gradient()
+    step = float(g @ solver.solve(g))
+    Q = np.asarray(backend.aggregated_removal_gradients(membership.matrix))
+    shifts = np.einsum("gp,pg->g", Q, solver.solve(Q.T))
+    return step <= 1e-12 * float(np.min(shifts, initial=np.inf))
 
 
 def _estimate(state, membership, method, first):

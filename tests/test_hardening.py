@@ -341,6 +341,27 @@ def test_ridge_newton_is_exact_on_degenerate_designs(small, design):
         np.testing.assert_allclose(gi.influence_[N:], gi.influence_[:20], rtol=1e-10)
 
 
+def test_unpenalised_least_squares_is_invariant_to_feature_scales(small):
+    X, y, Xt, yt, g = small
+    y, yt = y.astype(float), yt.astype(float)
+    scales = np.array([1e-6, 1e6, 1.0, 1e-3, 1e3])  # raw units spanning 12 decades
+    ref = GroupInfluence(LinearRegression()).fit(X, y, X_target=Xt, y_target=yt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreliableEstimateWarning)
+        gi = GroupInfluence(LinearRegression()).fit(
+            X * scales, y, X_target=Xt * scales, y_target=yt
+        )
+        est = gi.score_groups(g, method="newton")
+    # was: scikit-learn's lstsq truncates the 1e-6 column, the relative gradient
+    # norm (7.9e-9) looked stationary, and the estimates were off by a factor
+    # of up to 3.8 with no warning
+    np.testing.assert_allclose(gi.theta_[:-1] * scales, ref.theta_[:-1], rtol=1e-6)
+    np.testing.assert_allclose(gi.influence_, ref.influence_, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        est.estimate, ref.score_groups(g, method="newton").estimate, rtol=1e-6
+    )
+
+
 @pytest.mark.filterwarnings("ignore:The Hessian without this group:UserWarning")
 def test_newton_is_flagged_where_the_refit_is_not_unique(small):
     X, y, Xt, yt, g = small
