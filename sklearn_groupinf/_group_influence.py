@@ -78,8 +78,11 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
     polish : {"auto", True, False}, default="auto"
         Newton-polish the fitted parameters on the analytic objective when
         ``||grad J||`` exceeds ``stationarity_tol`` times a typical
-        per-example gradient (the user's estimator is not modified). ``False``
-        only warns. A ``FrozenEstimator`` is polished only with ``polish=True``
+        per-example gradient (the user's estimator is not modified); the
+        least-squares models always take the one Newton step to their optimum
+        (a relative gradient norm misses coefficients of features on tiny
+        scales). ``False`` only warns. A ``FrozenEstimator`` is polished only
+        with ``polish=True``
         (its model is never changed either way): by default the influences
         expand around its own parameters (see Notes).
     stationarity_tol : float, default=1e-6
