@@ -663,3 +663,24 @@ def test_cli_numeric_column_with_placeholders_names_the_cells(tmp_path, capsys):
     df.loc[[2, 9], "a"] = np.nan  # the fix: empty cells, imputed
     df.to_csv(tmp_path / "q.csv", index=False)
     assert cli.main(args + ["--quiet"]) == 0
+
+
+# --------------------------------------------------- callable targets (torch)
+@pytest.mark.torch
+def test_callable_target_non_finite_values_raise_and_multi_output_works(small):
+    torch = pytest.importorskip("torch")
+    X, y, Xt, yt, _ = small
+    # was: target_value_ = nan, silently (log of negative raw outputs has a
+    # finite derivative, so only the values were non-finite)
+    with pytest.raises(FloatingPointError, match="returns .* non-finite values"):
+        GroupInfluence(LogisticRegression(), target=lambda y, z: torch.log(z)).fit(
+            X, y, X_target=Xt
+        )
+    # a multi-output regressor's y_target (m, 2): was a RuntimeError from a
+    # reshape; the callable mean squared error equals the default target
+    Y, Yt = np.c_[y, 1 - 2 * y].astype(float), np.c_[yt, 1 - 2 * yt].astype(float)
+    mse = GroupInfluence(Ridge(), target=lambda y, z: ((y - z) ** 2).mean(-1))
+    a = mse.fit(X, Y, X_target=Xt, y_target=Yt)
+    b = GroupInfluence(Ridge()).fit(X, Y, X_target=Xt, y_target=Yt)
+    assert a.target_value_ == pytest.approx(b.target_value_, rel=1e-12)
+    np.testing.assert_allclose(a.influence_, b.influence_, rtol=1e-9, atol=1e-15)

@@ -38,9 +38,10 @@ class TorchCallableTarget(PointwiseLoss):
     """A user target ``phi(y, z) -> (m,)`` written with torch operations.
 
     ``y`` is passed as a float64 tensor of shape ``(m,)`` (class labels as their
-    index in ``classes_``) and ``z`` as ``(m,)`` for single-output models or
-    ``(m, K)`` otherwise. ``phi`` must act row by row: ``phi(y, z)[t]`` may only
-    depend on ``y[t]`` and ``z[t]``. Derivatives come from ``torch.func``.
+    index in ``classes_``; ``(m, K)`` for a multi-output regressor) and ``z``
+    as ``(m,)`` for single-output models or ``(m, K)`` otherwise. ``phi`` must
+    act row by row: ``phi(y, z)[t]`` may only depend on ``y[t]`` and ``z[t]``.
+    Derivatives come from ``torch.func``.
     """
 
     name = "callable"
@@ -67,7 +68,7 @@ class TorchCallableTarget(PointwiseLoss):
     def _single(self, yi, zi):
         # one example: reshape to a batch of one for the user's function
         zb = zi[None] if self.n_outputs > 1 else zi.reshape(1)
-        out = self.func(yi.reshape(1), zb)
+        out = self.func(yi[None] if yi.ndim else yi.reshape(1), zb)
         return out.reshape(-1)[0]
 
     def value(self, y, z):
@@ -81,6 +82,12 @@ class TorchCallableTarget(PointwiseLoss):
                 "The target callable must return one value per target example, "
                 f"shape ({len(y)},); got shape {tuple(out.shape)}. Return per-example "
                 "values, not their mean: the weighted mean is taken by GroupInfluence."
+            )
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(
+                f"The target callable returns {int(np.sum(~np.isfinite(out)))} "
+                "non-finite values (NaN or infinity); check it for log of zero or "
+                "of a negative number, division by zero or overflow."
             )
         return out
 
