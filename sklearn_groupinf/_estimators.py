@@ -155,10 +155,6 @@ class _FitState:
             return RemovalProducts(self.backend, S), Mf
 
         def thin():
-            if membership is not None and self._thin_rows is None:
-                rows = self._group_thin_rows(membership)
-                if rows is not None:
-                    return rows
             # kept (n x r) when each product is a pass over a network's data
             A = self._thin_rows
             if A is None:
@@ -167,6 +163,10 @@ class _FitState:
                     self._thin_rows = A
             return A if membership is None else membership.aggregate(A)
 
+        if membership is not None and self._U is None:
+            rows = self._group_thin_rows(membership)  # any number of groups
+            if rows is not None:
+                return rows, self.target_factor[1]
         return self._rows(
             n_units, lambda: self.shifts(membership), thin, lazy_shifts=self._U is None
         )
@@ -186,8 +186,10 @@ class _FitState:
         """
         fn = getattr(self.backend, "aggregated_removal_products", None)
         inverse = getattr(membership, "inverse", None)
-        if fn is None or inverse is None:
+        if fn is None or inverse is None or self.target_factor[0] is None:
             return None
+        if self._thin_rows is not None:  # the per-row factor exists: no pass
+            return membership.aggregate(self._thin_rows)
         key = (membership.n_groups, hash(np.asarray(inverse).tobytes()))
         cached = getattr(self, "_group_rows", None)
         if cached is None or cached[0] != key:
