@@ -13,7 +13,7 @@ linear layer (no batch normalisation). It is trained by
 in float32 for ``--epochs`` (2) epochs (one L-BFGS step after them, as
 ``TorchModel`` always ends); ``GroupInfluence(curvature="ekfac",
 damping=1e-3)`` (sampled-label Fisher, rank ``--target-rank`` (64, the
-default) target factor) computes in float64 on a copy.
+default) target factor) computes in the network's precision (float32).
 
 What it measures:
 
@@ -22,8 +22,8 @@ What it measures:
    (class-coherent: rows sorted by class and cut into blocks of 100, so at
    most 9 blocks straddle two classes; random), against one training epoch
    measured in the same run (a plain Adam pass over the same rows with the
-   same batch size: float32, as trained, and float64, the precision the
-   package computes in), and the peak resident memory of the process
+   same batch size: float32, as trained and as the package computes, and
+   float64 for comparison), and the peak resident memory of the process
    during each step (sampled every 50 ms; the step's increase over its start
    is printed too).
 2. Kronfluence 1.0.1 EK-FAC on the same trained network (its defaults:
@@ -43,7 +43,10 @@ What it measures:
    the CUDA projector needs ``fast_jl`` and a GPU): wall time, peak memory
    and LDS. Its score of a training row for a target row is the effect on
    the target's correct-class margin, so its estimate of the change of the
-   target loss when rows are removed is minus the sum of their scores.
+   target loss when rows are removed is the sum of their scores (a
+   positive score: the row raises the target's margin, i.e. lowers its
+   loss; ``benchmarks/kfac_lds_check.py`` checks this sign against exact
+   refits).
 4. Accuracy against retraining.
 
    - LDS (linear datamodeling score): ``--lds-subsets`` (10) random halves
@@ -357,6 +360,31 @@ def trak_scores(module, X, y, Xt, yt, proj_dim, dev, workdir):
 
 
 # ------------------------------------------------------------------- helpers
+def removal_estimates(removed, n, infl, K=None, kron=None, trak=None, name="ekfac"):
+    """Each method's estimate of the change of the target loss when the rows
+    ``removed[s]`` are removed (this package's sign: positive = removal
+    raises the loss).
+
+    ``infl``: ``influence_``; ``K``: the per-row interaction operator;
+    ``kron``: Kronfluence's per-row scores on the summed target loss (same
+    sign as ``influence_``); ``trak``: TRAK scores ``(m, n)``, positive when a
+    training row raises a target's correct-class margin, i.e. lowers its
+    loss, so removing it raises the loss: the estimate is ``+`` their sum.
+    ``benchmarks/kfac_lds_check.py`` checks every sign against exact refits.
+    """
+    out = {f"first_order ({name})": [infl[r].sum() for r in removed]}
+    if K is not None:
+        ones = [np.isin(np.arange(n), r).astype(float) for r in removed]
+        out[f"interaction ({name})"] = [
+            infl[r].sum() + 0.5 * o @ (K @ o) for r, o in zip(removed, ones)
+        ]
+    if kron is not None:
+        out["Kronfluence EK-FAC (first order)"] = [kron[r].sum() for r in removed]
+    if trak is not None:
+        out["TRAK"] = [trak[:, r].sum() for r in removed]
+    return out
+
+
 def class_groups(y, n_groups, rng):
     order = np.concatenate(
         [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
@@ -394,6 +422,11 @@ def main(argv=None):
     parser.add_argument("--no-kronfluence", action="store_true")
     parser.add_argument("--no-trak", action="store_true")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument(
+        "--no-refits",
+        action="store_true",
+        help="timing only: no LDS or group refits (implies --no-doc)",
+    )
     args = parser.parse_args(argv)
     q = args.quick
     defaults = dict(
@@ -406,6 +439,8 @@ def main(argv=None):
         proj_dim=128 if q else 256,
         kron_lambda_rows=300 if q else 1000,
     )
+    if args.no_refits:
+        args.lds_subsets, args.group_refits, args.no_doc = 0, 0, True
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -461,8 +496,7 @@ def main(argv=None):
     est = {}
     for kind in ["class", "random"]:
         for method in ["first_order", "interaction"]:
-            first = not est
-            name = f"score_groups {kind} {method}" + (" (first call)" if first else "")
+            name = f"score_groups {kind} {method}"
             est[kind, method] = meter(
                 name, lambda g=groups[kind], mt=method: gi.score_groups(g, method=mt)
             ).estimate
@@ -523,17 +557,7 @@ def main(argv=None):
         )
     lds_time = time.perf_counter() - t0
     removed = [np.setdiff1d(np.arange(n), keep) for keep in keeps]
-    ones = [np.isin(np.arange(n), r).astype(float) for r in removed]
-    lds_est = {
-        "first_order (ekfac)": [infl[r].sum() for r in removed],
-        "interaction (ekfac)": [
-            infl[r].sum() + 0.5 * o @ (K @ o) for r, o in zip(removed, ones)
-        ],
-    }
-    if kron is not None:
-        lds_est["Kronfluence EK-FAC (first order)"] = [kron[r].sum() for r in removed]
-    if trak is not None:
-        lds_est["TRAK"] = [-trak[:, r].sum() for r in removed]
+    lds_est = removal_estimates(removed, n, infl, K, kron, trak, name="ekfac")
     mean_actual = actual.mean(1)
     seeds_agree = corr(actual[:, 0], actual[:, 1]) if args.lds_seeds > 1 else np.nan
 
@@ -573,9 +597,10 @@ def main(argv=None):
         for r in meter.rows
     ]
     t_fit = next(r[1] for r in meter.rows if r[0] == "GroupInfluence.fit")
-    t_first = next(r[1] for r in meter.rows if "(first call)" in r[0])
+    t_first = sum(r[1] for r in meter.rows if r[0].startswith("score_groups class"))
     summary = (
-        f"``fit`` + first ``score_groups``: {t_fit + t_first:.0f} s = "
+        "``fit`` + ``score_groups`` first_order + interaction (class groups, the "
+        f"first calls): {t_fit + t_first:.0f} s = "
         f"{(t_fit + t_first) / ep:.1f} float32 epochs = "
         f"{(t_fit + t_first) / ep64:.1f} float64 epochs (goal: 5)."
     )
@@ -650,8 +675,11 @@ def render(v):
         "Wall time of each step, in units of one float32 training epoch measured",
         "in the same run, and the peak resident memory of the process during the",
         "step (with its rise over the step's start). The score_groups rows run in",
-        "the order shown: the first call builds the target factor and the",
-        "per-row interaction factor, later calls reuse them.",
+        "the order shown: the first call builds the rank-r target factor (and,",
+        "for the ``reliable`` column of first_order, the interaction estimate it",
+        "is compared with), each new grouping costs one pass of group sums, the",
+        "same grouping again none; ``interaction_matrix`` over rows builds the",
+        "per-row factor ``Q H^-1 B`` (one pass of ``r`` products per row).",
         "",
         v["t_time"],
         "",
