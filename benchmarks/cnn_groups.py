@@ -706,7 +706,9 @@ def render(v):
         f"The two seeds' own outcomes agree with Spearman {fmt(v['seeds_agree'])}",
         "(the ceiling a method can reach at this number of seeds is about there);",
         "median absolute change of the target "
-        f"{np.median(np.abs(v['mean_actual'])):.3g}.",
+        f"{np.median(np.abs(v['mean_actual'])):.3g}. The estimates come from the",
+        "same code (``removal_estimates``) that ``benchmarks/kfac_lds_check.py``",
+        "checks against exact refits of a small network (:doc:`curvature`).",
         "",
         "Group removal: groups retrained with zero weight from the trained",
         "network's initialisation and batch order; Spearman of the estimates",
