@@ -1,12 +1,15 @@
 """Adversarial inputs on the scikit-learn linear backends.
 
 Every public entry point (``GroupInfluence``, ``GroupSelector``,
-``evaluation.leave_group_out``) gets the inputs a scikit-learn user passes:
-pandas containers, other dtypes and label types, zero weights, odd group
-labels, degenerate designs, edge budgets, meta-estimator round trips. Each
-case gives either the right answer, checked against a reference (the numpy /
-float64 / integer-label result, an exact refit, the rows dropped), or a
-``ValueError`` / ``TypeError`` that names the argument, the value and the fix.
+``evaluation.leave_group_out``, the ``groupinf`` command) gets the inputs a
+scikit-learn user passes: pandas containers, other dtypes and label types,
+zero and integer weights, odd group labels, degenerate and badly scaled
+designs, cross-validated or resampling estimators, edge budgets,
+meta-estimator round trips. Each case gives either the right answer, checked
+against a reference (the numpy / float64 / integer-label / repeated-row
+result, an exact refit, the rows dropped), or an error or warning that names
+the argument, the value received and the fix. Comments marked "was:" record
+what happened before the fix.
 """
 
 import pickle
