@@ -46,7 +46,11 @@ def tree_reduce(parts, combine, fan_in=8):
 
 
 def group_column(groups, like):
-    """Group labels as a 1-D Dask array with the row chunks of ``like``."""
+    """Group labels as a 1-D Dask array of ``like``'s length.
+
+    In-memory labels get the row chunks of ``like``; a Dask column keeps its
+    own (its codes are rechunked, once).
+    """
     import dask.array as da
 
     from ._dask_fit import _to_dask_array
@@ -63,7 +67,7 @@ def group_column(groups, like):
             f"groups must have shape ({n},), one label per training example; "
             f"got a Dask array of shape {g.shape}."
         )
-    return g.rechunk((like.chunks[0],))
+    return g
 
 
 def _chunk_unique(b):
@@ -163,7 +167,10 @@ class DaskGroupMembership:
             )
             for b, c in zip(blocks, g.chunks[0])
         ]
-        self.codes = da.concatenate(codes).persist()
+        codes = da.concatenate(codes)
+        if codes.chunks[0] != like.chunks[0]:  # the row chunks of X
+            codes = codes.rechunk((like.chunks[0],))
+        self.codes = codes.persist()
 
     @property
     def n_groups(self):

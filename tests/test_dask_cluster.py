@@ -237,3 +237,48 @@ def test_group_labels_stay_on_the_cluster(_small_pieces, monkeypatch):
     assert _rel(sigma_g, ref.self_influence(groups)) < RTOL
     assert _rel(sigma, ref.self_influence()) < RTOL
     assert _rel(K, ref.interaction_matrix(groups, form="dense")) < RTOL
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_parquet_labels_chunked_unlike_x(tmp_path, caplog):
+    # dask fuses Parquet reads differently for the label column and for X:
+    # the codes are rechunked to X's chunks once (rechunking the labels in
+    # every pass made the scheduler warn about reused keys)
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    feats = [f"x{j}" for j in range(4)]
+    frames = []
+    for i in range(10):
+        X = rng.standard_normal((2000, 4))
+        y = (X[:, 0] + rng.standard_normal(2000) > 0).astype(int)
+        frame = pd.DataFrame(X, columns=feats).assign(
+            label=y, merchant=rng.integers(0, 50, 2000)
+        )
+        frame.to_parquet(tmp_path / f"part-{i:03d}.parquet")
+        frames.append(frame)
+    full = pd.concat(frames, ignore_index=True)
+    Xt = rng.standard_normal((100, 4))
+    kw = dict(X_target=Xt, y_target=(Xt[:, 0] > 0).astype(int))
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        df = dd.read_parquet(str(tmp_path / "*.parquet"))
+        gi = GroupInfluence(LogisticRegression(), method="interaction").fit(
+            df[feats], df["label"], **kw
+        )
+        res = gi.score_groups(df["merchant"], method="newton")
+        picks = gi.select(3, groups=df["merchant"], method="newton")
+    assert "run_spec" not in caplog.text
+    ref = GroupInfluence(LogisticRegression(), method="interaction").fit(
+        full[feats].to_numpy(), full["label"].to_numpy(), **kw
+    )
+    g = full["merchant"].to_numpy()
+    assert _rel(res.estimate, ref.score_groups(g, method="newton").estimate) < RTOL
+    r = ref.select(3, groups=g, method="newton")
+    np.testing.assert_array_equal(picks.groups, r.groups)
+    np.testing.assert_array_equal(picks.indices, r.indices)
