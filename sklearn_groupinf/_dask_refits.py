@@ -10,7 +10,8 @@ as tree reductions over the chunks, a backtracking line search on the
 objective) on the objective with the group's weights set to zero --
 scikit-learn's own removal contract -- until its relative gradient norm is
 below ``stationarity_tol``. Group labels given as a Dask array stay on the
-workers: the labels, sizes and class counts of the groups are reductions.
+workers: they are coded there (:class:`~._dask_groups.DaskGroupMembership`),
+and the labels, sizes and classes of the groups are reductions.
 
 Each refit costs a few passes over the data (one per Newton step and one
 per line-search trial); it is meant for checking a sample of groups.
@@ -25,6 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.frozen import FrozenEstimator
 
 from ._dask_backend import DaskLinearBackend
+from ._dask_groups import DaskGroupMembership
 from ._progress import log
 
 
@@ -46,26 +48,6 @@ def supported(estimator):
 
     final = estimator.estimator if isinstance(estimator, FrozenEstimator) else estimator
     return isinstance(final, SUPPORTED_CLASSES)
-
-
-def _group_column(groups, X):
-    """Group labels as a 1-D Dask array with the row chunks of ``X``."""
-    import dask.array as da
-
-    from ._dask_fit import _to_dask_array
-
-    g = _to_dask_array(groups, "groups")
-    if g.ndim != 1:
-        raise ValueError(
-            "With Dask training data, groups must be one label per example "
-            f"(1-D); got an array of shape {g.shape}."
-        )
-    if g.shape[0] != X.shape[0]:
-        raise ValueError(
-            f"groups has {g.shape[0]} labels and X has {X.shape[0]} rows; pass "
-            "one label per training example."
-        )
-    return da.asarray(g).rechunk((X.chunks[0],))
 
 
 def _pairs(gb, yb, _offset):
@@ -109,7 +91,6 @@ def dask_leave_group_out(
         holds the passes over the data of each refit, ``stationarity`` is
         measured with the median row norm of the reference fit.
     """
-    import dask
     import dask.array as da
 
     from ._dask_fit import _to_dask_array, any_dask
@@ -137,16 +118,16 @@ def dask_leave_group_out(
     ref = gi._state.backend
     f0, theta0 = float(gi.target_value_), gi.theta_.copy()
     scale = _Scale(ref.removal_gradient_norms().median())
-    g = _group_column(groups, ref.X)
-    uniq = da.unique(g, return_counts=True)
-    labels, sizes = (np.asarray(a) for a in dask.compute(*uniq))
+    # labels coded on the workers (codes chunked like X, kept there)
+    membership = DaskGroupMembership(groups, ref.X)
+    labels, sizes, codes = membership.labels, membership.sizes, membership.codes
     fitted = gi.estimator_
     if is_classifier(fitted):
         from ._dask_reduce import _per_block
 
-        have = _per_block(_pairs, g, ref.y[:, 0], combine=_union)
-        for lab in labels.tolist():
-            left = {c for a, c in have if a != lab}
+        have = _per_block(_pairs, codes, ref.y[:, 0], combine=_union)
+        for i, lab in enumerate(labels.tolist()):
+            left = {c for a, c in have if a != i}
             lost = [c for c in fitted.classes_.tolist() if c not in left]
             if lost:
                 raise ValueError(
@@ -158,7 +139,7 @@ def dask_leave_group_out(
     tX, ty, tw = X_target, y_target, target_weight
     if any_dask(tX, ty, tw):
         tX, ty, tw = (_to_dask_array(a, k) for a, k in zip((tX, ty, tw), "Xyw"))
-    sw = ref.sw[:, 0] if ref.sw is not None else da.ones_like(g, dtype=np.float64)
+    sw = ref.sw[:, 0] if ref.sw is not None else da.ones_like(codes, dtype=np.float64)
     log(
         f"leave_group_out (dask): {len(labels)} refits by Newton steps over "
         f"{len(ref.X.chunks[0])} chunks [{time.perf_counter() - start:.1f} s]",
@@ -171,7 +152,7 @@ def dask_leave_group_out(
             fitted,
             ref.X,
             ref.y[:, 0] if ref._y_1d else ref.y,
-            sample_weight=da.where(g == lab, 0.0, sw),
+            sample_weight=da.where(codes == i, 0.0, sw),
             X_target=tX,
             y_target=ty,
             target_weight=tw,

@@ -239,13 +239,9 @@ def test_group_labels_stay_on_the_cluster(_small_pieces, monkeypatch):
     assert _rel(K, ref.interaction_matrix(groups, form="dense")) < RTOL
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_parquet_labels_chunked_unlike_x(tmp_path, caplog):
-    # dask fuses Parquet reads differently for the label column and for X:
-    # the codes are rechunked to X's chunks once (rechunking the labels in
-    # every pass made the scheduler warn about reused keys)
+def _parquet(tmp_path):
+    """Ten small Parquet files (features, label, merchant, region), in memory too."""
     pd = pytest.importorskip("pandas")
-    dd = pytest.importorskip("dask.dataframe")
     pytest.importorskip("pyarrow")
     rng = np.random.default_rng(0)
     feats = [f"x{j}" for j in range(4)]
@@ -254,19 +250,32 @@ def test_parquet_labels_chunked_unlike_x(tmp_path, caplog):
         X = rng.standard_normal((2000, 4))
         y = (X[:, 0] + rng.standard_normal(2000) > 0).astype(int)
         frame = pd.DataFrame(X, columns=feats).assign(
-            label=y, merchant=rng.integers(0, 50, 2000)
+            label=y,
+            merchant=rng.integers(0, 50, 2000),
+            region=rng.choice(["north", "south", "west"], 2000),
         )
         frame.to_parquet(tmp_path / f"part-{i:03d}.parquet")
         frames.append(frame)
-    full = pd.concat(frames, ignore_index=True)
     Xt = rng.standard_normal((100, 4))
     kw = dict(X_target=Xt, y_target=(Xt[:, 0] > 0).astype(int))
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster),
-    ):
+    return feats, pd.concat(frames, ignore_index=True), kw
+
+
+def _threads_cluster():
+    return distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_parquet_labels_chunked_unlike_x(tmp_path, caplog):
+    # dask fuses Parquet reads differently for the label column and for X:
+    # the codes are rechunked to X's chunks once (rechunking the labels in
+    # every pass made the scheduler warn about reused keys); group scores
+    # and the newton greedy equal the in-memory ones
+    dd = pytest.importorskip("dask.dataframe")
+    feats, full, kw = _parquet(tmp_path)
+    with _threads_cluster() as cluster, distributed.Client(cluster):
         df = dd.read_parquet(str(tmp_path / "*.parquet"))
         gi = GroupInfluence(LogisticRegression(), method="interaction").fit(
             df[feats], df["label"], **kw
@@ -282,3 +291,32 @@ def test_parquet_labels_chunked_unlike_x(tmp_path, caplog):
     r = ref.select(3, groups=g, method="newton")
     np.testing.assert_array_equal(picks.groups, r.groups)
     np.testing.assert_array_equal(picks.indices, r.indices)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_parquet_leave_group_out_string_labels(tmp_path, caplog):
+    # refits with labels coded on the workers (Parquet strings chunked
+    # unlike X): no reused-key warning, the in-memory refits' results
+    dd = pytest.importorskip("dask.dataframe")
+    from sklearn_groupinf.evaluation import leave_group_out
+
+    feats, full, kw = _parquet(tmp_path)
+    with _threads_cluster() as cluster, distributed.Client(cluster):
+        df = dd.read_parquet(str(tmp_path / "*.parquet"))
+        lgo = leave_group_out(
+            LogisticRegression(), df[feats], df["label"], df["region"], **kw
+        )
+    assert "run_spec" not in caplog.text
+    region = full["region"].to_numpy()
+    np.testing.assert_array_equal(lgo.groups, ["north", "south", "west"])
+    np.testing.assert_array_equal(lgo.size, [np.sum(region == r) for r in lgo.groups])
+    ref = leave_group_out(
+        LogisticRegression(),
+        full[feats].to_numpy(),
+        full["label"].to_numpy(),
+        region,
+        stationarity_tol=1e-10,
+        **kw,
+    )
+    assert _rel(lgo.actual, ref.actual) < max(1e-7, 10 * ref.stationarity.max())
