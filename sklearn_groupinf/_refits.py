@@ -54,8 +54,24 @@ _CHORD_CONTRACTION = 4.0
 def check_membership(groups, n_samples):
     """Labels -> ``(labels, sizes, list of removed-row masks)``."""
     if sp.issparse(groups) or (
-        isinstance(groups, np.ndarray) and groups.ndim == 2 and groups.dtype == bool
+        isinstance(groups, np.ndarray)
+        and groups.ndim == 2
+        and (groups.dtype == bool or min(groups.shape) > 1)
     ):
+        values = groups.data if sp.issparse(groups) else groups
+        if values.dtype.kind not in "biuf":
+            raise ValueError(
+                f"groups has shape {groups.shape} with {values.dtype} values: pass "
+                "one label per example (labels from several columns combined into "
+                "one, e.g. site + '|' + year) or a boolean membership matrix with "
+                "one row per group."
+            )
+        if not np.all((values == 0) | (values == 1)):
+            odd = np.unique(values[(values != 0) & (values != 1)])[:3].tolist()
+            raise ValueError(
+                "A membership matrix in groups must hold booleans or 0/1 (row g "
+                f"marks the examples of group g); got values {odd}."
+            )
         M = sp.csr_matrix(groups, dtype=bool)
         if M.shape[1] != n_samples:
             raise ValueError(

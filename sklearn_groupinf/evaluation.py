@@ -194,8 +194,8 @@ def leave_group_out(
     groups : array-like of shape (n_samples,) or bool array of shape \
             (n_groups, n_samples)
         Group label of each training example (like ``GroupKFold``'s), or a
-        boolean membership matrix (dense or sparse), one row per group, for
-        groups that overlap.
+        boolean (or 0/1) membership matrix (dense or sparse), one row per
+        group, for groups that overlap.
     X_target, y_target : array-like, default=None
         Target set on which the target is evaluated. Without it the target is
         the metric on all the training data (removed rows included), weighted

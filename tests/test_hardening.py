@@ -316,6 +316,24 @@ def test_groups_of_the_wrong_length_name_the_shape(small, fitted):
             fitted.score_groups(groups)
 
 
+def test_membership_matrices_of_leave_group_out(small):
+    X, y, _, _, g = small
+    ref = leave_group_out(LogisticRegression(), X, y, g).actual
+    onehot = (g[None, :] == np.arange(5)[:, None]).astype(int)  # (5, N) of 0/1
+    # was: "groups must have shape (150,)" for a 0/1 integer matrix
+    np.testing.assert_allclose(
+        leave_group_out(LogisticRegression(), X, y, onehot).actual, ref, rtol=1e-10
+    )
+    sp = pytest.importorskip("scipy.sparse")
+    for weights in (0.5 * onehot, sp.csr_matrix(0.5 * onehot)):
+        # was accepted (the sparse one): weights taken for membership
+        with pytest.raises(ValueError, match=r"booleans or 0/1.*\[0\.5\]"):
+            leave_group_out(LogisticRegression(), X, y, weights)
+    two_columns = np.c_[g.astype(str), (g % 2).astype(str)]
+    with pytest.raises(ValueError, match="labels from several columns combined"):
+        leave_group_out(LogisticRegression(), X, y, two_columns)
+
+
 # ------------------------------------------------------- degenerate designs
 @pytest.mark.parametrize("design", ["duplicates", "constant", "collinear", "wide"])
 def test_ridge_newton_is_exact_on_degenerate_designs(small, design):
