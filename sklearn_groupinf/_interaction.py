@@ -78,6 +78,17 @@ def resolve_device(device="auto"):
             f"device={device!r} was requested but torch sees no CUDA device; use "
             "device='auto' or 'cpu'."
         )
+    if dev.type not in ("cpu", "cuda"):  # e.g. "mps": checked by using it
+        try:
+            if dev.type == "meta":
+                raise RuntimeError("a meta tensor holds no data")
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as exc:
+            reason = str(exc).split(". ")[0][:160]
+            raise ValueError(
+                f"device={device!r} was requested but this torch cannot compute "
+                f"on it ({reason}); use device='auto' or 'cpu'."
+            ) from None
     return dev
 
 

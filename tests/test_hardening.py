@@ -705,3 +705,16 @@ def test_callable_target_non_finite_values_raise_and_multi_output_works(small):
     b = GroupInfluence(Ridge()).fit(X, Y, X_target=Xt, y_target=Yt)
     assert a.target_value_ == pytest.approx(b.target_value_, rel=1e-12)
     np.testing.assert_allclose(a.influence_, b.influence_, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("device", ["meta", "mps"])
+def test_unusable_torch_devices_are_refused_at_fit(small, device):
+    torch = pytest.importorskip("torch")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    X, y, _, _, _ = small
+    # was: accepted at fit, then a RuntimeError (mps) or NotImplementedError
+    # (meta) from torch when the interaction matrix was built
+    with pytest.raises(ValueError, match=rf"device='{device}' was requested"):
+        GroupInfluence(LogisticRegression(), device=device).fit(X, y)
