@@ -187,6 +187,9 @@ def test_weights_are_checked_and_named(small, fitted):
                 LogisticRegression(), X, y, g, X_target=Xt, y_target=yt,
                 target_weight=tw,
             )  # fmt: skip
+    with pytest.raises(ValueError, match=r"per row of X_target \(of X when no X_t"):
+        # the target is the training metric: its weights are one per row of X
+        GroupInfluence(LogisticRegression()).fit(X, y, target_weight=np.ones(3))
     with pytest.raises(ValueError, match=r"candidate_weight must be finite.*nan"):
         # was accepted: NaN weights, candidates picked in index order
         fitted.select(

@@ -184,7 +184,8 @@ class SklearnLinearBackend(ModelBackend):
     def _set_target(self, X_target, y_target, target_weight, target):
         self._Xf = self._design(X_target)
         m = self._Xf.shape[0]
-        self._wt = _weights(target_weight, m, "target_weight", "X_target")
+        rows = "X_target (of X when no X_target is given)"
+        self._wt = _weights(target_weight, m, "target_weight", rows)
         if y_target is not None and np.ndim(y_target) == 0:
             y_target = np.reshape(y_target, 1)  # a single value: one target row
         if y_target is not None and len(y_target) != m:
