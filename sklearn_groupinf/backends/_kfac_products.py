@@ -18,6 +18,11 @@ from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
 #: once (16 Mi values, 128 MiB in float64); larger batches are split.
 MAX_BLOCK_VALUES = 2**24
 
+#: Largest number of values of single-position layers' inputs and output
+#: gradients kept over all rows by group sums (64 Mi values, 256 MiB in
+#: float32); a layer beyond it is summed through per-example gradients.
+MAX_KEPT_VALUES = 2**26
+
 
 def _batches_of_layer_gradients(module, loss, X, y, batch_size):
     """Yield ``(slice, layers, other)`` per batch of rows.
@@ -403,9 +408,14 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
 def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
     """:func:`aggregated_gradients` when each row has at most one coefficient.
 
-    ``matrix`` is CSC ``(g, n)``; row ``i``'s gradient, times its coefficient,
-    is added into row ``col[i]`` of the ``(g, P)`` result (a tensor) with
-    ``index_add_`` (rows without a coefficient get weight 0).
+    ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result (a tensor).
+    Layers with one position (``T = 1``, e.g. every ``nn.Linear`` on flat
+    inputs) keep their scaled output gradients and inputs (``n (out + in)``
+    values, at most :data:`MAX_KEPT_VALUES` in all) and contract them
+    group by group at the end, ``G_g' A_g``: one matrix product per group,
+    never a per-example gradient. Other layers (convolutions) form each
+    row's gradient ``D_i`` in slices and add it into its group's row
+    (``index_add_``). Rows without a coefficient get weight 0.
     """
     import torch
 
@@ -420,6 +430,8 @@ def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
     col_t = torch.as_tensor(col, device=ref.device)
     coef_t = torch.as_tensor(coef, dtype=ref.dtype, device=ref.device)
     out = torch.zeros((n_g, layout.n_params), dtype=ref.dtype, device=ref.device)
+    kept = {}  # layer index -> ([g (b, out)], [a (b, in[+1])])
+    budget = MAX_KEPT_VALUES
     for sl, layers, other in _batches_of_layer_gradients(
         module, loss, X, y, batch_size
     ):
@@ -427,6 +439,15 @@ def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
         for i, g, a in layers:
             layer = layout.layers[i]
             g = g * wb[:, None, None]
+            if g.shape[2] == 1 and (
+                i in kept or n * (g.shape[1] + a.shape[1]) <= budget
+            ):
+                if i not in kept:
+                    kept[i] = ([], [])
+                    budget -= n * (g.shape[1] + a.shape[1])
+                kept[i][0].append(g[..., 0])
+                kept[i][1].append(a[..., 0])
+                continue
             if layer["bias"] is not None:  # the input's last row is the constant 1
                 out[:, layout.slices[layer["bias"]]].index_add_(0, cb, g.sum(2))
                 a = a[:, :-1]
@@ -436,4 +457,19 @@ def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
         for name, G in other.items():
             G = G.reshape(G.shape[0], -1) * wb[:, None]
             out[:, layout.slices[name]].index_add_(0, cb, G)
+    if kept:
+        order = np.argsort(col, kind="stable")
+        bounds = np.searchsorted(col[order], np.arange(n_g + 1))
+        order_t = torch.as_tensor(order, device=ref.device)
+        for i, (gs, as_) in kept.items():
+            layer = layout.layers[i]
+            G, A = torch.cat(gs)[order_t], torch.cat(as_)[order_t]
+            n_w = A.shape[1] - (layer["bias"] is not None)
+            w_sl = layout.slices[layer["weight"]]
+            for k in range(n_g):
+                rows = slice(bounds[k], bounds[k + 1])
+                w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
+                torch.matmul(G[rows].T, A[rows, :n_w], out=w_view)
+                if layer["bias"] is not None:  # its input is the constant 1
+                    out[k, layout.slices[layer["bias"]]] = G[rows].sum(0)
     return out
