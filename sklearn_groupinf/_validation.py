@@ -242,7 +242,12 @@ def check_transformed(estimator, X, name):
     final, feature_map = unwrap_estimator(estimator)
     if feature_map is None:
         return
-    Z = feature_map(X)
+    try:
+        Z = feature_map(X)
+    except ValueError as exc:  # e.g. a missing column, an unknown category
+        raise ValueError(
+            f"The pipeline's transformers, fitted on X, cannot transform {name}: {exc}"
+        ) from exc
     check_array(
         Z,
         accept_sparse=True,

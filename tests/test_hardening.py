@@ -721,3 +721,27 @@ def test_unusable_torch_devices_are_refused_at_fit(small, device):
     # (meta) from torch when the interaction matrix was built
     with pytest.raises(ValueError, match=rf"device='{device}' was requested"):
         GroupInfluence(LogisticRegression(), device=device).fit(X, y)
+
+
+def test_pipeline_that_cannot_transform_the_target_names_it(small):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y, Xt, yt, _ = small
+    cols = [f"c{j}" for j in range(D)]
+    df, dft = pd.DataFrame(X, columns=cols), pd.DataFrame(Xt, columns=cols)
+    df["kind"] = np.where(np.arange(N) % 2, "u", "v")
+    dft["kind"] = np.where(np.arange(len(dft)) % 3, "u", "w")  # "w": unseen
+    pre = ColumnTransformer(
+        [("num", StandardScaler(), cols), ("cat", OneHotEncoder(), ["kind"])]
+    )
+    gi = GroupInfluence(make_pipeline(pre, LogisticRegression()))
+    # was: scikit-learn's message without the argument's name
+    with pytest.raises(ValueError, match="cannot transform X_target: Found unknown"):
+        gi.fit(df, y, X_target=dft, y_target=yt)
+    with pytest.raises(ValueError, match="cannot transform X_target: columns are miss"):
+        gi.fit(df, y, X_target=dft.drop(columns="c0"), y_target=yt)
+    fitted = gi.fit(df, y, X_target=dft.assign(kind="u"), y_target=yt)
+    with pytest.raises(ValueError, match="cannot transform X_candidates"):
+        fitted.select(2, action="add", X_candidates=dft, y_candidates=yt)
