@@ -394,11 +394,25 @@ def leave_group_out(
     if not (pipeline and refit == "all"):
         template = tight_clone(template, unwrap_estimator(ref)[0], **tight)
     log(f"leave_group_out: {len(labels)} refits", verbose=verbose)
+    hint = (
+        " refit='all' refits the pipeline's transformers as well, which may then "
+        "not know values of X_target that only this group has (e.g. a category); "
+        "refit='final_estimator' keeps them as fitted on all the data."
+        if pipeline and refit == "all"
+        else ""
+    )
     results = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(refit_one)(
-            clone_warm(template), Xfit, y, sample_weight, ~rm, target_kw, **run
+        delayed(_refit_group)(
+            (_label(g), hint),
+            clone_warm(template),
+            Xfit,
+            y,
+            sample_weight,
+            ~rm,
+            target_kw,
+            **run,
         )
-        for rm in removed
+        for g, rm in zip(labels, removed)
     )
     refit_value = np.array([r[0] for r in results])
     n_iter = np.array([r[1] for r in results])
@@ -435,6 +449,18 @@ def leave_group_out(
         target_name=spec_backend.target_name,
         start=start,
     )
+
+
+def _refit_group(group, *args, **kwargs):
+    """:func:`refit_one` for ``group = (label, hint)``; a failure names it."""
+    label, hint = group
+    try:
+        return refit_one(*args, **kwargs)
+    except ValueError as exc:
+        reason = str(exc).rstrip(".")
+        raise ValueError(
+            f"The refit without group {label!r} failed: {reason}.{hint}"
+        ) from exc
 
 
 def _refits_result(

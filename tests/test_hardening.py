@@ -745,3 +745,25 @@ def test_pipeline_that_cannot_transform_the_target_names_it(small):
     fitted = gi.fit(df, y, X_target=dft.assign(kind="u"), y_target=yt)
     with pytest.raises(ValueError, match="cannot transform X_candidates"):
         fitted.select(2, action="add", X_candidates=dft, y_candidates=yt)
+
+
+def test_leave_group_out_refit_failure_names_the_group(small):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    X, y, Xt, yt, _ = small
+    cols = [f"c{j}" for j in range(D)]
+    kinds = np.array(["u", "v", "w"])
+    df, dft = pd.DataFrame(X, columns=cols), pd.DataFrame(Xt, columns=cols)
+    df["kind"], dft["kind"] = kinds[np.arange(N) % 3], kinds[np.arange(100) % 3]
+    pre = ColumnTransformer(
+        [("num", StandardScaler(), cols), ("cat", OneHotEncoder(), ["kind"])]
+    )
+    pipe, groups = make_pipeline(pre, LogisticRegression()), df["kind"].to_numpy()
+    # was: "Found unknown categories ['u'] in column 0 during transform" from a
+    # worker, with no group and no cause
+    with pytest.raises(ValueError, match="without group 'u' failed.*refit='final_es"):
+        leave_group_out(pipe, df, y, groups, X_target=dft, y_target=yt, refit="all")
+    kept = leave_group_out(pipe, df, y, groups, X_target=dft, y_target=yt)
+    assert np.all(np.isfinite(kept.actual)) and len(kept.actual) == 3
