@@ -5,6 +5,7 @@ all wrap a user estimator (possibly a ``Pipeline`` or a ``FrozenEstimator``);
 the small rules for delegating methods, tags and ``sample_weight`` live here.
 """
 
+import numpy as np
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
@@ -89,3 +90,34 @@ def _fit_routed(owner, estimator, X, y, sample_weight=None, **fit_params):
         fit_params["sample_weight"] = sample_weight
     params = process_routing(owner, "fit", **fit_params).estimator.fit
     return estimator.fit(X, y, **params)
+
+
+def check_weights(weight, n, name, rows, *, positive_sum=True):
+    """``weight`` (an array or a scalar) as ``n`` finite non-negative floats.
+
+    The errors name the argument (``target_weight``, ``candidate_weight``)
+    and the rows it weighs.
+    """
+    try:
+        w = np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must hold numbers, one weight per row of {rows}; got "
+            f"{type(weight).__name__}."
+        ) from None
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(
+            f"{name} has shape {w.shape}; pass one weight per row of {rows} "
+            f"(shape ({n},))."
+        )
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if np.any(bad):
+        raise ValueError(
+            f"{name} must be finite and non-negative; got "
+            f"{np.unique(w[bad])[:5].tolist()}."
+        )
+    if positive_sum and w.sum() <= 0:
+        raise ValueError(f"{name} sums to zero; give some rows a positive weight.")
+    return w

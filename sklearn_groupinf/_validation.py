@@ -22,7 +22,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._utils import _plain
+from ._utils import _plain, check_weights
 from .backends import is_text_model, is_torch_model, unwrap_estimator
 from .backends._torch_options import check_curvature_options
 
@@ -174,37 +174,6 @@ def validate_target_data(gi, X_target, y_target, target_weight):
     if target_weight is not None:
         target_weight = check_weights(target_weight, n_t, "target_weight", "X_target")
     return X_target, y_target, target_weight
-
-
-def check_weights(weight, n, name, rows, *, positive_sum=True):
-    """``weight`` (an array or a scalar) as ``n`` finite non-negative floats.
-
-    The errors name the argument (``target_weight``, ``candidate_weight``)
-    and the rows it weighs.
-    """
-    try:
-        w = np.asarray(weight, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must hold numbers, one weight per row of {rows}; got "
-            f"{type(weight).__name__}."
-        ) from None
-    if w.ndim == 0:
-        w = np.full(n, float(w))
-    if w.shape != (n,):
-        raise ValueError(
-            f"{name} has shape {w.shape}; pass one weight per row of {rows} "
-            f"(shape ({n},))."
-        )
-    bad = ~(np.isfinite(w) & (w >= 0))
-    if np.any(bad):
-        raise ValueError(
-            f"{name} must be finite and non-negative; got "
-            f"{np.unique(w[bad])[:5].tolist()}."
-        )
-    if positive_sum and w.sum() <= 0:
-        raise ValueError(f"{name} sums to zero; give some rows a positive weight.")
-    return w
 
 
 def check_new_data(gi, X, name):

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import log_softmax
 
+from .._utils import check_weights
 from ._base import ModelBackend
 from ._design import DesignMatrix, row_chunks, row_sq_norms
 from ._linear_specs import linear_spec
@@ -42,20 +43,7 @@ def _weights(weight, n, name, rows, *, positive_sum=True):
     """``weight`` as finite non-negative float64 of length ``n`` (ones if None)."""
     if weight is None:
         return np.ones(n)
-    w = np.asarray(weight, dtype=np.float64)
-    if w.shape != (n,):
-        raise ValueError(
-            f"{name} has shape {w.shape}; pass one weight per row of {rows} "
-            f"(shape ({n},))."
-        )
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(
-            f"{name} must be finite and non-negative; got "
-            f"{np.unique(w[~(np.isfinite(w) & (w >= 0))])[:5].tolist()}."
-        )
-    if positive_sum and w.sum() <= 0:
-        raise ValueError(f"{name} sums to zero; give some rows a positive weight.")
-    return w
+    return check_weights(weight, n, name, rows, positive_sum=positive_sum)
 
 
 def physical_memory():
