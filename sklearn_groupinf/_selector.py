@@ -206,7 +206,12 @@ class GroupSelector(
     :math:`p_i` the probability of row :math:`i`'s label under
     :math:`\\theta + (H - H_G)^{-1}\\sum_{i\\in G} q_i` (the model without
     :math:`G`, one Newton step), re-weighted by the class frequencies with
-    and without :math:`G`; :math:`K` classes. Measured against cleanlab on
+    and without :math:`G`; :math:`K` classes. The relabel score of a group
+    of a two-class classifier is :math:`(J(\\hat\\theta) - \\min J_G) / C`,
+    :math:`J_G` the objective with the labels of :math:`G` swapped, minimised
+    over :math:`\\hat\\theta + t d`, :math:`t \\in \\{0, 1, 1/2, 1/4, 1/8\\}`,
+    :math:`d = -H^{-1} \\nabla J_G(\\hat\\theta)`, each point evaluated
+    exactly (a lower bound of the refit's gain). Measured against cleanlab on
     real tabular sets in ``benchmarks/cleaning_vs_cleanlab.py`` (the documentation page
     "Cleaning labels: compared with cleanlab").
 
