@@ -65,10 +65,21 @@ def damping_advice(H, need, *, damping, data_weight):
     advice is to standardise the features.
     """
     diag = np.diag(H)
+    flat = np.flatnonzero(diag <= 0)
+    if len(flat) and damping == 0:
+        return (
+            f"Parameter(s) {flat[:10].tolist()} have no curvature at all (a "
+            "constant or all-zero feature column, or a class no row carries): "
+            "drop those features, or pass damping>0 (per-example units) to "
+            "GroupInfluence or GroupSelector."
+        )
     smallest = float(np.min(diag[diag > 0])) if np.any(diag > 0) else 0.0
     extra = max(need - damping, 0.0) * data_weight
     if smallest > 0 and extra <= 1e-3 * smallest:
-        return f"Pass damping>={need:.3g} (per-example units) to GroupInfluence."
+        return (
+            f"Pass damping>={need:.3g} (per-example units) to GroupInfluence "
+            "or GroupSelector."
+        )
     spread = float(np.max(diag) / smallest) if smallest > 0 else np.inf
     return (
         "Standardise the features (centre and scale them, e.g. with "

@@ -283,10 +283,10 @@ def make_interaction(
     W = A.compose(C) if hasattr(A, "compose") else A @ C  # lazy rows stay lazy
     if form == "dense" and need > max_dense_bytes:
         raise MemoryError(
-            f"A dense interaction matrix among {n} units needs {need / 1e9:.2f} GB, "
-            f"over max_dense_bytes={max_dense_bytes} ({max_dense_bytes / 1e9:.2f} "
-            "GB). Use form='implicit' (a LinearOperator, O(n * n_params) memory) "
-            "or raise max_dense_bytes."
+            f"A dense interaction matrix among {n} units needs {need:,} bytes "
+            f"({need / 1e9:.3g} GB), over max_dense_bytes={max_dense_bytes:,}. Use "
+            "form='implicit' (a LinearOperator, O(n * n_params) memory) or raise "
+            "max_dense_bytes."
         )
     if form == "dense" or (form == "auto" and need <= max_dense_bytes):
         return DenseInteractionOperator(

@@ -37,6 +37,7 @@ from sklearn.utils.validation import NotFittedError
 from sklearn_groupinf import (
     GroupInfluence,
     GroupSelector,
+    IndefiniteHessianError,
     NotStationaryWarning,
     UnreliableEstimateWarning,
     UnsupportedEstimatorError,
@@ -767,3 +768,24 @@ def test_leave_group_out_refit_failure_names_the_group(small):
         leave_group_out(pipe, df, y, groups, X_target=dft, y_target=yt, refit="all")
     kept = leave_group_out(pipe, df, y, groups, X_target=dft, y_target=yt)
     assert np.all(np.isfinite(kept.actual)) and len(kept.actual) == 3
+
+
+def test_all_zero_feature_column_names_the_parameter_and_the_fix():
+    # was: "Pass damping>=..." only; the column is the cause
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    X[:, 1] = 0.0
+    y = X @ np.array([1.0, 2.0, 3.0]) + rng.normal(size=50)
+    with pytest.raises(IndefiniteHessianError, match=r"Parameter\(s\) \[1\] have no"):
+        GroupInfluence(LinearRegression()).fit(X, y)
+
+
+def test_dense_interaction_memory_error_gives_exact_sizes():
+    # was "needs 0.03 GB, over max_dense_bytes=1000 (0.00 GB)"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = (X[:, 0] + rng.normal(size=60) > 0).astype(int)
+    gi = GroupInfluence(LogisticRegression(), max_dense_bytes=1000).fit(X, y)
+    msg = r"needs 28,800 bytes .* max_dense_bytes=1,000\."
+    with pytest.raises(MemoryError, match=msg):
+        gi.interaction_matrix(form="dense")
