@@ -9,13 +9,19 @@ factored once, ``M = V diag(lam) V'``, so that
 
 with ``W`` of width ``r <= r0`` (signed ``sigma`` for an indefinite target
 Hessian). The implicit form keeps ``W`` (``O(n r)`` memory); the dense form
-builds ``K`` in row tiles on the compute device: with torch when it is
-installed (CPU or CUDA), with numpy/BLAS on the CPU otherwise.
+builds ``K`` in row tiles on the compute device: with torch on CUDA when
+torch sees a device, with torch on the CPU when torch is already imported,
+and with numpy/BLAS on the CPU otherwise (a Linux machine without an NVIDIA
+driver never imports torch for it: importing it costs seconds and could only
+give the CPU).
 
 This is the only module that chooses a device.
 """
 
+import glob
+import os
 import re
+import sys
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
@@ -25,6 +31,14 @@ DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3
 
 TORCH_INSTALL = 'pip install "sklearn-groupinf[torch]"'
 _TORCH_DEVICE = re.compile(r"^(cuda|mps|xpu|hip)(:\d+)?$")
+
+
+def _cpu_only_without_torch():
+    """torch is not imported yet and no NVIDIA driver is visible (Linux)."""
+    if "torch" in sys.modules or not sys.platform.startswith("linux"):
+        return False
+    driver = os.path.exists("/proc/driver/nvidia/version")
+    return not (driver or glob.glob("/dev/nvidia[0-9]*"))
 
 
 def resolve_device(device="auto"):
@@ -38,8 +52,10 @@ def resolve_device(device="auto"):
     Returns
     -------
     torch.device or None
-        ``None`` means numpy/BLAS on the CPU: torch is not installed and
-        ``device`` is ``"auto"`` or ``"cpu"``.
+        ``None`` means numpy/BLAS on the CPU: ``device`` is ``"auto"`` or
+        ``"cpu"`` and torch is not installed, or not imported yet where it
+        could only give the CPU (``"cpu"``; ``"auto"`` on a Linux machine
+        without an NVIDIA driver).
 
     Raises
     ------
@@ -49,6 +65,9 @@ def resolve_device(device="auto"):
     ValueError
         ``device`` is not a device name, or names CUDA where torch sees none.
     """
+    if isinstance(device, str) and "torch" not in sys.modules:
+        if device == "cpu" or (device == "auto" and _cpu_only_without_torch()):
+            return None
     try:
         import torch
     except ImportError:

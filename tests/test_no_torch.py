@@ -180,3 +180,37 @@ def test_numpy_tiles_equal_direct_product():
         rtol=1e-13,
         atol=1e-13,
     )
+
+
+def _cpu_only_machine():
+    import glob
+    import os
+
+    return sys.platform.startswith("linux") and not (
+        os.path.exists("/proc/driver/nvidia/version") or glob.glob("/dev/nvidia[0-9]*")
+    )
+
+
+@pytest.mark.skipif(not _cpu_only_machine(), reason="an NVIDIA driver is visible")
+def test_dense_interaction_on_a_cpu_machine_does_not_import_torch():
+    # torch installed but unused by the linear path: building the dense
+    # interaction matrix must not import it (seconds of import time, and it
+    # could only give the CPU on a machine without an NVIDIA driver)
+    pytest.importorskip("torch")
+    child = (
+        "import sys, json\n"
+        "import test_no_torch as t\n"
+        "out = t._linear_path()\n"
+        "print('LOADED' + json.dumps(sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'torch')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        cwd=__file__.rsplit("/", 1)[0],
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED")][-1]
+    assert json.loads(line[len("LOADED") :]) == []
