@@ -77,8 +77,11 @@ and which kronfluence never imports)::
 
 Run::
 
-    nice python benchmarks/cnn_groups.py            # 55 min on 2 loaded cores
+    nice python benchmarks/cnn_groups.py            # 25-55 min on 2 loaded cores
     nice python benchmarks/cnn_groups.py --quick    # 2,000 rows, 9 min
+    nice python benchmarks/cnn_groups.py --no-refits --no-kronfluence --no-trak
+
+The last is timing only (no retraining, no peers, no doc page).
 
 ``--quick``: 2,000 training rows, 200 target rows, 20 groups of 100, 6 LDS
 subsets x 2 seeds, 3 group refits per kind, Kronfluence's correction on
