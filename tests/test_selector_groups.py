@@ -209,6 +209,8 @@ def test_relabel_finds_flipped_clusters_the_leave_group_out_rule_misses():
     # German credit, 20 k-means clusters, the labels of clusters 8 and 10
     # swapped (the benchmark's seed 1): the leave-group-out ratio removes one
     # of them, the relabel ratio both
+    # German credit ships in the optional 'dmba' package (benchmarks extra)
+    pytest.importorskip("dmba")
     from sklearn.cluster import KMeans
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
