@@ -1,5 +1,6 @@
 """K-FAC / EK-FAC curvature against the exact Gauss-Newton matrix of small networks."""
 
+import copy
 import subprocess
 import sys
 
@@ -503,3 +504,27 @@ def test_ekfac_identity_for_strides_dilations_and_positions(name):
         rtol=1e-10,
         atol=1e-12,
     )
+
+
+def test_float32_network_factors_are_eigendecomposed_in_float64(monkeypatch):
+    """float32 ``eigh`` returned NaN eigenvalues for a finite, rank-deficient
+    640 x 640 factor of the Fashion-MNIST CNN (benchmarks/cnn_groups.py):
+    the factors are decomposed in float64 and kept in the network's dtype."""
+    seen = []
+    real = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda M: seen.append(M.dtype) or real(M))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(5, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3)
+    )
+    X, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    curv = KroneckerCurvature(net, "cross_entropy", damping=0.1).fit(X, y)
+    assert seen and set(seen) == {torch.float64}
+    for f in curv.factors_:
+        assert f["qa"].dtype == torch.float32 and f["lam"].dtype == torch.float32
+    # the same curvature as from the float64 network, to float32 round-off
+    net64 = copy.deepcopy(net).double()
+    ref = KroneckerCurvature(net64, "cross_entropy", damping=0.1)
+    ref.fit(X.double(), y)
+    v = np.random.default_rng(0).standard_normal(curv.n_params_)
+    np.testing.assert_allclose(curv.matvec(v), ref.matvec(v), rtol=1e-4, atol=1e-5)
