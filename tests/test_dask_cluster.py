@@ -119,17 +119,24 @@ def _nbytes(obj):
     return int(getattr(obj, "nbytes", 0))
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_nothing_of_size_n_comes_to_the_client(_small_pieces, monkeypatch):
-    n, chunks = 8000, 1000
-    X, y, _, groups = _data(n)
-    sizes = []
+def _recorder(sizes):
+    """``Client.gather`` and a wrapper appending the bytes it returns to ``sizes``."""
     gather = distributed.Client.gather
 
     def recording_gather(self, futures, *args, **kwargs):
         out = gather(self, futures, *args, **kwargs)
         sizes.append(_nbytes(out))
         return out
+
+    return gather, recording_gather
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_nothing_of_size_n_comes_to_the_client(_small_pieces, monkeypatch):
+    n, chunks = 8000, 1000
+    X, y, _, groups = _data(n)
+    sizes = []
+    gather, recording_gather = _recorder(sizes)
 
     monkeypatch.setattr(distributed.Client, "gather", recording_gather)
     with (
@@ -195,12 +202,7 @@ def test_group_labels_stay_on_the_cluster(_small_pieces, monkeypatch):
     groups = np.random.default_rng(4).integers(0, 60, n) * 3
     dg = da.from_array(groups, chunks=1500)
     sizes = []
-    gather = distributed.Client.gather
-
-    def recording_gather(self, futures, *args, **kwargs):
-        out = gather(self, futures, *args, **kwargs)
-        sizes.append(_nbytes(out))
-        return out
+    gather, recording_gather = _recorder(sizes)
 
     kw = dict(X_target=X[:300], y_target=y[:300])
     est = LogisticRegression()

@@ -123,18 +123,23 @@ print("RESULT" + json.dumps(out))
 )
 
 
-@pytest.fixture(scope="module")
-def without_torch():
+def _run_child(code, tag):
+    """Run ``code`` in a fresh interpreter; the JSON it printed after ``tag``."""
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=__file__.rsplit("/", 1)[0],
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT") :])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(tag)][-1]
+    return json.loads(line[len(tag) :])
+
+
+@pytest.fixture(scope="module")
+def without_torch():
+    return _run_child(CHILD, "RESULT")
 
 
 def test_linear_path_without_torch_equals_with_torch(without_torch):
@@ -204,13 +209,4 @@ def test_dense_interaction_on_a_cpu_machine_does_not_import_torch():
         "print('LOADED' + json.dumps(sorted(m for m in sys.modules "
         "if m.split('.')[0] == 'torch')))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", child],
-        capture_output=True,
-        text=True,
-        cwd=__file__.rsplit("/", 1)[0],
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED")][-1]
-    assert json.loads(line[len("LOADED") :]) == []
+    assert _run_child(child, "LOADED") == []
