@@ -135,7 +135,7 @@ def relabel_flip_scores(gi, y, local, n_units):
         best = -delta
         for t in RELABEL_STEPS:
             th = theta - t * step
-            delta_t, _ = backend.relabel_change(rows, swapped[rows], th)
+            delta_t, _ = backend.relabel_change(rows, swapped[rows], th, gradient=False)
             best = max(best, j0 - backend.objective(th) - delta_t)
         scores[u] = best * backend.metric_scale
     if not np.all(np.isfinite(scores)):

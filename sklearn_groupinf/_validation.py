@@ -163,17 +163,22 @@ def validate_target_data(gi, X_target, y_target, target_weight):
     n_t = _num_samples(X_target)
     if y_target is not None:
         y_target = np.asarray(y_target)
-        if y_target.ndim == 0 or len(y_target) != n_t:
-            raise ValueError(
-                f"X_target has {n_t} rows but y_target has "
-                f"{len(y_target) if y_target.ndim else 'a single value'}; pass one "
-                "label per target row (an array of shape (n_target,))."
-            )
+        _check_label_count(y_target, n_t, "y_target", "X_target")
         if y_target.dtype.kind == "f" and not np.all(np.isfinite(y_target)):
             raise ValueError("y_target contains NaN or infinity.")
     if target_weight is not None:
         target_weight = check_weights(target_weight, n_t, "target_weight", "X_target")
     return X_target, y_target, target_weight
+
+
+def _check_label_count(y, n, name, rows):
+    """``y`` (an array) holds one label per row of ``rows`` (``n`` rows)."""
+    if y.ndim == 0 or len(y) != n:
+        got = len(y) if y.ndim else "a single value"
+        raise ValueError(
+            f"{rows} has {n} rows but {name} has {got}; pass one label per row "
+            f"of {rows} (an array of shape ({n},))."
+        )
 
 
 def check_new_data(gi, X, name):
@@ -286,12 +291,7 @@ def check_candidates(gi, X_candidates, y_candidates, candidate_weight):
     X_candidates = check_new_data(gi, X_candidates, "X_candidates")
     y_candidates = np.asarray(y_candidates)
     n_c = _num_samples(X_candidates)
-    if y_candidates.ndim == 0 or len(y_candidates) != n_c:
-        raise ValueError(
-            f"X_candidates has {n_c} rows but y_candidates has "
-            f"{len(y_candidates) if y_candidates.ndim else 'a single value'}; pass "
-            "one label per candidate row."
-        )
+    _check_label_count(y_candidates, n_c, "y_candidates", "X_candidates")
     w = None
     if candidate_weight is not None:
         name, rows = "candidate_weight", "X_candidates"

@@ -137,14 +137,15 @@ class ModelBackend(ABC):
         ``-H^{-1} q`` to first order.
         """
 
-    def relabel_change(self, rows, y_new, theta=None):
+    def relabel_change(self, rows, y_new, theta=None, *, gradient=True):
         """Objective change when training rows ``rows`` carry labels ``y_new``.
 
         Returns ``(delta, grad)``: ``J'(theta) - J(theta)``, where ``J'`` is
         the objective with the labels of ``rows`` replaced (their weights
         follow the new labels' class weights), and its gradient ``(P,)`` at
-        ``theta`` (the current parameters by default). Backends without it
-        raise ``NotImplementedError``.
+        ``theta`` (the current parameters by default; ``None`` with
+        ``gradient=False``). Backends without it raise
+        ``NotImplementedError``.
         """
         raise NotImplementedError(
             f"{type(self).__name__} cannot evaluate its objective with other labels."

@@ -391,7 +391,7 @@ class SklearnLinearBackend(ModelBackend):
             Q += s[:, None] * (self._D * self._theta)[None, :]
         return Q
 
-    def relabel_change(self, rows, y_new, theta=None):
+    def relabel_change(self, rows, y_new, theta=None, *, gradient=True):
         """``(J' - J, grad (J' - J))`` at ``theta``: rows ``rows`` relabelled.
 
         Sum-form log-loss objectives (``LogisticRegression``); the rows keep
@@ -416,6 +416,8 @@ class SklearnLinearBackend(ModelBackend):
         delta = np.dot(s_new, loss.value(y_enc, raw)) - np.dot(
             s_old, loss.value(y_old, raw)
         )
+        if not gradient:
+            return float(self.spec.c * delta), None
         g_new, _ = loss.gradient_hessian(y_enc, raw)
         g_old, _ = loss.gradient_hessian(y_old, raw)
         G = g_new * s_new[:, None] - g_old * s_old[:, None]
