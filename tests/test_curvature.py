@@ -262,6 +262,23 @@ def test_group_rows_come_from_one_pass_of_group_sums(mlp):
     assert rows == []
 
 
+def test_target_sketch_sums_come_from_the_norms_pass(mlp):
+    """The count-sketch sums ``G Q`` of the target factor are kept from fit's
+    pass of gradient norms: building the factor makes no pass of group sums,
+    and gives the factor of a fresh pass (cache dropped) to round-off."""
+    net, data, _ = mlp
+    gi = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+    backend = gi._state.backend
+    passes = []
+    real = backend.aggregated_removal_gradients
+    backend.aggregated_removal_gradients = lambda M: passes.append(1) or real(M)
+    B, M = backend.target_hessian_factor()
+    assert passes == [] and backend._sketch_cache is None
+    B2, M2 = backend.target_hessian_factor()  # cache released: a new pass
+    assert passes == [1]
+    np.testing.assert_allclose(B @ M @ B.T, B2 @ M2 @ B2.T, atol=1e-10)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("kind", ["kfac", "ekfac"])

@@ -366,6 +366,16 @@ def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
     norms, total = sq_norms_and_sum(net, "cross_entropy", X, y, s, batch_size=7)
     np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
     np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
+    # the same pass with a one-per-row matrix (the count sketch of the target
+    # factor) also returns its sums; several entries per row are refused
+    norms, total, got = sq_norms_and_sum(
+        net, "cross_entropy", X, y, s, batch_size=7, matrix=M1
+    )
+    np.testing.assert_allclose(got.numpy(), M1 @ Q, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="at most one entry"):
+        sq_norms_and_sum(net, "cross_entropy", X, y, s, batch_size=7, matrix=M)
 
 
 def test_errors_name_the_problem():

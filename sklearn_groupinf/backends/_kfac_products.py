@@ -230,16 +230,29 @@ def per_example_sq_norms(module, loss, X, y, *, batch_size=256):
     return torch.cat(out).to("cpu", torch.float64).numpy()
 
 
-def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256):
+def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None):
     """:func:`per_example_sq_norms` and ``sum_i s_i grad l_i`` ``(P,)`` in one pass.
 
     The weighted sum is the data part of the objective's gradient; with the
     norms it gives the stationarity without a second pass over the rows.
+    With ``matrix`` (``(g, n)``, at most one entry per row, e.g. a count
+    sketch) the same pass also returns ``matrix @ Q`` ``(g, P)`` as
+    :func:`aggregated_gradients`, as a tensor in the network's dtype (the
+    per-example gradients of layers with several positions, formed for the
+    norms, are summed as they are).
     """
+    import scipy.sparse as sp
     import torch
 
     layout, ref, X, y = _prepare(module, X, y)
     s = torch.as_tensor(s, dtype=ref.dtype, device=ref.device)
+    sketch = None
+    if matrix is not None:
+        matrix = sp.csc_matrix(matrix)
+        matrix.sum_duplicates()
+        if np.diff(matrix.indptr).max(initial=0) > 1:
+            raise ValueError("matrix must have at most one entry per column (row).")
+        sketch = _OnePerRowSums(matrix, layout)
     sums = [None] * len(layout.layers)
     other_sum = {}
     out = []
@@ -248,14 +261,20 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256):
     ):
         res = None
         sb = s[sl]
+        formed = {}
         for i, g, a in layers:
             part_sum = torch.einsum("b,bot,bdt->od", sb, g, a)
             sums[i] = part_sum if sums[i] is None else sums[i] + part_sum
             if g.shape[2] == 1:
                 part = (g[..., 0] ** 2).sum(1) * (a[..., 0] ** 2).sum(1)
             else:
-                part = torch.cat([(D**2).sum((1, 2)) for _, D in _layer_blocks(g, a)])
+                blocks = list(_layer_blocks(g, a))
+                part = torch.cat([(D**2).sum((1, 2)) for _, D in blocks])
+                if sketch is not None and not sketch.keeps(i, g, a):
+                    formed[i] = blocks
             res = part if res is None else res + part
+        if sketch is not None:
+            sketch.add(sl, layers, other, blocks=formed)
         for name, G in other.items():
             G = G.reshape(G.shape[0], -1)
             other_sum[name] = other_sum.get(name, 0) + sb @ G
@@ -268,7 +287,10 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256):
             layout.put(total, block[:, :, None], layer)
     for name, v in other_sum.items():
         total[layout.slices[name], 0] = v
-    return _finish(torch.cat(out)), _finish(total[:, 0])
+    norms, grad = _finish(torch.cat(out)), _finish(total[:, 0])
+    if sketch is None:
+        return norms, grad
+    return norms, grad, sketch.result()
 
 
 def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256, V=None):
@@ -408,68 +430,116 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
 def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
     """:func:`aggregated_gradients` when each row has at most one coefficient.
 
-    ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result (a tensor).
+    ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result (a tensor),
+    accumulated by :class:`_OnePerRowSums`.
+    """
+    sums = _OnePerRowSums(matrix, layout)
+    for sl, layers, other in _batches_of_layer_gradients(
+        module, loss, X, y, batch_size
+    ):
+        sums.add(sl, layers, other)
+    return sums.result()
+
+
+class _OnePerRowSums:
+    """``matrix @ Q`` for a CSC ``(g, n)`` matrix with at most one entry per row,
+    accumulated batch by batch (``add``) from layer inputs and output gradients.
+
     Layers with one position (``T = 1``, e.g. every ``nn.Linear`` on flat
     inputs) keep their scaled output gradients and inputs (``n (out + in)``
     values, at most :data:`MAX_KEPT_VALUES` in all) and contract them
     group by group at the end, ``G_g' A_g``: one matrix product per group,
     never a per-example gradient. Other layers (convolutions) form each
     row's gradient ``D_i`` in slices and add it into its group's row
-    (``index_add_``). Rows without a coefficient get weight 0.
+    (``index_add_``); :meth:`add` takes those slices when the caller has
+    formed them already (``blocks``). Rows without a coefficient get weight 0.
     """
-    import torch
 
-    n_g, n = matrix.shape
-    ref = next(iter(layout.params.values()))
-    counts = np.diff(matrix.indptr)
-    col = np.zeros(n, dtype=np.int64)
-    coef = np.zeros(n)
-    has = counts > 0
-    col[has] = matrix.indices[matrix.indptr[:-1][has]]
-    coef[has] = matrix.data[matrix.indptr[:-1][has]]
-    col_t = torch.as_tensor(col, device=ref.device)
-    coef_t = torch.as_tensor(coef, dtype=ref.dtype, device=ref.device)
-    out = torch.zeros((n_g, layout.n_params), dtype=ref.dtype, device=ref.device)
-    kept = {}  # layer index -> ([g (b, out)], [a (b, in[+1])])
-    budget = MAX_KEPT_VALUES
-    for sl, layers, other in _batches_of_layer_gradients(
-        module, loss, X, y, batch_size
-    ):
-        cb, wb = col_t[sl], coef_t[sl]
+    def __init__(self, matrix, layout):
+        import torch
+
+        n_g, n = matrix.shape
+        self.layout, self.n_g, self.n = layout, n_g, n
+        ref = next(iter(layout.params.values()))
+        counts = np.diff(matrix.indptr)
+        col = np.zeros(n, dtype=np.int64)
+        coef = np.zeros(n)
+        has = counts > 0
+        col[has] = matrix.indices[matrix.indptr[:-1][has]]
+        coef[has] = matrix.data[matrix.indptr[:-1][has]]
+        self.col = col
+        self.col_t = torch.as_tensor(col, device=ref.device)
+        self.coef_t = torch.as_tensor(coef, dtype=ref.dtype, device=ref.device)
+        self.out = torch.zeros(
+            (n_g, layout.n_params), dtype=ref.dtype, device=ref.device
+        )
+        self.kept = {}  # layer index -> ([g (b, out)], [a (b, in[+1])])
+        self.budget = MAX_KEPT_VALUES
+
+    def keeps(self, i, g, a):
+        """Whether layer ``i`` (one batch ``g``, ``a``) is kept rather than summed."""
+        n = self.n
+        if g.shape[2] != 1:
+            return False
+        if i in self.kept:
+            return True
+        if n * (g.shape[1] + a.shape[1]) > self.budget:
+            return False
+        self.kept[i] = ([], [])
+        self.budget -= n * (g.shape[1] + a.shape[1])
+        return True
+
+    def add(self, sl, layers, other, blocks=None):
+        """Add one batch; ``blocks[i]``: that layer's ``(rows, D)`` slices of
+        the unscaled per-example gradients, when the caller formed them."""
+        layout, out = self.layout, self.out
+        cb, wb = self.col_t[sl], self.coef_t[sl]
         for i, g, a in layers:
             layer = layout.layers[i]
-            g = g * wb[:, None, None]
-            if g.shape[2] == 1 and (
-                i in kept or n * (g.shape[1] + a.shape[1]) <= budget
-            ):
-                if i not in kept:
-                    kept[i] = ([], [])
-                    budget -= n * (g.shape[1] + a.shape[1])
-                kept[i][0].append(g[..., 0])
-                kept[i][1].append(a[..., 0])
+            if self.keeps(i, g, a):
+                self.kept[i][0].append(g[..., 0] * wb[:, None])
+                self.kept[i][1].append(a[..., 0])
                 continue
+            w_cols = out[:, layout.slices[layer["weight"]]]
+            if blocks is not None and i in blocks:
+                for s2, D in blocks[i]:
+                    D = D * wb[s2, None, None]
+                    if layer["bias"] is not None:  # its input row is the 1
+                        bias = out[:, layout.slices[layer["bias"]]]
+                        bias.index_add_(0, cb[s2], D[:, :, -1])
+                        D = D[:, :, :-1]
+                    w_cols.index_add_(0, cb[s2], D.reshape(D.shape[0], -1))
+                continue
+            g = g * wb[:, None, None]
             if layer["bias"] is not None:  # the input's last row is the constant 1
                 out[:, layout.slices[layer["bias"]]].index_add_(0, cb, g.sum(2))
                 a = a[:, :-1]
-            w_cols = out[:, layout.slices[layer["weight"]]]
             for s2, D in _layer_blocks(g, a):
                 w_cols.index_add_(0, cb[s2], D.reshape(D.shape[0], -1))
         for name, G in other.items():
             G = G.reshape(G.shape[0], -1) * wb[:, None]
             out[:, layout.slices[name]].index_add_(0, cb, G)
-    if kept:
-        order = np.argsort(col, kind="stable")
-        bounds = np.searchsorted(col[order], np.arange(n_g + 1))
-        order_t = torch.as_tensor(order, device=ref.device)
-        for i, (gs, as_) in kept.items():
-            layer = layout.layers[i]
-            G, A = torch.cat(gs)[order_t], torch.cat(as_)[order_t]
-            n_w = A.shape[1] - (layer["bias"] is not None)
-            w_sl = layout.slices[layer["weight"]]
-            for k in range(n_g):
-                rows = slice(bounds[k], bounds[k + 1])
-                w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
-                torch.matmul(G[rows].T, A[rows, :n_w], out=w_view)
-                if layer["bias"] is not None:  # its input is the constant 1
-                    out[k, layout.slices[layer["bias"]]] = G[rows].sum(0)
-    return out
+
+    def result(self):
+        """The ``(g, P)`` sums (a tensor)."""
+        import torch
+
+        layout, out, col, n_g = self.layout, self.out, self.col, self.n_g
+        if self.kept:
+            ref = next(iter(layout.params.values()))
+            order = np.argsort(col, kind="stable")
+            bounds = np.searchsorted(col[order], np.arange(n_g + 1))
+            order_t = torch.as_tensor(order, device=ref.device)
+            for i, (gs, as_) in self.kept.items():
+                layer = layout.layers[i]
+                G, A = torch.cat(gs)[order_t], torch.cat(as_)[order_t]
+                n_w = A.shape[1] - (layer["bias"] is not None)
+                w_sl = layout.slices[layer["weight"]]
+                for k in range(n_g):
+                    rows = slice(bounds[k], bounds[k + 1])
+                    w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
+                    torch.matmul(G[rows].T, A[rows, :n_w], out=w_view)
+                    if layer["bias"] is not None:  # its input is the constant 1
+                        out[k, layout.slices[layer["bias"]]] = G[rows].sum(0)
+            self.kept = {}
+        return out

@@ -40,9 +40,21 @@ from ._torch_options import DEFAULT_TARGET_RANK
 #: self-influence, candidate rows); above it they raise ``MemoryError``.
 MAX_ROW_BLOCK_BYTES = 2**30
 
-#: Directions per pass of the target Gauss-Newton products: their temporaries
-#: (about four ``P x block`` arrays) stay small next to the ``P x r`` sketch.
+#: Directions per pass of the target Gauss-Newton products when the network
+#: is texts (:mod:`._kfac_tokens`, vmapped products).
 TARGET_PRODUCT_BLOCK = 16
+
+#: Bytes of the temporaries of one pass of layer-wise target Gauss-Newton
+#: products (about four ``P x block`` arrays in the network's dtype): with
+#: ``P`` = 1.04 M float32 parameters the default rank-64 factor's products
+#: are one pass over the target rows (18.9 s) instead of four of 16
+#: directions (41.6 s) on the Fashion-MNIST CNN of ``benchmarks/cnn_groups.py``.
+TARGET_PRODUCT_BYTES = 2**30
+
+
+def target_product_block(n_params, itemsize):
+    """Directions per pass of :meth:`KroneckerBackend.target_hessian_products`."""
+    return max(TARGET_PRODUCT_BLOCK, TARGET_PRODUCT_BYTES // (4 * itemsize * n_params))
 
 
 class KroneckerBackend(TorchBackend):
@@ -166,8 +178,19 @@ class KroneckerBackend(TorchBackend):
         return out * _to_numpy(self._s)[:, None]
 
     def removal_gradient_norms(self):
-        """Row norms of ``Q``; the same pass keeps ``grad J`` (see :meth:`gradient`)."""
-        sq, data_grad = self._per_example(sq_norms_and_sum, self._s)
+        """Row norms of ``Q``; the same pass keeps ``grad J`` (see :meth:`gradient`)
+        and, for ``target_sketch="shifts"``, the count-sketch sums ``G Q`` of
+        :meth:`target_hessian_factor` (``target_rank x P`` values)."""
+        matrix = None
+        if self.target_sketch == "shifts":
+            import scipy.sparse as sp
+
+            G = count_sketch(self.target_rank, self.n_samples, self.random_state)
+            matrix = sp.csr_matrix(G) @ sp.diags(_to_numpy(self._s))
+        out = self._per_example(sq_norms_and_sum, self._s, matrix=matrix)
+        sq, data_grad = out[:2]
+        if matrix is not None:
+            self._sketch_cache = (self._theta.clone(), matrix, out[2])
         pen = self._pen_mult * self.weight_decay * self._mask * self._theta
         self._grad_cache = (self._theta.clone(), data_grad + _to_numpy(pen))
         c = self._offset()
@@ -266,14 +289,15 @@ class KroneckerBackend(TorchBackend):
 
         ``H_f = sum_t sum_c w_tc J_t' U_tc U_tc' J_t``
         (:func:`~sklearn_groupinf.backends._kfac_products.ggn_products`: one
-        pass over the target rows, one backward pass per ``c``; no vmap over
-        the ``k`` directions, memory of one batch).
+        pass over the target rows per :func:`target_product_block` directions,
+        one backward pass per ``c``; no vmap over the directions).
         """
         U, w = self._target_output_factors()
         V = np.asarray(V, dtype=np.float64)
         out = np.empty_like(V)
-        for j0 in range(0, len(V), TARGET_PRODUCT_BLOCK):
-            block = V[j0 : j0 + TARGET_PRODUCT_BLOCK]
+        step = target_product_block(self.n_params, self._theta.element_size())
+        for j0 in range(0, len(V), step):
+            block = V[j0 : j0 + step]
             out[j0 : j0 + len(block)] = ggn_products(
                 self.module, self._Xf, U, w, block.T, batch_size=self.batch_size
             ).T
@@ -295,18 +319,34 @@ class KroneckerBackend(TorchBackend):
                 self.target_rank,
                 random_state=self.random_state,
             )
-        G = count_sketch(self.target_rank, self.n_samples, self.random_state)
         if self._kfac is None:
             raise RuntimeError(
                 "hessian_solver must be called before the target factor."
             )
-        Om = self._kfac.solve(self.aggregated_removal_gradients(G).T)
+        Om = self._kfac.solve(self._sketch_sums().T)
         return low_rank_target_ggn(
             self.target_hessian_products,
             self.n_params,
             self.target_rank,
             test_matrix=Om,
         )
+
+    def _sketch_sums(self):
+        """``G Q`` ``(r, P)`` of the count sketch ``G``: kept from the pass of
+        :meth:`removal_gradient_norms` (then released) when the parameters
+        have not moved since, else a new pass."""
+        import torch
+
+        cached, self._sketch_cache = getattr(self, "_sketch_cache", None), None
+        if cached is None or not torch.equal(cached[0], self._theta):
+            G = count_sketch(self.target_rank, self.n_samples, self.random_state)
+            return self.aggregated_removal_gradients(G)
+        _, weighted, out = cached
+        out = _to_numpy(out)
+        c = self._offset()
+        if c is not None:
+            out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * c[None, :]
+        return out
 
 
 def count_sketch(rank, n, random_state=0):
