@@ -13,7 +13,10 @@ linear layer (no batch normalisation). It is trained by
 in float32 for ``--epochs`` (2) epochs (one L-BFGS step after them, as
 ``TorchModel`` always ends); ``GroupInfluence(curvature="ekfac",
 damping=1e-3)`` (sampled-label Fisher, rank ``--target-rank`` (64, the
-default) target factor) computes in the network's precision (float32).
+default) target factor; the default samples of 2,000 rows for the
+Kronecker factors and for the eigenvalue correction, whose accuracy
+against every row ``benchmarks/kfac_sample_rows.py`` measures on this
+network) computes in the network's precision (float32).
 
 What it measures:
 
@@ -664,9 +667,10 @@ def render(v):
         f"{v['n']:,} Fashion-MNIST training rows; {v['m']:,} target rows from the test",
         f"file (target: their log-loss, {v['base_loss']:.4f} at the trained network,",
         f'accuracy {v["acc"]:.3f}); ``GroupInfluence(curvature="ekfac",',
-        f"damping={a.damping:g})`` with a sampled-label Fisher and the default",
-        f"rank-64 target factor, {v['ng']} groups of {v['n'] // v['ng']} rows. "
-        "The data",
+        f"damping={a.damping:g})`` with a sampled-label Fisher, the default",
+        "rank-64 target factor and the default samples of 2,000 rows for the",
+        "Kronecker factors and the eigenvalue correction,",
+        f"{v['ng']} groups of {v['n'] // v['ng']} rows. The data",
         "come from the Debian package ``dataset-fashion-mnist``. Command::",
         "",
         "    nice python benchmarks/cnn_groups.py",

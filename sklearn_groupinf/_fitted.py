@@ -72,18 +72,29 @@ def solve_influence(gi, backend, *, frozen, weighted, t0):
             "its trained parameters. Pass polish='auto' (the stationarity is "
             "measured and reported), or curvature='exact' for a small network."
         )
-    stationarity = polish_parameters(
-        backend,
-        backend.removal_gradient_norms(),
+    # never polished (K-FAC): the norms come from the pass of the influences
+    one_pass = not polishable and hasattr(
+        backend, "removal_gradient_norms_and_products"
+    )
+
+    kw = dict(
         tol=gi.stationarity_tol,
         polish=gi.polish,
         frozen=frozen,
         weighted=weighted,
         polishable=polishable,
     )
+    stationarity = None
+    if not one_pass:
+        norms = backend.removal_gradient_norms()
+        stationarity = polish_parameters(backend, norms, **kw)
+        log(
+            f"GroupInfluence: stationarity {stationarity[0]:.2g} -> "
+            f"{stationarity[1]:.2g} [{time.perf_counter() - t0:.1f} s]",
+            verbose=gi.verbose,
+        )
     log(
-        f"GroupInfluence: stationarity {stationarity[0]:.2g} -> "
-        f"{stationarity[1]:.2g}; solving the Hessian system H w = grad f "
+        "GroupInfluence: solving the Hessian system H w = grad f "
         f"[{time.perf_counter() - t0:.1f} s]",
         verbose=gi.verbose,
     )
@@ -91,7 +102,17 @@ def solve_influence(gi, backend, *, frozen, weighted, t0):
     grad_f = backend.target_gradient()
     w = solver.solve(grad_f)
     f0 = backend.target_value()
-    influence = backend.removal_gradient_products(w[:, None])[:, 0]
+    if one_pass:
+        norms, influence = backend.removal_gradient_norms_and_products(w[:, None])
+        influence = influence[:, 0]
+        stationarity = polish_parameters(backend, norms, **kw)
+        log(
+            f"GroupInfluence: stationarity {stationarity[0]:.2g} (used as "
+            f"trained) [{time.perf_counter() - t0:.1f} s]",
+            verbose=gi.verbose,
+        )
+    else:
+        influence = backend.removal_gradient_products(w[:, None])[:, 0]
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(influence))):
         raise FloatingPointError(
             "Influence computation produced non-finite values; the Hessian is "

@@ -107,7 +107,9 @@ class GroupInfluence(MetaEstimatorMixin, BaseEstimator):
         ``"dense"``, ``"cg"``), ``cg_tol``, ``cg_max_iter`` (``"exact"``,
         ``"ggn"``); ``fisher`` (``"exact"`` output-Hessian factors or
         ``"sampled"`` labels), ``n_draws``, ``random_state`` (``"kfac"``,
-        ``"ekfac"``); ``batch_size`` (rows per pass) and ``cg_block_size``
+        ``"ekfac"``); ``correction_rows`` (``"ekfac"``: rows of a seeded
+        sample that correct the eigenvalues, default 2000, every row when
+        fewer); ``batch_size`` (rows per pass) and ``cg_block_size``
         (right-hand sides per block) for all. Unset keys keep the
         ``TorchModel``'s values (which they override) or the defaults.
     target_rank : int, default=None

@@ -25,6 +25,7 @@ from sklearn.frozen import FrozenEstimator  # noqa: E402
 from sklearn_groupinf.backends._kfac_target import low_rank_target_ggn  # noqa: E402
 from sklearn_groupinf.backends._torch import TorchBackend  # noqa: E402
 from sklearn_groupinf.backends._torch_kfac import KroneckerBackend  # noqa: E402
+from sklearn_groupinf.backends._torch_options import DEFAULT_CORRECTION_ROWS  # noqa: E402
 from sklearn_groupinf.torch import TorchModel  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -262,6 +263,36 @@ def test_group_rows_come_from_one_pass_of_group_sums(mlp):
     assert rows == []
 
 
+def test_fit_makes_one_pass_of_per_example_gradients(mlp, monkeypatch):
+    """K-FAC's fit: the gradient norms, grad J, the count sketch and the
+    influences come from one pass over the rows (the parameters are never
+    polished), with the values of separate passes."""
+    import sklearn_groupinf.backends._torch_kfac as tk
+
+    net, data, _ = mlp
+    calls = []
+    real = tk.sq_norms_and_sum
+    monkeypatch.setattr(
+        tk, "sq_norms_and_sum", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+
+    def refuse(self, V):
+        raise AssertionError("a second pass of per-example gradients")
+
+    with monkeypatch.context() as m:
+        m.setattr(KroneckerBackend, "removal_gradient_products", refuse)
+        gi = _fit(net, data, curvature="ekfac", damping=0.1)
+    assert calls == [1]
+    backend = gi._state.backend
+    w = gi._state.solver.solve(backend.target_gradient())
+    want = backend.removal_gradient_products(w[:, None])[:, 0]
+    np.testing.assert_allclose(gi.influence_, want, rtol=1e-10, atol=1e-14)
+    from sklearn_groupinf._hessian import stationarity
+
+    norms = backend.removal_gradient_norms()
+    assert gi.stationarity_[0] == pytest.approx(stationarity(backend, norms))
+
+
 def test_target_sketch_sums_come_from_the_norms_pass(mlp):
     """The count-sketch sums ``G Q`` of the target factor are kept from fit's
     pass of gradient norms: building the factor makes no pass of group sums,
@@ -338,6 +369,20 @@ def test_options_reach_the_backend(mlp):
     )
     assert (be.batch_size, be.target_rank) == (50, 5)
     assert gi._state.target_factor[0].shape == (be.n_params, 5)
+    # EK-FAC's correction rows: the default and an option (a sample of 40 rows)
+    be = _fit(net, data, curvature="ekfac", damping=0.1)._state.backend
+    assert be.correction_rows == DEFAULT_CORRECTION_ROWS
+    assert be._kfac.correction_rows_ == len(data[0])  # fewer rows than it: all
+    gi = _fit(
+        net,
+        data,
+        curvature="ekfac",
+        damping=0.1,
+        curvature_options={"correction_rows": 40},
+    )
+    assert gi._state.backend._kfac.correction_rows_ == 40
+    with pytest.raises(ValueError, match="correction_rows.*does not apply"):
+        _fit(net, data, curvature="kfac", curvature_options={"correction_rows": 40})
 
 
 def test_clear_errors(mlp, breast_cancer, monkeypatch):

@@ -374,6 +374,15 @@ def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
     np.testing.assert_allclose(got.numpy(), M1 @ Q, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
     np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
+    # and the per-row products Q V (V of 1 and of 3 columns)
+    for V1 in [V[:, :1], V]:
+        norms, total, prods, got = sq_norms_and_sum(
+            net, "cross_entropy", X, y, s, batch_size=7, matrix=M1, V=V1
+        )
+        np.testing.assert_allclose(prods, Q @ V1, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got.numpy(), M1 @ Q, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="at most one entry"):
         sq_norms_and_sum(net, "cross_entropy", X, y, s, batch_size=7, matrix=M)
 
@@ -389,6 +398,10 @@ def test_errors_name_the_problem():
         KroneckerCurvature(net, "squared_error").fit(X, y[:1])
     with pytest.raises(ValueError, match="damping must be"):
         KroneckerCurvature(net, "squared_error", damping=-1.0).fit(X, y)
+    for bad in [0, 1.5, True]:
+        for name in ["correction_rows", "factor_rows"]:
+            with pytest.raises(ValueError, match=f"{name} must be"):
+                KroneckerCurvature(net, "squared_error", **{name: bad}).fit(X, y)
     curv = KroneckerCurvature(net, "squared_error").fit(X, y)
     with pytest.raises(ValueError, match="P=8"):
         curv.solve(np.zeros(5))
@@ -401,36 +414,62 @@ def test_errors_name_the_problem():
         ).fit(X, y)
 
 
-def test_sampled_ekfac_is_exact_in_its_basis_for_the_drawn_labels(mlp):
+@pytest.mark.parametrize("rows", [None, 25])
+def test_sampled_ekfac_is_exact_in_its_basis_for_the_drawn_labels(mlp, rows):
     # labels drawn as documented (inverse CDF of the softmax at seeded uniforms);
     # the dense Fisher of those labels projected into the Kronecker basis has
-    # EK-FAC's eigenvalues on its diagonal
+    # EK-FAC's eigenvalues on its diagonal; with correction_rows=25 the
+    # Fisher is that of the 25 sampled rows times 60 / 25, in the basis of
+    # the factors of all 60 rows
     net, X, y, _, _ = mlp
     X = X[:60]
     m = 2
     u = torch.tensor(np.random.default_rng(5).random((60, m)), dtype=DT)
     with torch.no_grad():
         cdf = torch.softmax(net(X), 1).cumsum(1)
+    kw = dict(kind="ekfac", fisher="sampled", n_draws=m, random_state=5)
+    curv = KroneckerCurvature(net, "cross_entropy", correction_rows=rows, **kw)
+    curv.fit(X, y[:60])
+    full = KroneckerCurvature(net, "cross_entropy", **kw).fit(X, y[:60])
+    sample = np.arange(60)
+    if rows is not None:
+        sample = curv._sample_idx.numpy()
+        assert curv.correction_rows_ == 25 and len(np.unique(sample)) == 25
     F = 0
     for j in range(m):
         yj = (cdf < u[:, j : j + 1]).sum(1).clamp(max=2)
-        Qj = example_grads(net, "cross_entropy", X, yj)
-        F = F + Qj.T @ Qj / m
-    curv = KroneckerCurvature(
-        net,
-        "cross_entropy",
-        kind="ekfac",
-        fisher="sampled",
-        n_draws=m,
-        random_state=5,
-    ).fit(X, y[:60])
+        Qj = example_grads(net, "cross_entropy", X, yj)[sample]
+        F = F + Qj.T @ Qj / m * (60 / len(sample))
     for j, f in enumerate(curv.factors_):
         i = int(curv.layers_[j])
         idx = layer_index(net, f"{i}.weight", f"{i}.bias")
+        np.testing.assert_array_equal(f["qa"], full.factors_[j]["qa"])
+        np.testing.assert_array_equal(f["qg"], full.factors_[j]["qg"])
         Q = np.kron(f["qg"].numpy(), f["qa"].numpy())
         expected = np.diag(Q.T @ F[np.ix_(idx, idx)] @ Q)
         got = f["lam"].numpy().reshape(-1)
         np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12 * got.max())
+
+
+def test_factor_rows_sum_a_scaled_seeded_sample(mlp):
+    # factors from 30 of 60 rows: those rows' factors with weight 60 / 30 each
+    # (the same total weight W), the same rows at every fit
+    net, X, y, _, _ = mlp
+    X, y = X[:60], y[:60]
+    curv = KroneckerCurvature(net, "cross_entropy", kind="kfac", factor_rows=30)
+    curv.fit(X, y)
+    idx = curv._sample_idx.numpy()
+    assert curv.factor_rows_ == 30 and len(np.unique(idx)) == 30
+    again = KroneckerCurvature(net, "cross_entropy", kind="kfac", factor_rows=30)
+    np.testing.assert_array_equal(again.fit(X, y)._sample_idx.numpy(), idx)
+    ref = KroneckerCurvature(net, "cross_entropy", kind="kfac").fit(
+        X[idx], y[idx], sample_weight=torch.full((30,), 2.0, dtype=DT)
+    )
+    assert curv.data_weight_ == ref.data_weight_ == 60
+    for f, g in zip(curv.factors_, ref.factors_):
+        np.testing.assert_allclose(f["A"], g["A"], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(f["G"], g["G"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(curv.dense(), ref.dense(), rtol=1e-10, atol=1e-12)
 
 
 def test_penalty_is_exact_on_uniform_blocks_and_best_diagonal_otherwise(mlp):

@@ -36,6 +36,12 @@ per-example gradients projected into it,
 ``sum_i s_i sum_u ((Q_G' D_iu Q_A)_jk)^2`` with ``D_iu = sum_t g_iut a_it'``
 (computed layer by layer, a batch at a time). In that eigenbasis EK-FAC's
 diagonal is the exact GGN block's, so its Frobenius error is never larger.
+With ``correction_rows`` below the number of rows, the second moments come
+from a seeded uniform sample of that many rows, scaled by ``n / n_sample``
+(an unbiased estimate of the full sum): the correction pass then costs
+``n_sample / n`` of a pass. ``factor_rows`` does the same for the sums of
+``A``, ``G`` and the diagonal (another seeded sample; ``W`` stays the total
+weight of every row).
 
 Every other trainable parameter (normalisation layers, embeddings, grouped or
 padded convolutions, a frozen layer's trainable bias) gets the exact GGN
@@ -98,7 +104,15 @@ class KroneckerCurvature(HessianSolver):
     batch_size : int, default=256
     random_state : int, numpy Generator or None, default=0
         Seed of the drawn labels (drawn once for all rows, so the result does
-        not depend on ``batch_size``).
+        not depend on ``batch_size``) and of the rows of ``correction_rows``.
+    correction_rows : int or None, default=None
+        EK-FAC only: rows whose projected second moments correct the
+        eigenvalues (a seeded uniform sample, scaled to all rows, see the
+        module docstring); ``None`` or at least ``n``: every row.
+    factor_rows : int or None, default=None
+        Rows whose sums give the factors ``A``, ``G`` and the diagonal (a
+        seeded uniform sample, scaled to all rows); ``None`` or at least
+        ``n``: every row.
     penalty : float, array-like of shape (P,) or None, default=None
         Diagonal Hessian of a penalty term of the objective (e.g. weight
         decay in sum form, zero for undecayed biases), added to ``F``. Exact
@@ -153,6 +167,8 @@ class KroneckerCurvature(HessianSolver):
         batch_size=256,
         random_state=0,
         penalty=None,
+        correction_rows=None,
+        factor_rows=None,
     ):
         self.module = module
         self.loss = loss
@@ -163,6 +179,8 @@ class KroneckerCurvature(HessianSolver):
         self.batch_size = batch_size
         self.random_state = random_state
         self.penalty = penalty
+        self.correction_rows = correction_rows
+        self.factor_rows = factor_rows
 
     # ------------------------------------------------------------------ fit
     def _check_params(self):
@@ -174,6 +192,13 @@ class KroneckerCurvature(HessianSolver):
             raise ValueError(
                 f"damping must be a finite number >= 0, got {self.damping!r}."
             )
+        for name in ("correction_rows", "factor_rows"):
+            rows = getattr(self, name)
+            integral = isinstance(rows, (int, np.integer)) and not isinstance(
+                rows, bool
+            )
+            if rows is not None and not (integral and rows >= 1):
+                raise ValueError(f"{name} must be an int >= 1 or None, got {rows!r}.")
         if int(self.n_draws) < 1 or int(self.batch_size) < 1:
             raise ValueError(
                 f"n_draws and batch_size must be >= 1, got {self.n_draws!r} and "
@@ -285,8 +310,10 @@ class KroneckerCurvature(HessianSolver):
         G = [None] * L
         T = [1] * L
         diag = {k: torch.zeros_like(layout.params[k]) for k in layout.other}
-        for sl, acts, grads, U in self._passes(X, y, s, draws):
-            sb = s[sl]
+        sample = self._row_sample(X, y, s, draws, self.factor_rows, 0)
+        self.factor_rows_ = sample[0].shape[0]
+        for sl, acts, grads, U in self._passes(*sample):
+            sb = sample[2][sl]
             for i, a in acts.items():
                 T[i] = a.shape[2]
                 Ai = torch.einsum("b,bdt,bet->de", sb, a, a)
@@ -299,7 +326,7 @@ class KroneckerCurvature(HessianSolver):
             if layout.other:
                 self._rec.enabled = False
                 try:
-                    vj = _other_vjps(self.module, layout, X[sl], U)
+                    vj = _other_vjps(self.module, layout, sample[0][sl], U)
                 finally:
                     self._rec.enabled = True
                 for k in layout.other:
@@ -340,8 +367,27 @@ class KroneckerCurvature(HessianSolver):
             else None
         )
         if self.kind == "ekfac":
-            self._correct_eigenvalues(X, y, s, draws)
+            sample = self._row_sample(X, y, s, draws, self.correction_rows, 1)
+            self.correction_rows_ = sample[0].shape[0]
+            self._correct_eigenvalues(*sample)
         self._add_penalty(X)
+
+    def _row_sample(self, X, y, s, draws, rows, stream):
+        """``(X, y, s, draws)``: every row, or a seeded uniform sample of
+        ``rows`` rows (``stream`` 0: factors, 1: correction) with weights
+        scaled by ``n / rows``; ``_sample_idx`` keeps the rows (or None)."""
+        import torch
+
+        n = X.shape[0]
+        self._sample_idx = None
+        if rows is None or rows >= n:
+            return X, y, s, draws
+        seed = int(np.random.default_rng(self.random_state).integers(2**31))
+        rng = np.random.default_rng([seed, stream])
+        idx = np.sort(rng.choice(n, int(rows), replace=False))
+        it = self._sample_idx = torch.as_tensor(idx, device=X.device)
+        scaled = s[it] * (n / len(idx))
+        return X[it], y[it], scaled, None if draws is None else draws[it]
 
     def _position_weight(self, W, T):
         """Normaliser of ``A``: ``W T`` (token models count their positions)."""

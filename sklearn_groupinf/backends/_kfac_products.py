@@ -230,16 +230,21 @@ def per_example_sq_norms(module, loss, X, y, *, batch_size=256):
     return torch.cat(out).to("cpu", torch.float64).numpy()
 
 
-def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None):
+def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None, V=None):
     """:func:`per_example_sq_norms` and ``sum_i s_i grad l_i`` ``(P,)`` in one pass.
 
     The weighted sum is the data part of the objective's gradient; with the
     norms it gives the stationarity without a second pass over the rows.
-    With ``matrix`` (``(g, n)``, at most one entry per row, e.g. a count
-    sketch) the same pass also returns ``matrix @ Q`` ``(g, P)`` as
-    :func:`aggregated_gradients`, as a tensor in the network's dtype (the
-    per-example gradients of layers with several positions, formed for the
-    norms, are summed as they are).
+    The same pass can also return, in this order after them:
+
+    - with ``V`` ``(P, k)``: the products ``Q V`` ``(n, k)`` of
+      :func:`per_example_products`;
+    - with ``matrix`` (``(g, n)``, at most one entry per row, e.g. a count
+      sketch): ``matrix @ Q`` ``(g, P)`` as :func:`aggregated_gradients`, as
+      a tensor in the network's dtype.
+
+    The per-example gradients of layers with several positions, formed once
+    for the norms, serve the sum, the products and the sketch.
     """
     import scipy.sparse as sp
     import torch
@@ -253,6 +258,12 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None):
         if np.diff(matrix.indptr).max(initial=0) > 1:
             raise ValueError("matrix must have at most one entry per column (row).")
         sketch = _OnePerRowSums(matrix, layout)
+    if V is not None:
+        Vt = _param_columns(V, layout.n_params, ref)[0]
+        k = Vt.shape[1]
+        vblocks = [layout.block(Vt, layer) for layer in layout.layers]
+        V_other = {n: Vt[layout.slices[n]].reshape(-1, k) for n in layout.other}
+        prods = []
     sums = [None] * len(layout.layers)
     other_sum = {}
     out = []
@@ -262,16 +273,24 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None):
         res = None
         sb = s[sl]
         formed = {}
+        prod = None if V is None else sb.new_zeros(sb.shape[0], k)
         for i, g, a in layers:
-            part_sum = torch.einsum("b,bot,bdt->od", sb, g, a)
-            sums[i] = part_sum if sums[i] is None else sums[i] + part_sum
             if g.shape[2] == 1:
+                part_sum = torch.einsum("b,bot,bdt->od", sb, g, a)
                 part = (g[..., 0] ** 2).sum(1) * (a[..., 0] ** 2).sum(1)
+                if V is not None:
+                    Va = torch.einsum("odk,bdt->bokt", vblocks[i], a)
+                    prod += torch.einsum("bot,bokt->bk", g, Va)
             else:
                 blocks = list(_layer_blocks(g, a))
                 part = torch.cat([(D**2).sum((1, 2)) for _, D in blocks])
+                part_sum = sum(torch.einsum("b,bod->od", sb[r], D) for r, D in blocks)
+                if V is not None:
+                    for r, D in blocks:
+                        prod[r] += torch.einsum("bod,odk->bk", D, vblocks[i])
                 if sketch is not None and not sketch.keeps(i, g, a):
                     formed[i] = blocks
+            sums[i] = part_sum if sums[i] is None else sums[i] + part_sum
             res = part if res is None else res + part
         if sketch is not None:
             sketch.add(sl, layers, other, blocks=formed)
@@ -280,17 +299,23 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None):
             other_sum[name] = other_sum.get(name, 0) + sb @ G
             part = (G**2).sum(1)
             res = part if res is None else res + part
+            if V is not None:
+                prod += G @ V_other[name]
         out.append(res)
+        if V is not None:
+            prods.append(prod)
     total = torch.zeros((layout.n_params, 1), dtype=ref.dtype, device=ref.device)
     for layer, block in zip(layout.layers, sums):
         if block is not None:
             layout.put(total, block[:, :, None], layer)
     for name, v in other_sum.items():
         total[layout.slices[name], 0] = v
-    norms, grad = _finish(torch.cat(out)), _finish(total[:, 0])
-    if sketch is None:
-        return norms, grad
-    return norms, grad, sketch.result()
+    res = [_finish(torch.cat(out)), _finish(total[:, 0])]
+    if V is not None:
+        res.append(_finish(torch.cat(prods)))
+    if sketch is not None:
+        res.append(sketch.result())
+    return tuple(res)
 
 
 def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256, V=None):
@@ -369,20 +394,26 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
     k = Vt.shape[1]
     blocks = [layout.block(Vt, layer) for layer in layout.layers]
     V_other = {name: Vt[layout.slices[name]].reshape(-1, k) for name in layout.other}
-    acc = {
-        i: torch.zeros(b.shape, dtype=b.dtype, device=b.device)  # contiguous
-        for i, b in enumerate(blocks)
-    }
+    acc = {}  # layer -> (out, in[+1], k), or (out * k, in[+1]) for ``flat``
+    flat = {}  # single-position layers of the ``V a`` route: V as (in, out * k)
     out = torch.zeros_like(Vt)
     # The C backward passes of a batch share its layer inputs ``a``: ``V a``
     # is formed once per batch and layer, and the output side ``sum_c g_c r_c'``
-    # is summed over ``c`` before its one contraction with ``a``.
-    cache = {"sl": None, "Va": {}, "gr": {}}
+    # is summed over ``c`` before its one contraction with ``a``. For a layer
+    # with one position both are plain matrix products with ``V`` laid out
+    # as ``(in, out * k)`` once per call (not permuted again at every batch).
+    cache = {"sl": None, "Va": {}, "gr": {}, "D": {}}
 
     def flush():
         for i, (gr, a) in cache["gr"].items():
-            acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
-        cache["Va"], cache["gr"] = {}, {}
+            if i in flat:
+                acc[i].addmm_(gr.reshape(gr.shape[0], -1).T, a[:, :, 0])
+            else:
+                acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
+        cache["Va"], cache["gr"], cache["D"] = {}, {}, {}
+
+    def route_d(a, g):  # per-example gradients D rather than V a
+        return a.shape[1] <= k * g.shape[2]
 
     for sl, c, layers, other in _batches_of_direction_gradients(
         module, X, U, batch_size
@@ -393,9 +424,18 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
         r = None
         for i, g, a in layers:
             part = g.new_zeros(g.shape[0], k)
-            if a.shape[1] <= k * g.shape[2]:
-                for s2, D in _layer_blocks(g, a):
+            o, d = blocks[i].shape[:2]
+            if route_d(a, g):
+                Ds = cache["D"][i] = list(_layer_blocks(g, a))
+                for s2, D in Ds:
                     part[s2] += torch.einsum("bod,odk->bk", D, blocks[i])
+            elif g.shape[2] == 1:
+                if i not in flat:
+                    flat[i] = blocks[i].permute(1, 0, 2).reshape(d, o * k)
+                    acc[i] = g.new_zeros(o * k, d)
+                if i not in cache["Va"]:
+                    cache["Va"][i] = (a[:, :, 0] @ flat[i]).view(-1, o, k)
+                part += torch.einsum("bo,bok->bk", g[:, :, 0], cache["Va"][i])
             else:
                 if i not in cache["Va"]:
                     cache["Va"][i] = torch.einsum("odk,bdt->bokt", blocks[i], a)
@@ -408,21 +448,32 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
             continue
         r = r * w[sl, c][:, None]
         for i, g, a in layers:
-            if a.shape[1] <= k * g.shape[2]:
-                flat = acc[i].view(-1, k)
-                for s2, D in _layer_blocks(g, a):
-                    flat.addmm_(D.reshape(D.shape[0], -1).T, r[s2])
+            if i not in acc:
+                acc[i] = torch.zeros_like(
+                    blocks[i], memory_format=torch.contiguous_format
+                )
+            if route_d(a, g):
+                view = acc[i].view(-1, k)
+                for s2, D in cache["D"][i]:
+                    view.addmm_(D.reshape(D.shape[0], -1).T, r[s2])
+                continue
+            if i in flat:
+                gr = g[:, :, 0, None] * r[:, None, :]  # (b, out, k)
             else:
                 gr = torch.einsum("bot,bk->bokt", g, r)
-                if i in cache["gr"]:
-                    cache["gr"][i][0].add_(gr)
-                else:
-                    cache["gr"][i] = (gr, a)
+            if i in cache["gr"]:
+                cache["gr"][i][0].add_(gr)
+            else:
+                cache["gr"][i] = (gr, a)
         for name, G in other.items():
             out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ r
     flush()
     for i, layer in enumerate(layout.layers):
-        layout.put(out, acc[i], layer)
+        if i in flat:
+            o, d = blocks[i].shape[:2]
+            layout.put(out, acc[i].view(o, k, d).permute(0, 2, 1), layer)
+        elif i in acc:
+            layout.put(out, acc[i], layer)
     res = out.to("cpu", torch.float64).numpy()
     return res[:, 0] if one else res
 

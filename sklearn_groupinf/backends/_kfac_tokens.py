@@ -201,12 +201,22 @@ class TokenKroneckerCurvature(KroneckerCurvature):
         )
         counts = Xt[:, L:].sum(1) - 1
         self._positions = float((s * counts).sum())
-        self._token_draws = None
+        self._token_draws = self._all_token_draws = None
         if self.fisher == "sampled":
             rng = np.random.default_rng(self.random_state)
             d = rng.random((n, int(self.n_draws), L))
-            self._token_draws = torch.as_tensor(d, dtype=ref.dtype, device=ref.device)
+            self._all_token_draws = torch.as_tensor(
+                d, dtype=ref.dtype, device=ref.device
+            )
         return super().fit(Xt, Xt, sample_weight)
+
+    def _row_sample(self, X, y, s, draws, rows, stream):
+        out = super()._row_sample(X, y, s, draws, rows, stream)
+        full = self._all_token_draws
+        if full is not None:
+            idx = self._sample_idx
+            self._token_draws = full if idx is None else full[idx]
+        return out
 
     def _position_weight(self, W, T):
         """``sum_i s_i (T_i - 1)``: the weighted count of loss positions."""

@@ -33,7 +33,11 @@ from ._kfac_products import (
 from ._kfac_target import low_rank_target_ggn
 from ._torch import TorchBackend
 from ._torch_cg import _to_numpy
-from ._torch_options import DEFAULT_TARGET_RANK
+from ._torch_options import (
+    DEFAULT_CORRECTION_ROWS,
+    DEFAULT_FACTOR_ROWS,
+    DEFAULT_TARGET_RANK,
+)
 
 #: Largest block of per-example gradients of all parameters (bytes) that
 #: the few estimators not streamed layer by layer may form (per-example
@@ -72,7 +76,14 @@ class KroneckerBackend(TorchBackend):
     target_sketch : {"shifts", "plain"}, default="shifts"
         How the target factor is found (see :meth:`target_hessian_factor`).
     random_state : int, default=0
-        Seeds the drawn labels and the random test matrix of the target factor.
+        Seeds the drawn labels, the rows of the eigenvalue correction and the
+        random test matrix of the target factor.
+    correction_rows : int, default=DEFAULT_CORRECTION_ROWS
+        EK-FAC: rows (a seeded uniform sample) whose second moments correct
+        the eigenvalues; every row when there are fewer.
+    factor_rows : int, default=DEFAULT_FACTOR_ROWS
+        Rows (another seeded uniform sample) whose sums give the Kronecker
+        factors; every row when there are fewer.
     """
 
     matrix_free = True
@@ -95,6 +106,8 @@ class KroneckerBackend(TorchBackend):
         target_rank=DEFAULT_TARGET_RANK,
         target_sketch="shifts",
         random_state=0,
+        correction_rows=DEFAULT_CORRECTION_ROWS,
+        factor_rows=DEFAULT_FACTOR_ROWS,
         **kwargs,
     ):
         kwargs.update(curvature="ggn", hessian_solver="cg")
@@ -103,6 +116,8 @@ class KroneckerBackend(TorchBackend):
         self.target_rank = int(target_rank)
         self.target_sketch = target_sketch
         self.random_state = random_state
+        self.correction_rows = correction_rows
+        self.factor_rows = factor_rows
         self.supports_second_order = self.supports_newton = False
         self._kfac = None
 
@@ -124,6 +139,8 @@ class KroneckerBackend(TorchBackend):
             batch_size=self.batch_size,
             random_state=self.random_state,
             penalty=_to_numpy(pen),
+            correction_rows=self.correction_rows,
+            factor_rows=self.factor_rows,
         ).fit(self._X, self._y, self._s)
         return self._kfac
 
@@ -181,22 +198,44 @@ class KroneckerBackend(TorchBackend):
         """Row norms of ``Q``; the same pass keeps ``grad J`` (see :meth:`gradient`)
         and, for ``target_sketch="shifts"``, the count-sketch sums ``G Q`` of
         :meth:`target_hessian_factor` (``target_rank x P`` values)."""
+        return self.removal_gradient_norms_and_products(None)[0]
+
+    def removal_gradient_norms_and_products(self, V):
+        """``(norms, Q V)``: :meth:`removal_gradient_norms` and, in the same
+        pass over the rows, :meth:`removal_gradient_products` (``None`` for
+        ``V=None``). ``GroupInfluence`` calls it once the curvature is fitted,
+        since the parameters are never polished here."""
         matrix = None
         if self.target_sketch == "shifts":
             import scipy.sparse as sp
 
             G = count_sketch(self.target_rank, self.n_samples, self.random_state)
             matrix = sp.csr_matrix(G) @ sp.diags(_to_numpy(self._s))
-        out = self._per_example(sq_norms_and_sum, self._s, matrix=matrix)
+        k = 0
+        if V is not None:
+            V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
+            k = V.shape[1]
+        c = self._offset()
+        cols = [V] if V is not None else []
+        if c is not None:  # the mean form's q_i' c from the same pass
+            cols.append(c[:, None])
+        Vc = np.hstack(cols) if cols else None
+        out = self._per_example(sq_norms_and_sum, self._s, matrix=matrix, V=Vc)
         sq, data_grad = out[:2]
         if matrix is not None:
-            self._sketch_cache = (self._theta.clone(), matrix, out[2])
+            self._sketch_cache = (self._theta.clone(), matrix, out[-1])
         pen = self._pen_mult * self.weight_decay * self._mask * self._theta
         self._grad_cache = (self._theta.clone(), data_grad + _to_numpy(pen))
-        c = self._offset()
+        s = _to_numpy(self._s)
+        prods = None
+        if V is not None:
+            prods = out[2][:, :k]
+            if c is not None:
+                prods = prods + (c @ V)[None, :]
+            prods = prods * s[:, None]
         if c is not None:
-            sq = sq + 2 * self._per_example(per_example_products, c) + c @ c
-        return np.sqrt(np.maximum(sq, 0.0)) * _to_numpy(self._s)
+            sq = sq + 2 * out[2][:, k] + c @ c
+        return np.sqrt(np.maximum(sq, 0.0)) * s, prods
 
     def aggregated_removal_gradients(self, matrix):
         """``matrix @ Q`` ``(g, P)`` layer by layer."""

@@ -22,6 +22,17 @@ AUTO_KFAC_PARAMS = 4096
 DEFAULT_TARGET_RANK = 64
 
 
+#: Default rows of EK-FAC's eigenvalue correction (``correction_rows``): a
+#: seeded uniform sample of that many training rows (every row when there
+#: are fewer), from ``benchmarks/kfac_sample_rows.py``.
+DEFAULT_CORRECTION_ROWS = 2000
+
+#: Default rows of the Kronecker factors of K-FAC / EK-FAC (``factor_rows``):
+#: a seeded uniform sample of that many training rows (every row when there
+#: are fewer), from ``benchmarks/kfac_sample_rows.py``.
+DEFAULT_FACTOR_ROWS = 2000
+
+
 def _positive_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
 
@@ -61,6 +72,8 @@ CURVATURE_OPTIONS = {
         "'exact' or 'sampled'",
     ),
     "n_draws": (("kfac", "ekfac"), 1, _positive_int, "an int >= 1"),
+    "correction_rows": (("ekfac",), None, _positive_int, "an int >= 1"),
+    "factor_rows": (("kfac", "ekfac"), None, _positive_int, "an int >= 1"),
     "target_sketch": (
         ("kfac", "ekfac"),
         "shifts",
