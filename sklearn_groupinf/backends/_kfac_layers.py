@@ -145,13 +145,22 @@ def _grads(layer, g):
 
 
 def _param_columns(V, n_params, ref):
-    """``V`` of shape ``(P,)`` or ``(P, k)`` as a ``(P, k)`` tensor like ``ref``.
+    """``V`` (array or tensor) of shape ``(P,)`` or ``(P, k)`` as a ``(P, k)``
+    tensor like ``ref``.
 
     Returns ``(Vt, one)``; ``one`` says ``V`` was a vector (callers return
     ``res[:, 0]`` then).
     """
     import torch
 
+    if isinstance(V, torch.Tensor):  # kept in the network's dtype, no float64 copy
+        if V.ndim not in (1, 2) or V.shape[0] != n_params:
+            raise ValueError(
+                f"V must have shape (P,) or (P, k) with P={n_params} (the "
+                f"trainable parameters), got {tuple(V.shape)}."
+            )
+        Vt = V.detach().to(device=ref.device, dtype=ref.dtype)
+        return Vt.reshape(n_params, -1).contiguous(), V.ndim == 1
     Vn = np.asarray(V, dtype=np.float64)
     if Vn.ndim not in (1, 2) or Vn.shape[0] != n_params:
         raise ValueError(

@@ -333,14 +333,23 @@ class KroneckerBackend(TorchBackend):
         """
         U, w = self._target_output_factors()
         V = np.asarray(V, dtype=np.float64)
-        out = np.empty_like(V)
+        if len(V) == 0:
+            return np.zeros_like(V)
         step = target_product_block(self.n_params, self._theta.element_size())
-        for j0 in range(0, len(V), step):
-            block = V[j0 : j0 + step]
-            out[j0 : j0 + len(block)] = ggn_products(
-                self.module, self._Xf, U, w, block.T, batch_size=self.batch_size
-            ).T
-        return out
+        cols = [
+            ggn_products(
+                self.module,
+                self._Xf,
+                U,
+                w,
+                V[j0 : j0 + step].T,
+                batch_size=self.batch_size,
+            )
+            for j0 in range(0, len(V), step)
+        ]
+        # a transposed view of the (P, k) result: callers transpose it back
+        # (copying 8 P k bytes into row order cost seconds at P = 10^6)
+        return (cols[0] if len(cols) == 1 else np.hstack(cols)).T
 
     def target_hessian_factor(self):
         """Rank-``target_rank`` factor ``(B, diag(lam))`` of the target GGN.
@@ -372,7 +381,8 @@ class KroneckerBackend(TorchBackend):
 
     def _sketch_sums(self):
         """``G Q`` ``(r, P)`` of the count sketch ``G``: kept from the pass of
-        :meth:`removal_gradient_norms` (then released) when the parameters
+        :meth:`removal_gradient_norms` (then released; a tensor in the
+        network's dtype, which the solve takes as it is) when the parameters
         have not moved since, else a new pass."""
         import torch
 
@@ -381,10 +391,11 @@ class KroneckerBackend(TorchBackend):
             G = count_sketch(self.target_rank, self.n_samples, self.random_state)
             return self.aggregated_removal_gradients(G)
         _, weighted, out = cached
-        out = _to_numpy(out)
         c = self._offset()
         if c is not None:
-            out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * c[None, :]
+            counts = np.asarray(weighted.sum(axis=1)).reshape(-1, 1)
+            kw = dict(dtype=out.dtype, device=out.device)
+            out += torch.as_tensor(counts, **kw) * torch.as_tensor(c, **kw)[None]
         return out
 
 
