@@ -25,7 +25,10 @@ from sklearn.frozen import FrozenEstimator  # noqa: E402
 from sklearn_groupinf.backends._kfac_target import low_rank_target_ggn  # noqa: E402
 from sklearn_groupinf.backends._torch import TorchBackend  # noqa: E402
 from sklearn_groupinf.backends._torch_kfac import KroneckerBackend  # noqa: E402
-from sklearn_groupinf.backends._torch_options import DEFAULT_CORRECTION_ROWS  # noqa: E402
+from sklearn_groupinf.backends._torch_options import (  # noqa: E402
+    DEFAULT_CORRECTION_ROWS,
+    DEFAULT_FACTOR_ROWS,
+)
 from sklearn_groupinf.torch import TorchModel  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -372,7 +375,12 @@ def test_options_reach_the_backend(mlp):
     # EK-FAC's correction rows: the default and an option (a sample of 40 rows)
     be = _fit(net, data, curvature="ekfac", damping=0.1)._state.backend
     assert be.correction_rows == DEFAULT_CORRECTION_ROWS
+    assert be.factor_rows == DEFAULT_FACTOR_ROWS
     assert be._kfac.correction_rows_ == len(data[0])  # fewer rows than it: all
+    assert be._kfac.factor_rows_ == len(data[0])
+    opts = {"factor_rows": 50}
+    be = _fit(net, data, curvature="kfac", damping=0.1, curvature_options=opts)
+    assert be._state.backend._kfac.factor_rows_ == 50
     gi = _fit(
         net,
         data,
