@@ -166,7 +166,7 @@ class _FitState:
         if membership is not None and self._U is None:
             rows = self._group_thin_rows(membership)  # any number of groups
             if rows is not None:
-                return rows, self.target_factor[1]
+                return rows
         return self._rows(
             n_units, lambda: self.shifts(membership), thin, lazy_shifts=self._U is None
         )
@@ -178,23 +178,31 @@ class _FitState:
         )
 
     def _group_thin_rows(self, membership):
-        """Group rows ``(M Q) (H^{-1} B)`` from one pass of group sums, or None.
+        """``(A, M)``: group rows ``(M Q) (H^{-1} B)`` from one pass of group
+        sums and the factor's middle, or None.
 
         For backends whose group sums cost one pass whatever the width
         (``aggregated_removal_products``: K-FAC, ``n P`` against ``n P r``
-        for the per-row factor); the last grouping's rows are kept.
+        for the per-row factor); the last grouping's rows are kept. A
+        backend's ``target_factor_group_rows(matrix)`` (K-FAC: the factor
+        kept in its own coordinates) gives both without ``B`` itself.
         """
         fn = getattr(self.backend, "aggregated_removal_products", None)
         inverse = getattr(membership, "inverse", None)
-        if fn is None or inverse is None or self.target_factor[0] is None:
+        if fn is None or inverse is None:
             return None
         if self._thin_rows is not None:  # the per-row factor exists: no pass
-            return membership.aggregate(self._thin_rows)
+            return membership.aggregate(self._thin_rows), self.target_factor[1]
         key = (membership.n_groups, hash(np.asarray(inverse).tobytes()))
         cached = getattr(self, "_group_rows", None)
         if cached is None or cached[0] != key:
-            rows = fn(membership.matrix, self._solve_factor())
-            cached = self._group_rows = (key, rows)
+            direct = getattr(self.backend, "target_factor_group_rows", None)
+            out = None if direct is None else direct(membership.matrix)
+            if out is None:
+                if self.target_factor[0] is None:
+                    return None
+                out = fn(membership.matrix, self._solve_factor()), self.target_factor[1]
+            cached = self._group_rows = (key, out)
         return cached[1]
 
     def _rows(self, n_units, shifts, thin, *, lazy_shifts=True):
@@ -239,7 +247,11 @@ class _FitState:
 
     def _solve_factor(self):
         if self._solved_B is None:
-            self._solved_B = self.solver.solve(self.target_factor[0])
+            fn = getattr(self.backend, "solved_target_factor", None)
+            solved = None if fn is None else fn()  # K-FAC: without a solve
+            if solved is None:
+                solved = self.solver.solve(self.target_factor[0])
+            self._solved_B = solved
         return self._solved_B
 
     def _factor_by_products(self, U):

@@ -228,7 +228,9 @@ def test_group_rows_come_from_one_pass_of_group_sums(mlp):
     real_rows = backend.removal_gradient_products
     real_sums = backend.aggregated_removal_products
     backend.removal_gradient_products = lambda V: rows.append(1) or real_rows(V)
-    backend.aggregated_removal_products = lambda M, V: sums.append(1) or real_sums(M, V)
+    backend.aggregated_removal_products = lambda M, V, **kw: (
+        sums.append(1) or real_sums(M, V, **kw)
+    )
     est = {}
     for name, g in groups.items():
         est[name] = gi.score_groups(g, method="interaction").estimate
@@ -308,9 +310,52 @@ def test_target_sketch_sums_come_from_the_norms_pass(mlp):
     backend.aggregated_removal_gradients = lambda M: passes.append(1) or real(M)
     B, M = backend.target_hessian_factor()
     assert passes == [] and backend._sketch_cache is None
-    B2, M2 = backend.target_hessian_factor()  # cache released: a new pass
+    assert backend.target_hessian_factor()[0] is not B and passes == []  # kept
+    backend._mixed_factor = None  # the factor dropped too: a new pass
+    B2, M2 = backend.target_hessian_factor()  # the sums' cache was released
     assert passes == [1]
     np.testing.assert_allclose(B @ M @ B.T, B2 @ M2 @ B2.T, atol=1e-10)
+
+
+def test_target_factor_in_mixed_coordinates_equals_the_generic_path(mlp, monkeypatch):
+    """The shifts factor is built and used in the mixed coordinates of the
+    curvature (single-position layers rotated into their Kronecker eigenbasis):
+    group interaction rows and ``H^-1 B`` equal those of the generic path
+    (``B`` rotated back, solved, group sums in parameter coordinates), and the
+    group scores never rotate ``B`` nor solve with it."""
+    from sklearn_groupinf.backends._kfac import KroneckerCurvature
+    from sklearn_groupinf.backends._torch_kfac import KroneckerBackend
+
+    net, data, groups = mlp
+    gi = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+    backend = gi._state.backend
+    assert sorted(backend._kfac.eigen_bases()) == [0, 1]  # both layers rotated
+    calls = []
+    for name in ("from_mixed", "solve"):
+        real = getattr(KroneckerCurvature, name)
+        monkeypatch.setattr(
+            KroneckerCurvature,
+            name,
+            lambda self, V, *a, _r=real, _n=name, **k: (
+                calls.append((_n, np.shape(V))) or _r(self, V, *a, **k)
+            ),
+        )
+    got = {k: gi.score_groups(g, method="interaction") for k, g in groups.items()}
+    assert all(shape[1:] != (8,) for _, shape in calls), calls  # no P x r
+    monkeypatch.undo()
+    generic = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+    monkeypatch.setattr(KroneckerBackend, "target_factor_group_rows", None)
+    monkeypatch.setattr(KroneckerBackend, "solved_target_factor", None)
+    for k, g in groups.items():
+        want = generic.score_groups(g, method="interaction")
+        np.testing.assert_allclose(got[k].estimate, want.estimate, rtol=1e-10)
+    B, M = generic._state.target_factor
+    solved = backend._kfac.solve(B)
+    np.testing.assert_allclose(generic._state._solve_factor(), solved, rtol=1e-12)
+    monkeypatch.undo()
+    np.testing.assert_allclose(
+        backend.solved_target_factor(), solved, rtol=1e-9, atol=1e-12
+    )
 
 
 @pytest.mark.gpu

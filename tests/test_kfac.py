@@ -577,3 +577,97 @@ def test_float32_network_factors_are_eigendecomposed_in_float64(monkeypatch):
     ref.fit(X.double(), y)
     v = np.random.default_rng(0).standard_normal(curv.n_params_)
     np.testing.assert_allclose(curv.matvec(v), ref.matvec(v), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------- mixed coordinates
+def _mixed_rotation(net, curv):
+    """Dense ``R`` (``P x P``, orthogonal): mixed coordinates are ``R' v``;
+    and the indices of the rotated layers' parameters."""
+    P = curv.n_params_
+    R, rotated = np.eye(P), []
+    layers = [
+        (f"{name}.weight", f"{name}.bias")
+        for name, m in net.named_modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+    ]
+    for i, (qg, qa) in curv.eigen_bases().items():
+        idx = layer_index(net, *layers[i])
+        R[np.ix_(idx, idx)] = np.kron(qg.numpy(), qa.numpy())
+        rotated.extend(idx)
+    return R, np.array(rotated)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_mixed_coordinates_rotate_single_position_layers(model, request):
+    # to_mixed / from_mixed / solve_mixed against the dense rotation into the
+    # Kronecker eigenbasis of the layers with one position (the convolution,
+    # 36 positions, stays as it is) and the dense curvature
+    net, X, y, _, _ = request.getfixturevalue(model)
+    curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
+    curv.fit(X, y)
+    want = {"mlp": [0, 1], "cnn": [1]}[model]
+    assert sorted(curv.eigen_bases()) == want
+    R, rot = _mixed_rotation(net, curv)
+    np.testing.assert_allclose(R.T @ R, np.eye(len(R)), atol=1e-10)
+    V = np.random.default_rng(0).standard_normal((curv.n_params_, 3))
+    np.testing.assert_allclose(curv.to_mixed(V), R.T @ V, atol=1e-12)
+    np.testing.assert_allclose(curv.from_mixed(R.T @ V), V, atol=1e-12)
+    H = curv.dense()
+    want_solve = R.T @ np.linalg.solve(H, V)
+    got = curv.solve_mixed(R.T @ V)
+    np.testing.assert_allclose(got, want_solve, rtol=1e-9, atol=1e-12)
+    # diagonal there: the rotated curvature is diagonal on the rotated layers
+    Hm = R.T @ H @ R
+    off = Hm[np.ix_(rot, rot)] - np.diag(np.diag(Hm)[rot])
+    assert np.abs(off).max() < 1e-9 * np.abs(Hm).max()
+    vec = curv.solve_mixed(curv.to_mixed(V[:, 0]))
+    np.testing.assert_allclose(vec, want_solve[:, 0], rtol=1e-9, atol=1e-12)
+
+
+def test_products_and_group_sums_in_mixed_coordinates(cnn, monkeypatch):
+    # ggn_products, aggregated_gradients and the sketch sums of sq_norms_and_sum
+    # with ``bases`` equal the dense references rotated by R (also when the
+    # single-position layer is summed row by row instead of kept)
+    from sklearn_groupinf.backends import _kfac_products as kp
+    from sklearn_groupinf.backends._kfac_layers import output_factors
+
+    net, X, y, _, _ = cnn
+    X, y = X[:30], y[:30]
+    curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
+    curv.fit(X, y)
+    bases = curv.eigen_bases()
+    R = _mixed_rotation(net, curv)[0]
+    rng = np.random.default_rng(1)
+    s = torch.as_tensor(rng.uniform(0.5, 2.0, len(X)), dtype=DT)
+    F = exact_ggn(net, "cross_entropy", X, y, s)
+    with torch.no_grad():
+        U = output_factors("cross_entropy", net(X).reshape(len(X), -1), y)
+    w = s[:, None].expand(-1, U.shape[1])
+    for k in (1, 40):  # both contraction orders of the product
+        Vm = rng.standard_normal((F.shape[0], k))
+        got = kp.ggn_products(net, X, U, w, Vm, batch_size=7, bases=bases)
+        want = R.T @ F @ R @ Vm
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(F).max())
+    Q = example_grads(net, "cross_entropy", X, y)
+    M1 = np.zeros((4, len(X)))
+    M1[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M1[:, 0] = 0.0
+    want = M1 @ Q @ R
+    for budget in (kp.MAX_KEPT_VALUES, 0):
+        monkeypatch.setattr(kp, "MAX_KEPT_VALUES", budget)
+        got = kp.aggregated_gradients(net, "cross_entropy", X, y, M1, bases=bases)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        Vm = rng.standard_normal((F.shape[0], 3))
+        got = kp.aggregated_gradients(
+            net, "cross_entropy", X, y, M1, batch_size=7, V=Vm, bases=bases
+        )
+        np.testing.assert_allclose(got, want @ Vm, rtol=1e-10, atol=1e-12)
+        out = kp.sq_norms_and_sum(
+            net, "cross_entropy", X, y, s, batch_size=7, matrix=M1, bases=bases
+        )
+        np.testing.assert_allclose(out[-1].numpy(), want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out[0], (Q**2).sum(1), rtol=1e-10)
+    with pytest.raises(ValueError, match="at most one entry"):
+        kp.aggregated_gradients(
+            net, "cross_entropy", X, y, np.ones((2, len(X))), bases=bases
+        )

@@ -359,6 +359,7 @@ class KroneckerCurvature(HessianSolver):
                     "qg": qg,
                     "dg": dg,
                     "lam": dg[:, None] * da[None, :],
+                    "T": T[i],
                 }
             )
         self._diag = (
@@ -447,7 +448,15 @@ class KroneckerCurvature(HessianSolver):
             f["lam"] = li
 
     # ------------------------------------------------------------ products
-    def _apply(self, V, fn):
+    def _apply(self, V, fn, *, mixed_in=False, mixed_out=False, numpy=True):
+        """``R diag(fn(lam)) R' V`` layer by layer (``fn=None``: no scaling).
+
+        ``mixed_in`` / ``mixed_out``: ``V`` / the result are in the mixed
+        coordinates of :meth:`eigen_bases` (those layers' blocks rotated
+        into their Kronecker eigenbasis, ``Q_G' M Q_A``), so that the
+        rotation on that side is skipped. ``numpy=False`` returns the
+        ``(P, k)`` tensor in the network's dtype.
+        """
         import torch
 
         check_is_fitted_kfac(self)
@@ -456,16 +465,23 @@ class KroneckerCurvature(HessianSolver):
         out = torch.empty_like(Vt)
         shift = float(self.damping) * self.data_weight_
         k = Vt.shape[1]
-        for layer, f in zip(self._layout.layers, self.factors_):
-            lam = fn(f["lam"] + f["pen"] + shift, layer["name"])[:, :, None]
+        eig = self.eigen_bases() if (mixed_in or mixed_out) else {}
+        for i, (layer, f) in enumerate(zip(self._layout.layers, self.factors_)):
+            rot_in, rot_out = mixed_in and i in eig, mixed_out and i in eig
+            lam = None
+            if fn is not None:
+                lam = fn(f["lam"] + f["pen"] + shift, layer["name"])[:, :, None]
             for j0 in range(0, k, APPLY_BLOCK):  # temporaries of APPLY_BLOCK columns
                 cols = slice(j0, j0 + APPLY_BLOCK)
                 M = self._layout.block(Vt[:, cols], layer)
-                R = torch.einsum("op,oek,ef->pfk", f["qg"], M, f["qa"]) * lam
+                if lam is None and rot_in == rot_out:
+                    self._layout.put(out[:, cols], M, layer)
+                    continue
+                R = M if rot_in else _rotate(f, M)
+                if lam is not None:
+                    R = R * lam
                 self._layout.put(
-                    out[:, cols],
-                    torch.einsum("op,pfk,ef->oek", f["qg"], R, f["qa"]),
-                    layer,
+                    out[:, cols], R if rot_out else _rotate(f, R, back=True), layer
                 )
         if self._diag is not None:
             rows = torch.cat(
@@ -479,10 +495,48 @@ class KroneckerCurvature(HessianSolver):
                 ]
             )
             out[rows] = (
-                Vt[rows] * fn(self._diag + self._diag_pen + shift, "diagonal")[:, None]
+                Vt[rows]
+                if fn is None
+                else Vt[rows]
+                * fn(self._diag + self._diag_pen + shift, "diagonal")[:, None]
             )
+        if not numpy:
+            return out[:, 0] if one else out
         res = out.detach().to("cpu", torch.float64).numpy()
         return res[:, 0] if one else res
+
+    def eigen_bases(self):
+        """``{layer index: (Q_G, Q_A)}`` of the layers with one position.
+
+        The *mixed coordinates* of a parameter vector hold these layers'
+        blocks ``M`` rotated into their Kronecker eigenbasis,
+        ``Q_G' M Q_A`` (in the same slots), and every other parameter as
+        it is. The damped curvature is diagonal there on these layers, so
+        :meth:`solve_mixed` costs no rotation of them; their per-example
+        gradients ``g a'`` rotate as ``(Q_G' g) (Q_A' a)'``, one small
+        product per row instead of two ``out x in`` by ``in x in`` and
+        ``out x out`` products per column. Convolutions (many positions)
+        stay in parameter coordinates.
+        """
+        check_is_fitted_kfac(self)
+        return {
+            i: (f["qg"], f["qa"])
+            for i, f in enumerate(self.factors_)
+            if f.get("T") == 1
+        }
+
+    def to_mixed(self, V, *, numpy=True):
+        """``V`` ``(P,)`` or ``(P, k)`` in the mixed coordinates of
+        :meth:`eigen_bases` (an orthogonal change of coordinates)."""
+        return self._apply(V, None, mixed_out=True, numpy=numpy)
+
+    def from_mixed(self, V, *, numpy=True):
+        """Inverse of :meth:`to_mixed`."""
+        return self._apply(V, None, mixed_in=True, numpy=numpy)
+
+    def solve_mixed(self, V, *, numpy=True):
+        """:meth:`solve` with ``V`` and the result in mixed coordinates."""
+        return self._apply(V, self._inverse, mixed_in=True, mixed_out=True, numpy=numpy)
 
     def matvec(self, V):
         """``(F + damping * W * I) V`` for ``V`` of shape ``(P,)`` or ``(P, k)``."""
@@ -490,18 +544,17 @@ class KroneckerCurvature(HessianSolver):
 
     def solve(self, V):
         """``(F + damping * W * I)^{-1} V``, ``V`` of shape ``(P,)`` or ``(P, k)``."""
+        return self._apply(V, self._inverse)
 
-        def inv(lam, name):
-            # round-off leaves a singular factor's eigenvalues at ~1e-17, not 0
-            if bool((lam <= 1e-12 * float(lam.max().clamp_min(1e-300))).any()):
-                raise IndefiniteHessianError(
-                    f"The Kronecker-factored curvature of {name!r} is singular "
-                    f"with damping={self.damping!r}: some directions have zero "
-                    "curvature. Pass damping > 0 (or a larger one; per-example units)."
-                )
-            return 1.0 / lam
-
-        return self._apply(V, inv)
+    def _inverse(self, lam, name):
+        # round-off leaves a singular factor's eigenvalues at ~1e-17, not 0
+        if bool((lam <= 1e-12 * float(lam.max().clamp_min(1e-300))).any()):
+            raise IndefiniteHessianError(
+                f"The Kronecker-factored curvature of {name!r} is singular "
+                f"with damping={self.damping!r}: some directions have zero "
+                "curvature. Pass damping > 0 (or a larger one; per-example units)."
+            )
+        return 1.0 / lam
 
     def power(self, V, p):
         """``(F + damping * W * I)^p V`` (e.g. ``p = -1/2``), shaped as ``solve``."""
@@ -533,6 +586,15 @@ def _eigh64(M):
     S = 0.5 * (M + M.T)
     d, q = torch.linalg.eigh(S.to(torch.float64))
     return d.to(M.dtype), q.to(M.dtype)
+
+
+def _rotate(f, M, back=False):
+    """``Q_G' M Q_A`` (``back``: ``Q_G M Q_A'``) of blocks ``M`` ``(out, in, k)``."""
+    import torch
+
+    if back:
+        return torch.einsum("op,pfk,ef->oek", f["qg"], M, f["qa"])
+    return torch.einsum("op,oek,ef->pfk", f["qg"], M, f["qa"])
 
 
 def _rotate_gradients(a_shape, n_out, n_cols):

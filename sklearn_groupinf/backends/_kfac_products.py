@@ -142,6 +142,20 @@ def _layer_blocks(g, a):
         yield sl, torch.einsum("bot,bdt->bod", g[sl], a[sl])
 
 
+def _rotated(bases, i, g, a):
+    """``(g, a)`` of layer ``i`` rotated into its eigenbasis ``(Q_G, Q_A)``
+    (``bases[i]``; one position only), or as they are when ``i`` has none."""
+    if not bases or i not in bases:
+        return g, a
+    if g.shape[2] != 1:
+        raise ValueError(
+            "Mixed coordinates rotate only layers with one position; layer "
+            f"{i} has {g.shape[2]}."
+        )
+    qg, qa = bases[i]
+    return (g[..., 0] @ qg)[..., None], (a[..., 0] @ qa)[..., None]
+
+
 def _prepare(module, X, y):
     import torch
 
@@ -230,7 +244,9 @@ def per_example_sq_norms(module, loss, X, y, *, batch_size=256):
     return torch.cat(out).to("cpu", torch.float64).numpy()
 
 
-def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None, V=None):
+def sq_norms_and_sum(
+    module, loss, X, y, s, *, batch_size=256, matrix=None, V=None, bases=None
+):
     """:func:`per_example_sq_norms` and ``sum_i s_i grad l_i`` ``(P,)`` in one pass.
 
     The weighted sum is the data part of the objective's gradient; with the
@@ -241,7 +257,9 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None, V=No
       :func:`per_example_products`;
     - with ``matrix`` (``(g, n)``, at most one entry per row, e.g. a count
       sketch): ``matrix @ Q`` ``(g, P)`` as :func:`aggregated_gradients`, as
-      a tensor in the network's dtype.
+      a tensor in the network's dtype; with ``bases`` (``{layer index:
+      (Q_G, Q_A)}``, single-position layers) in the mixed coordinates of
+      :meth:`KroneckerCurvature.eigen_bases`.
 
     The per-example gradients of layers with several positions, formed once
     for the norms, serve the sum, the products and the sketch.
@@ -257,7 +275,7 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None, V=No
         matrix.sum_duplicates()
         if np.diff(matrix.indptr).max(initial=0) > 1:
             raise ValueError("matrix must have at most one entry per column (row).")
-        sketch = _OnePerRowSums(matrix, layout)
+        sketch = _OnePerRowSums(matrix, layout, bases=bases)
     if V is not None:
         Vt = _param_columns(V, layout.n_params, ref)[0]
         k = Vt.shape[1]
@@ -318,7 +336,9 @@ def sq_norms_and_sum(module, loss, X, y, s, *, batch_size=256, matrix=None, V=No
     return tuple(res)
 
 
-def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256, V=None):
+def aggregated_gradients(
+    module, loss, X, y, matrix, *, batch_size=256, V=None, bases=None
+):
     """``matrix @ Q`` ``(g, P)`` for a ``(g, n)`` (sparse) matrix, without ``n x P``.
 
     With ``V`` ``(P, k)``: ``(matrix @ Q) @ V`` ``(g, k)``, multiplied on the
@@ -328,7 +348,9 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256, V=None):
     order of the trainable parameters; a layer's rows are accumulated as
     ``sum_i m_gi D_i``. When every row ``i`` enters at most one sum (group
     memberships, a count sketch), each ``m_gi D_i`` is added to its own
-    column only (``n P`` operations instead of ``n P g``).
+    column only (``n P`` operations instead of ``n P g``). ``bases``
+    (such matrices only): the sums, and ``V``, in the mixed coordinates of
+    :meth:`KroneckerCurvature.eigen_bases` (``{layer index: (Q_G, Q_A)}``).
     """
     import scipy.sparse as sp
     import torch
@@ -339,8 +361,12 @@ def aggregated_gradients(module, loss, X, y, matrix, *, batch_size=256, V=None):
     n_g = matrix.shape[0]
     Vt = None if V is None else _param_columns(V, layout.n_params, ref)[0]
     if np.diff(matrix.indptr).max(initial=0) <= 1:
-        out = _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size)
+        out = _aggregated_one_per_row(
+            module, loss, X, y, matrix, layout, batch_size, bases
+        )
         return _finish(out if Vt is None else out @ Vt)
+    if bases:
+        raise ValueError("bases need a matrix with at most one entry per row.")
     out = torch.zeros((layout.n_params, n_g), dtype=ref.dtype, device=ref.device)
     # accumulate straight into ``out``: weight rows as an (out * in, g) view,
     # the bias column (when trainable) into its own rows
@@ -375,7 +401,7 @@ def _finish(t):
     return t.to("cpu", torch.float64).numpy()
 
 
-def ggn_products(module, X, U, weights, V, *, batch_size=256):
+def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None):
     """``sum_t sum_c w_tc J_t' u_tc u_tc' J_t V`` ``(P, k)`` in one pass over ``X``.
 
     A Gauss-Newton matrix with output-Hessian factors ``U`` ``(n, C, K)``
@@ -384,6 +410,10 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
     gradients of ``u_tc' z_t``: per batch one forward pass and ``C``
     backward passes give, layer by layer, ``r = G V`` and then ``G' (w r)``
     (per-example layer gradients formed in slices, never ``n x P``).
+    With ``bases`` (``{layer index: (Q_G, Q_A)}``, single-position layers)
+    ``V`` and the result are in the mixed coordinates of
+    :meth:`KroneckerCurvature.eigen_bases`: those layers' inputs and output
+    gradients are rotated (``a`` once per batch), never ``V``.
     """
     import torch
 
@@ -402,7 +432,7 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
     # is summed over ``c`` before its one contraction with ``a``. For a layer
     # with one position both are plain matrix products with ``V`` laid out
     # as ``(in, out * k)`` once per call (not permuted again at every batch).
-    cache = {"sl": None, "Va": {}, "gr": {}, "D": {}}
+    cache = {"sl": None, "Va": {}, "gr": {}, "D": {}, "a": {}}
 
     def flush():
         for i, (gr, a) in cache["gr"].items():
@@ -410,7 +440,17 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
                 acc[i].addmm_(gr.reshape(gr.shape[0], -1).T, a[:, :, 0])
             else:
                 acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
-        cache["Va"], cache["gr"], cache["D"] = {}, {}, {}
+        cache["Va"], cache["gr"], cache["D"], cache["a"] = {}, {}, {}, {}
+
+    def rotated(layers):  # mixed coordinates; each batch's ``a`` rotated once
+        out = []
+        for i, g, a in layers:
+            if bases and i in bases:
+                if i not in cache["a"]:
+                    cache["a"][i] = _rotated(bases, i, g, a)
+                g, a = (g[..., 0] @ bases[i][0])[..., None], cache["a"][i][1]
+            out.append((i, g, a))
+        return out
 
     def route_d(a, g):  # per-example gradients D rather than V a
         return a.shape[1] <= k * g.shape[2]
@@ -421,6 +461,7 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
         if sl != cache["sl"]:
             flush()
             cache["sl"] = sl
+        layers = rotated(layers)
         r = None
         for i, g, a in layers:
             part = g.new_zeros(g.shape[0], k)
@@ -478,13 +519,13 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256):
     return res[:, 0] if one else res
 
 
-def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size):
+def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size, bases=None):
     """:func:`aggregated_gradients` when each row has at most one coefficient.
 
     ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result (a tensor),
     accumulated by :class:`_OnePerRowSums`.
     """
-    sums = _OnePerRowSums(matrix, layout)
+    sums = _OnePerRowSums(matrix, layout, bases=bases)
     for sl, layers, other in _batches_of_layer_gradients(
         module, loss, X, y, batch_size
     ):
@@ -504,9 +545,12 @@ class _OnePerRowSums:
     row's gradient ``D_i`` in slices and add it into its group's row
     (``index_add_``); :meth:`add` takes those slices when the caller has
     formed them already (``blocks``). Rows without a coefficient get weight 0.
+    ``bases`` (``{layer index: (Q_G, Q_A)}``, single-position layers): those
+    layers' sums in their Kronecker eigenbasis (the kept ``G`` and ``A``
+    rotated once, ``n (out^2 + in^2)`` multiply-adds).
     """
 
-    def __init__(self, matrix, layout):
+    def __init__(self, matrix, layout, bases=None):
         import torch
 
         n_g, n = matrix.shape
@@ -526,6 +570,7 @@ class _OnePerRowSums:
         )
         self.kept = {}  # layer index -> ([g (b, out)], [a (b, in[+1])])
         self.budget = MAX_KEPT_VALUES
+        self.bases = bases or {}
 
     def keeps(self, i, g, a):
         """Whether layer ``i`` (one batch ``g``, ``a``) is kept rather than summed."""
@@ -552,6 +597,9 @@ class _OnePerRowSums:
                 self.kept[i][1].append(a[..., 0])
                 continue
             w_cols = out[:, layout.slices[layer["weight"]]]
+            if i in self.bases:  # rotated: the input's last entry is not the 1
+                blocks = dict(blocks or {})
+                blocks[i] = list(_layer_blocks(*_rotated(self.bases, i, g, a)))
             if blocks is not None and i in blocks:
                 for s2, D in blocks[i]:
                     D = D * wb[s2, None, None]
@@ -586,9 +634,18 @@ class _OnePerRowSums:
                 G, A = torch.cat(gs)[order_t], torch.cat(as_)[order_t]
                 n_w = A.shape[1] - (layer["bias"] is not None)
                 w_sl = layout.slices[layer["weight"]]
+                rotated = i in self.bases
+                if rotated:  # (Q_G' g)(Q_A' a)': the whole block, bias included
+                    qg, qa = self.bases[i]
+                    G, A = G @ qg, A @ qa
                 for k in range(n_g):
                     rows = slice(bounds[k], bounds[k + 1])
                     w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
+                    if rotated and layer["bias"] is not None:
+                        full = G[rows].T @ A[rows]
+                        w_view.copy_(full[:, :n_w])
+                        out[k, layout.slices[layer["bias"]]] = full[:, n_w]
+                        continue
                     torch.matmul(G[rows].T, A[rows, :n_w], out=w_view)
                     if layer["bias"] is not None:  # its input is the constant 1
                         out[k, layout.slices[layer["bias"]]] = G[rows].sum(0)

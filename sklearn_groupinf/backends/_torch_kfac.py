@@ -205,12 +205,13 @@ class KroneckerBackend(TorchBackend):
         pass over the rows, :meth:`removal_gradient_products` (``None`` for
         ``V=None``). ``GroupInfluence`` calls it once the curvature is fitted,
         since the parameters are never polished here."""
-        matrix = None
+        matrix = bases = None
         if self.target_sketch == "shifts":
             import scipy.sparse as sp
 
             G = count_sketch(self.target_rank, self.n_samples, self.random_state)
             matrix = sp.csr_matrix(G) @ sp.diags(_to_numpy(self._s))
+            bases = self._bases()
         k = 0
         if V is not None:
             V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
@@ -220,10 +221,12 @@ class KroneckerBackend(TorchBackend):
         if c is not None:  # the mean form's q_i' c from the same pass
             cols.append(c[:, None])
         Vc = np.hstack(cols) if cols else None
-        out = self._per_example(sq_norms_and_sum, self._s, matrix=matrix, V=Vc)
+        out = self._per_example(
+            sq_norms_and_sum, self._s, matrix=matrix, V=Vc, bases=bases
+        )
         sq, data_grad = out[:2]
-        if matrix is not None:
-            self._sketch_cache = (self._theta.clone(), matrix, out[-1])
+        if matrix is not None:  # in mixed coordinates (see _bases)
+            self._sketch_cache = (self._theta.clone(), matrix, out[-1], self._kfac)
         pen = self._pen_mult * self.weight_decay * self._mask * self._theta
         self._grad_cache = (self._theta.clone(), data_grad + _to_numpy(pen))
         s = _to_numpy(self._s)
@@ -249,21 +252,29 @@ class KroneckerBackend(TorchBackend):
             out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * c[None, :]
         return out
 
-    def aggregated_removal_products(self, matrix, V):
+    def aggregated_removal_products(self, matrix, V, *, mixed=False):
         """``(matrix @ Q) @ V`` ``(g, k)``: one pass, group sums layer by layer.
 
         For a membership matrix (one group per row) the pass costs ``n P``
         whatever ``k``, against ``n P k`` for the per-row products ``Q V``.
+        ``mixed``: ``V`` (a ``(P, k)`` array or tensor) is in the mixed
+        coordinates of the fitted curvature's ``eigen_bases`` (one entry per
+        row of ``matrix`` needed); the group sums are formed in them.
         """
         import scipy.sparse as sp
 
         s = _to_numpy(self._s)
         weighted = sp.csr_matrix(matrix) @ sp.diags(s)
-        V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
-        out = self._per_example(aggregated_gradients, weighted, V=V)
+        bases = self._bases() if mixed else None
+        if not mixed:
+            V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
+        out = self._per_example(aggregated_gradients, weighted, V=V, bases=bases)
         c = self._offset()
         if c is not None:
-            out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * (c @ V)[None, :]
+            if mixed:
+                c = self._kfac.to_mixed(c)
+            cV = c @ (_to_numpy(V) if mixed else V)
+            out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * cV[None, :]
         return out
 
     def aggregated_loss_gradients(self, matrix, batch_size=None):
@@ -323,6 +334,11 @@ class KroneckerBackend(TorchBackend):
             self._target_factors = (U, self._wt[:, None] * lam.sign()[:, keep])
         return self._target_factors
 
+    def _bases(self):
+        """``eigen_bases()`` of the fitted curvature: the layers whose blocks
+        the mixed coordinates hold rotated (``{}`` before ``hessian_solver``)."""
+        return {} if self._kfac is None else self._kfac.eigen_bases()
+
     def target_hessian_products(self, V):
         """``V H_f`` ``(k, P)``: exact target GGN products, layer by layer.
 
@@ -331,6 +347,11 @@ class KroneckerBackend(TorchBackend):
         pass over the target rows per :func:`target_product_block` directions,
         one backward pass per ``c``; no vmap over the directions).
         """
+        return self._target_products(V)
+
+    def _target_products(self, V, bases=None):
+        """:meth:`target_hessian_products`; ``bases``: ``V`` and the result in
+        mixed coordinates (:meth:`_mixed_target_products`)."""
         U, w = self._target_output_factors()
         V = np.asarray(V, dtype=np.float64)
         if len(V) == 0:
@@ -344,12 +365,22 @@ class KroneckerBackend(TorchBackend):
                 w,
                 V[j0 : j0 + step].T,
                 batch_size=self.batch_size,
+                bases=bases,
             )
             for j0 in range(0, len(V), step)
         ]
         # a transposed view of the (P, k) result: callers transpose it back
         # (copying 8 P k bytes into row order cost seconds at P = 10^6)
         return (cols[0] if len(cols) == 1 else np.hstack(cols)).T
+
+    def _mixed_target_products(self, V):
+        """``V H_f`` for rows ``V`` in mixed coordinates, in mixed coordinates
+        (``H_f`` rotated there: an orthogonal change of coordinates)."""
+        own = type(self).target_hessian_products
+        if own is KroneckerBackend.target_hessian_products:
+            return self._target_products(V, bases=self._bases())
+        kf = self._kfac  # a subclass's own products: rotate around them
+        return kf.to_mixed(self.target_hessian_products(kf.from_mixed(V.T).T).T).T
 
     def target_hessian_factor(self):
         """Rank-``target_rank`` factor ``(B, diag(lam))`` of the target GGN.
@@ -359,6 +390,10 @@ class KroneckerBackend(TorchBackend):
         (exact on their span: one pass over the training rows, ``r`` solves
         and ``r`` target products); ``"plain"``: randomized range finding on
         ``H_f`` itself (``2 (r + 10)`` products).
+
+        The ``shifts`` factor is found in the mixed coordinates of the
+        curvature's ``eigen_bases`` (see :meth:`_mixed_target_factor`);
+        ``B`` is rotated back here, when asked for.
         """
         if self.target_sketch == "plain":
             return low_rank_target_ggn(
@@ -367,36 +402,99 @@ class KroneckerBackend(TorchBackend):
                 self.target_rank,
                 random_state=self.random_state,
             )
+        Bm, M = self._mixed_target_factor()
+        return self._kfac.from_mixed(Bm), M
+
+    def _mixed_target_factor(self):
+        """``(B_m, M)``: the ``shifts`` factor with ``B_m`` in mixed coordinates.
+
+        There the curvature is diagonal on the rotated layers: the solve
+        ``H^{-1} Q' G`` and the target products (layer inputs and output
+        gradients rotated row by row) rotate no ``P x r`` block of them,
+        and the Nystrom algebra (inner products of columns) is unchanged by
+        the orthogonal change of coordinates. Kept for the later calls.
+        """
         if self._kfac is None:
             raise RuntimeError(
                 "hessian_solver must be called before the target factor."
             )
-        Om = self._kfac.solve(self._sketch_sums().T)
-        return low_rank_target_ggn(
-            self.target_hessian_products,
+        cached = getattr(self, "_mixed_factor", None)
+        if cached is not None and cached[0] is self._kfac:
+            return cached[1]
+        Om = self._kfac.solve_mixed(self._sketch_sums().T)
+        factor = low_rank_target_ggn(
+            self._mixed_target_products,
             self.n_params,
             self.target_rank,
             test_matrix=Om,
         )
+        del Om
+        self._mixed_factor = (self._kfac, factor, None)
+        return factor
+
+    def _solved_mixed_factor(self):
+        """``H^{-1} B`` in mixed coordinates (a tensor), computed once."""
+        self._mixed_target_factor()
+        kf, factor, solved = self._mixed_factor
+        if solved is None:
+            solved = kf.solve_mixed(factor[0], numpy=False)
+            self._mixed_factor = (kf, factor, solved)
+        return solved
+
+    def solved_target_factor(self):
+        """``H^{-1} B`` ``(P, r)`` of :meth:`target_hessian_factor`'s ``B``
+        (``shifts``: one rotation back from mixed coordinates instead of a
+        solve), or ``None`` when the generic solve applies."""
+        if self.target_sketch == "plain":
+            return None
+        return self._kfac.from_mixed(self._solved_mixed_factor())
+
+    def target_factor_group_rows(self, matrix):
+        """``((matrix @ Q) H^{-1} B, M)``: the group rows of the interaction
+        estimator and the middle of the target factor, from one pass of
+        group sums in mixed coordinates (``B`` never rotated back); ``None``
+        for ``target_sketch="plain"`` or a matrix with several entries in a
+        row (the generic path applies)."""
+        if self.target_sketch == "plain":
+            return None
+        if np.diff(_csc(matrix).indptr).max(initial=0) > 1:
+            return None
+        solved = self._solved_mixed_factor()
+        rows = self.aggregated_removal_products(matrix, solved, mixed=True)
+        return rows, self._mixed_factor[1][1]
 
     def _sketch_sums(self):
-        """``G Q`` ``(r, P)`` of the count sketch ``G``: kept from the pass of
-        :meth:`removal_gradient_norms` (then released; a tensor in the
-        network's dtype, which the solve takes as it is) when the parameters
-        have not moved since, else a new pass."""
+        """``G Q`` ``(r, P)`` of the count sketch ``G`` in mixed coordinates:
+        kept from the pass of :meth:`removal_gradient_norms` (then released;
+        a tensor in the network's dtype, which the solve takes as it is)
+        when the parameters and the curvature have not changed since, else
+        a new pass."""
         import torch
 
         cached, self._sketch_cache = getattr(self, "_sketch_cache", None), None
-        if cached is None or not torch.equal(cached[0], self._theta):
+        if (
+            cached is None
+            or not torch.equal(cached[0], self._theta)
+            or cached[3] is not self._kfac
+        ):
             G = count_sketch(self.target_rank, self.n_samples, self.random_state)
-            return self.aggregated_removal_gradients(G)
-        _, weighted, out = cached
+            return self._kfac.to_mixed(self.aggregated_removal_gradients(G).T).T
+        _, weighted, out, _ = cached
         c = self._offset()
         if c is not None:
             counts = np.asarray(weighted.sum(axis=1)).reshape(-1, 1)
             kw = dict(dtype=out.dtype, device=out.device)
+            c = self._kfac.to_mixed(c)
             out += torch.as_tensor(counts, **kw) * torch.as_tensor(c, **kw)[None]
         return out
+
+
+def _csc(matrix):
+    import scipy.sparse as sp
+
+    m = sp.csc_matrix(matrix)
+    m.sum_duplicates()
+    return m
 
 
 def count_sketch(rank, n, random_state=0):
