@@ -540,6 +540,33 @@ def test_nystrom_factor_is_exact_on_the_span_of_its_test_matrix():
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nystrom_of_tensors_equals_the_float64_factor(monkeypatch, dtype):
+    # nystrom_tensor (P x l tensors, float64 inner products over row chunks;
+    # chunks of 7 rows here) against the float64 numpy factor of the same
+    # inputs: to round-off in float64, to float32's resolution in float32
+    import sklearn_groupinf.backends._kfac_target as kt
+
+    monkeypatch.setattr(kt, "GRAM_CHUNK", 7)
+    rng = np.random.default_rng(3)
+    B0 = rng.normal(size=(40, 12))
+    H = B0 @ np.diag(np.r_[np.ones(8), -np.ones(4)]) @ B0.T
+    Om = torch.as_tensor(rng.normal(size=(40, 6)), dtype=dtype)
+    Ht = torch.as_tensor(H, dtype=dtype)
+    B, M = kt.nystrom_tensor(lambda V: Ht @ V, Om, 6)
+    assert B.dtype == dtype and B.shape == (40, 6)
+    Om64 = Om.double().numpy()
+    Y64 = (Ht @ Om).double().numpy()
+    # its one product (with Om) given as the tensor path computed it
+    B1, M1 = low_rank_target_ggn(lambda V: Y64.T, 40, 6, test_matrix=Om64)
+    ref = B1 @ M1 @ B1.T
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    got = B.double().numpy() @ M @ B.double().numpy().T
+    np.testing.assert_allclose(got, ref, atol=tol * np.abs(ref).max())
+    with pytest.raises(FloatingPointError):
+        kt.nystrom_tensor(lambda V: V * float("inf"), Om, 6)
+
+
 def test_ekfac_group_estimates_agree_with_the_exact_ggn_on_a_cnn(digits):
     # Conv2d(1, 4, 3) + tanh + Linear(144, 10) on 300 digits (1,490 parameters).
     # Measured Spearman against curvature="ggn" at damping 0.1: per row 0.932;

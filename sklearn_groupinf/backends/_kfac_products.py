@@ -401,7 +401,7 @@ def _finish(t):
     return t.to("cpu", torch.float64).numpy()
 
 
-def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None):
+def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None, numpy=True):
     """``sum_t sum_c w_tc J_t' u_tc u_tc' J_t V`` ``(P, k)`` in one pass over ``X``.
 
     A Gauss-Newton matrix with output-Hessian factors ``U`` ``(n, C, K)``
@@ -414,6 +414,7 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None):
     ``V`` and the result are in the mixed coordinates of
     :meth:`KroneckerCurvature.eigen_bases`: those layers' inputs and output
     gradients are rotated (``a`` once per batch), never ``V``.
+    ``numpy=False``: the ``(P, k)`` tensor in the network's dtype.
     """
     import torch
 
@@ -515,6 +516,8 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None):
             layout.put(out, acc[i].view(o, k, d).permute(0, 2, 1), layer)
         elif i in acc:
             layout.put(out, acc[i], layer)
+    if not numpy:
+        return out[:, 0] if one else out
     res = out.to("cpu", torch.float64).numpy()
     return res[:, 0] if one else res
 

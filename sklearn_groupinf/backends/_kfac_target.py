@@ -101,6 +101,63 @@ def low_rank_target_ggn(
     return B, np.diag(lam)
 
 
+NON_FINITE = (
+    "The low-rank target curvature has non-finite entries (overflow in the "
+    "target?). Check the target at the fitted parameters."
+)
+
+#: Rows per chunk of the float64 inner products of :func:`nystrom_tensor`.
+GRAM_CHUNK = 2**16
+
+
+def nystrom_tensor(products, Om, rank):
+    """:func:`low_rank_target_ggn`'s Nystrom factor for a torch ``Om`` ``(P, l)``.
+
+    ``products(Om)`` returns ``H_f Om`` ``(P, l)`` as a tensor. The ``P x l``
+    arrays stay tensors in ``Om``'s dtype (a network's float32: the values
+    the solves and products produce); the inner products ``Om' Y``, ``Y' Y``
+    and ``B = Y C`` are accumulated in float64 over chunks of
+    :data:`GRAM_CHUNK` rows, so no float64 ``P x l`` copy is made. Returns
+    ``(B, M)``: ``B`` a tensor in ``Om``'s dtype, ``M`` a float64 diagonal.
+    """
+    import torch
+
+    Y = products(Om)
+    l = Om.shape[1]
+    T = np.zeros((l, l))
+    gram = np.zeros((l, l))
+    for j0 in range(0, Om.shape[0], GRAM_CHUNK):
+        Yc = Y[j0 : j0 + GRAM_CHUNK].double()
+        T += (Om[j0 : j0 + GRAM_CHUNK].double().T @ Yc).cpu().numpy()
+        gram += (Yc.T @ Yc).cpu().numpy()
+    if not (np.all(np.isfinite(T)) and np.all(np.isfinite(gram))):
+        raise FloatingPointError(NON_FINITE)
+    lam, C = _nystrom_middle(T, lambda V: V.T @ gram @ V, min(int(rank), Om.shape[0]))
+    B = torch.empty((Y.shape[0], C.shape[1]), dtype=Y.dtype, device=Y.device)
+    Ct = torch.as_tensor(C, dtype=torch.float64, device=Y.device)
+    for j0 in range(0, Y.shape[0], GRAM_CHUNK):
+        B[j0 : j0 + GRAM_CHUNK] = Y[j0 : j0 + GRAM_CHUNK].double() @ Ct
+    if not (bool(torch.isfinite(B).all()) and np.all(np.isfinite(lam))):
+        raise FloatingPointError(NON_FINITE)
+    return B, np.diag(lam)
+
+
+def _nystrom_middle(T, gram_of, r):
+    """``(lam, C)`` with ``B = Y C`` (see :func:`_nystrom`), from ``T = Om' Y``
+    and ``gram_of(V) = V' Y' Y V``."""
+    t, V = np.linalg.eigh(0.5 * (T + T.T))
+    keep = np.abs(t) > 1e-10 * max(np.abs(t).max(), np.finfo(float).tiny)
+    t, V = t[keep], V[:, keep]
+    gram = gram_of(V)
+    s2, Wz = np.linalg.eigh(0.5 * (gram + gram.T))
+    ok = s2 > 1e-12 * max(s2.max(), np.finfo(float).tiny)
+    S, Wz = np.sqrt(s2[ok]), Wz[:, ok]
+    C = (S[:, None] * (Wz.T / t) @ Wz) * S[None, :]
+    lam, E = np.linalg.eigh(0.5 * (C + C.T))
+    order = np.argsort(-np.abs(lam))[:r]
+    return lam[order], V @ (Wz / S) @ E[:, order]
+
+
 def _nystrom(products, Om, r):
     """``(B, M)`` of ``Y (Om' Y)^+ Y'`` (``Y = H_f Om``), truncated to rank ``r``.
 
@@ -111,19 +168,8 @@ def _nystrom(products, Om, r):
     (no ``P x l`` temporaries beyond ``Y`` and ``B``).
     """
     Y = np.asarray(products(Om.T)).T
-    T = Om.T @ Y
-    t, V = np.linalg.eigh(0.5 * (T + T.T))
-    keep = np.abs(t) > 1e-10 * max(np.abs(t).max(), np.finfo(float).tiny)
-    t, V = t[keep], V[:, keep]
-    gram = V.T @ (Y.T @ Y) @ V
-    s2, Wz = np.linalg.eigh(0.5 * (gram + gram.T))
-    ok = s2 > 1e-12 * max(s2.max(), np.finfo(float).tiny)
-    S, Wz = np.sqrt(s2[ok]), Wz[:, ok]
-    C = (S[:, None] * (Wz.T / t) @ Wz) * S[None, :]
-    lam, E = np.linalg.eigh(0.5 * (C + C.T))
-    order = np.argsort(-np.abs(lam))[:r]
-    lam = lam[order]
-    B = Y @ (V @ (Wz / S) @ E[:, order])
+    lam, C = _nystrom_middle(Om.T @ Y, lambda V: V.T @ (Y.T @ Y) @ V, r)
+    B = Y @ C
     if not (np.all(np.isfinite(B)) and np.all(np.isfinite(lam))):
         raise FloatingPointError(
             "The low-rank target curvature has non-finite entries (overflow in "

@@ -30,7 +30,7 @@ from ._kfac_products import (
     per_example_products,
     sq_norms_and_sum,
 )
-from ._kfac_target import low_rank_target_ggn
+from ._kfac_target import low_rank_target_ggn, nystrom_tensor
 from ._torch import TorchBackend
 from ._torch_cg import _to_numpy
 from ._torch_options import (
@@ -347,11 +347,6 @@ class KroneckerBackend(TorchBackend):
         pass over the target rows per :func:`target_product_block` directions,
         one backward pass per ``c``; no vmap over the directions).
         """
-        return self._target_products(V)
-
-    def _target_products(self, V, bases=None):
-        """:meth:`target_hessian_products`; ``bases``: ``V`` and the result in
-        mixed coordinates (:meth:`_mixed_target_products`)."""
         U, w = self._target_output_factors()
         V = np.asarray(V, dtype=np.float64)
         if len(V) == 0:
@@ -365,7 +360,6 @@ class KroneckerBackend(TorchBackend):
                 w,
                 V[j0 : j0 + step].T,
                 batch_size=self.batch_size,
-                bases=bases,
             )
             for j0 in range(0, len(V), step)
         ]
@@ -373,14 +367,32 @@ class KroneckerBackend(TorchBackend):
         # (copying 8 P k bytes into row order cost seconds at P = 10^6)
         return (cols[0] if len(cols) == 1 else np.hstack(cols)).T
 
-    def _mixed_target_products(self, V):
-        """``V H_f`` for rows ``V`` in mixed coordinates, in mixed coordinates
-        (``H_f`` rotated there: an orthogonal change of coordinates)."""
+    def _mixed_target_products(self, Vt):
+        """``H_f V`` ``(P, k)`` for a tensor ``V`` ``(P, k)`` in mixed
+        coordinates, in mixed coordinates and the network's dtype (``H_f``
+        rotated there: an orthogonal change of coordinates)."""
+        import torch
+
         own = type(self).target_hessian_products
-        if own is KroneckerBackend.target_hessian_products:
-            return self._target_products(V, bases=self._bases())
-        kf = self._kfac  # a subclass's own products: rotate around them
-        return kf.to_mixed(self.target_hessian_products(kf.from_mixed(V.T).T).T).T
+        if own is not KroneckerBackend.target_hessian_products:
+            kf = self._kfac  # a subclass's own products: rotate around them
+            out = kf.to_mixed(self.target_hessian_products(kf.from_mixed(Vt).T).T)
+            return torch.as_tensor(out, dtype=Vt.dtype, device=Vt.device)
+        U, w = self._target_output_factors()
+        out = torch.empty_like(Vt)
+        step = target_product_block(self.n_params, self._theta.element_size())
+        for j0 in range(0, Vt.shape[1], step):
+            out[:, j0 : j0 + step] = ggn_products(
+                self.module,
+                self._Xf,
+                U,
+                w,
+                Vt[:, j0 : j0 + step],
+                batch_size=self.batch_size,
+                bases=self._bases(),
+                numpy=False,
+            )
+        return out
 
     def target_hessian_factor(self):
         """Rank-``target_rank`` factor ``(B, diag(lam))`` of the target GGN.
@@ -421,13 +433,8 @@ class KroneckerBackend(TorchBackend):
         cached = getattr(self, "_mixed_factor", None)
         if cached is not None and cached[0] is self._kfac:
             return cached[1]
-        Om = self._kfac.solve_mixed(self._sketch_sums().T)
-        factor = low_rank_target_ggn(
-            self._mixed_target_products,
-            self.n_params,
-            self.target_rank,
-            test_matrix=Om,
-        )
+        Om = self._kfac.solve_mixed(self._sketch_sums().T, numpy=False)
+        factor = nystrom_tensor(self._mixed_target_products, Om, self.target_rank)
         del Om
         self._mixed_factor = (self._kfac, factor, None)
         return factor
