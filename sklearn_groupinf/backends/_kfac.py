@@ -471,12 +471,13 @@ class KroneckerCurvature(HessianSolver):
             lam = None
             if fn is not None:
                 lam = fn(f["lam"] + f["pen"] + shift, layer["name"])[:, :, None]
+            if rot_in == rot_out and (rot_in or lam is None):
+                # no rotation: scale (or copy) the layer's rows where they are
+                self._scale_rows(out, Vt, lam, layer)
+                continue
             for j0 in range(0, k, APPLY_BLOCK):  # temporaries of APPLY_BLOCK columns
                 cols = slice(j0, j0 + APPLY_BLOCK)
                 M = self._layout.block(Vt[:, cols], layer)
-                if lam is None and rot_in == rot_out:
-                    self._layout.put(out[:, cols], M, layer)
-                    continue
                 R = M if rot_in else _rotate(f, M)
                 if lam is not None:
                     R = R * lam
@@ -504,6 +505,23 @@ class KroneckerCurvature(HessianSolver):
             return out[:, 0] if one else out
         res = out.detach().to("cpu", torch.float64).numpy()
         return res[:, 0] if one else res
+
+    def _scale_rows(self, out, Vt, lam, layer):
+        """``out = lam * Vt`` on one layer's rows (``lam`` ``(out, in[+1], 1)``
+        or None: a copy), without gathering its ``(out, in[+1], k)`` block."""
+        w_sl = self._layout.slices[layer["weight"]]
+        b_name = layer["bias"]
+        if lam is None:
+            out[w_sl] = Vt[w_sl]
+            if b_name is not None:
+                out[self._layout.slices[b_name]] = Vt[self._layout.slices[b_name]]
+            return
+        n_w = lam.shape[1] - (b_name is not None)
+        scaled = Vt[w_sl].reshape(lam.shape[0], n_w, -1) * lam[:, :n_w]
+        out[w_sl] = scaled.view(-1, Vt.shape[1])
+        if b_name is not None:
+            b_sl = self._layout.slices[b_name]
+            out[b_sl] = Vt[b_sl] * lam[:, n_w]
 
     def eigen_bases(self):
         """``{layer index: (Q_G, Q_A)}`` of the layers with one position.
