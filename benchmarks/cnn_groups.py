@@ -80,11 +80,13 @@ and which kronfluence never imports)::
 
 Run::
 
-    nice python benchmarks/cnn_groups.py            # 25-55 min on 2 loaded cores
+    nice python benchmarks/cnn_groups.py            # 22-55 min on 2 loaded cores
     nice python benchmarks/cnn_groups.py --quick    # 2,000 rows, 9 min
     nice python benchmarks/cnn_groups.py --no-refits --no-kronfluence --no-trak
 
-The last is timing only (no retraining, no peers, no doc page).
+The last is timing only (no retraining, no peers, no doc page); add
+``--profile FILE`` to see where ``fit`` and the first ``score_groups``
+calls spend their time (cProfile, cumulative seconds).
 
 ``--quick``: 2,000 training rows, 200 target rows, 20 groups of 100, 6 LDS
 subsets x 2 seeds, 3 group refits per kind, Kronfluence's correction on
@@ -400,6 +402,26 @@ def class_groups(y, n_groups, rng):
     return out
 
 
+def profile_start(path):
+    if not path:
+        return None
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    return prof
+
+
+def profile_stop(prof, path):
+    if prof is None:
+        return
+    import pstats
+
+    prof.disable()
+    prof.dump_stats(path)
+    pstats.Stats(prof).sort_stats("cumulative").print_stats("sklearn_groupinf", 40)
+
+
 def corr(a, b):
     return spearmanr(a, b)[0] if len(a) >= 3 else np.nan
 
@@ -428,6 +450,14 @@ def main(argv=None):
     parser.add_argument("--no-kronfluence", action="store_true")
     parser.add_argument("--no-trak", action="store_true")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="cProfile fit and the first score_groups calls (class groups), "
+        "write the stats to FILE and print the largest cumulative entries "
+        "(the profiler's overhead is in that run's timings)",
+    )
     parser.add_argument(
         "--no-refits",
         action="store_true",
@@ -498,6 +528,7 @@ def main(argv=None):
         target_rank=args.target_rank,
         curvature_options={"fisher": "sampled", "batch_size": 128},
     )
+    prof = profile_start(args.profile)
     meter("GroupInfluence.fit", lambda: gi.fit(X, y, X_target=Xt, y_target=yt))
     est = {}
     for kind in ["class", "random"]:
@@ -506,6 +537,8 @@ def main(argv=None):
             est[kind, method] = meter(
                 name, lambda g=groups[kind], mt=method: gi.score_groups(g, method=mt)
             ).estimate
+            if (kind, method) == ("class", "interaction"):
+                profile_stop(prof, args.profile)
     K = meter(
         "interaction_matrix (rows, implicit)",
         lambda: gi.interaction_matrix(method="interaction", form="implicit"),
