@@ -616,6 +616,8 @@ def test_mixed_coordinates_rotate_single_position_layers(model, request):
     want_solve = R.T @ np.linalg.solve(H, V)
     got = curv.solve_mixed(R.T @ V)
     np.testing.assert_allclose(got, want_solve, rtol=1e-9, atol=1e-12)
+    # column-major input (a non-contiguous tensor of the float64 network)
+    np.testing.assert_array_equal(curv.solve_mixed(np.asfortranarray(R.T @ V)), got)
     # diagonal there: the rotated curvature is diagonal on the rotated layers
     Hm = R.T @ H @ R
     off = Hm[np.ix_(rot, rot)] - np.diag(np.diag(Hm)[rot])

@@ -516,9 +516,14 @@ class KroneckerCurvature(HessianSolver):
             if b_name is not None:
                 out[self._layout.slices[b_name]] = Vt[self._layout.slices[b_name]]
             return
+        import torch
+
         n_w = lam.shape[1] - (b_name is not None)
-        scaled = Vt[w_sl].reshape(lam.shape[0], n_w, -1) * lam[:, :n_w]
-        out[w_sl] = scaled.view(-1, Vt.shape[1])
+        shape = (lam.shape[0], n_w, Vt.shape[1])
+        if out.is_contiguous():  # no temporary: half the memory traffic
+            torch.mul(Vt[w_sl].reshape(shape), lam[:, :n_w], out=out[w_sl].view(shape))
+        else:
+            out[w_sl] = (Vt[w_sl].reshape(shape) * lam[:, :n_w]).view(-1, shape[2])
         if b_name is not None:
             b_sl = self._layout.slices[b_name]
             out[b_sl] = Vt[b_sl] * lam[:, n_w]

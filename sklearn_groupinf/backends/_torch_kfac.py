@@ -12,7 +12,9 @@ For networks too large for the exact curvature. It differs from
   ``batch_size x P``;
 * the target curvature is a rank-``r`` factor of the target's Gauss-Newton
   matrix ``H_f`` (:func:`~sklearn_groupinf.backends._kfac_target.low_rank_target_ggn`)
-  from exact target GGN products computed layer by layer;
+  from exact target GGN products computed layer by layer, built and used
+  in the mixed coordinates of ``KroneckerCurvature.eigen_bases`` (where
+  the curvature's solve rotates no single-position layer);
 * the parameters are used as trained (no Newton polishing: it would need the
   exact curvature); ``GroupInfluence`` reports the stationarity it measured.
 
