@@ -98,10 +98,16 @@ class GroupSelector(
         How many units to remove: an int is a number of units (examples, or
         groups with ``groups_as_units=True``); a float in ``[0, 1)`` a
         fraction of all units (at least one when positive); ``0`` removes
-        nothing. ``"auto"`` removes at most the units that look noisy in the
-        first round (rows: approximate leave-one-out probability of the given
-        label below ``1 / n_classes``; regressors: a squared leave-one-out
-        residual over 9 robust variances; groups with ``"leave_group_out"``:
+        nothing. ``"auto"``, a classifier's rows (``"loo"``): each of the
+        ``n_rounds`` rounds removes every row whose approximate leave-one-out
+        probability of its label is below ``0.35 / n_classes`` under the model
+        refitted without the rows removed so far, and cleaning stops when
+        none is (a stricter rule than "below chance": on data with a high
+        Bayes error many correct rows are below chance, and removing them
+        makes the refit overconfident). Otherwise ``"auto"`` removes at most
+        the units that look noisy in the first round (regressors' rows: a
+        squared leave-one-out residual over 9 robust variances; groups with
+        ``"leave_group_out"``:
         a positive flip likelihood ratio, ``"relabel"``: a positive gain;
         groups with ``"cross_fit"``: most
         of their rows), and stops earlier when no unit looks noisy any more

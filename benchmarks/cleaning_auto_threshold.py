@@ -1,0 +1,141 @@
+"""How strict should ``budget="auto"`` be? Chosen on flips the benchmark never uses.
+
+``GroupSelector(budget="auto")`` on a classifier's rows removes, in each of
+its 3 rounds, every row whose approximate leave-one-out probability of its
+label is below ``fraction / n_classes`` (the model refitted without the rows
+removed so far). This script compares ``fraction`` in {0.25, 0.35, 0.5, 1}
+(removing in 3 rounds without a cap), and the rule used before (``fraction``
+1 with the first round's count as a cap, removed in 3 slices), against
+cleanlab's own count (``find_label_issues`` on 5-fold out-of-sample
+probabilities, no count given) on the protocol of
+``benchmarks/cleaning_vs_cleanlab.py``, but with the flips of seeds 5..9:
+that script uses seeds 0..4, so its ``GroupSelector auto`` figures are a
+held-out check of the choice made here. The default,
+``sklearn_groupinf._cleaning.AUTO_CHANCE_FRACTION``, is the fraction with the
+most wins here.
+
+Usage::
+
+    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py [--seeds 5 10]
+
+Prints per set and noise rate the wins and mean number removed, then the
+totals (wins against cleanlab's own count, mean test log-loss difference).
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from _common import fmt_table
+from cleaning_vs_cleanlab import (
+    DATASETS,
+    RATES,
+    flip,
+    load,
+    lr,
+    row_removal,
+    test_scores,
+)
+from threadpoolctl import threadpool_limits
+
+from sklearn_groupinf import GroupInfluence
+from sklearn_groupinf._cleaning import leave_group_out_log_proba, round_sizes
+
+RULES = (
+    ("1 x chance, first-round cap (previous)", 1.0, True),
+    ("1 x chance", 1.0, False),
+    ("0.5 x chance", 0.5, False),
+    ("0.35 x chance", 0.35, False),
+    ("0.25 x chance", 0.25, False),
+)
+
+
+def loo_label_proba(X, y):
+    """The package's approximate leave-one-out probability of each label."""
+    gi = GroupInfluence(lr()).fit(X, y)
+    n = len(y)
+    lp = leave_group_out_log_proba(gi._state, np.arange(n), n)
+    enc = np.searchsorted(np.unique(y), y)
+    return np.exp(np.array([a[0, c] for a, c in zip(lp, enc)]))
+
+
+def auto_removal(X, y, fraction, cap_first, n_rounds=3):
+    tau = fraction / len(np.unique(y))
+    kept = np.ones(len(y), dtype=bool)
+    removed, sizes = [], None
+    for r in range(n_rounds):
+        rows = np.flatnonzero(kept)
+        p = loo_label_proba(X[rows], y[rows])
+        below = np.flatnonzero(p < tau)
+        below = below[np.argsort(p[below], kind="stable")]
+        if cap_first:
+            if sizes is None:
+                sizes = round_sizes(len(below), n_rounds) if len(below) else []
+            if r >= len(sizes):
+                break
+            below = below[: sizes[r]]
+        if len(below) == 0:
+            break
+        kept[rows[below]] = False
+        removed.append(rows[below])
+    return np.concatenate(removed) if removed else np.zeros(0, dtype=int)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs=2, default=(5, 10))
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    threadpool_limits(1)
+    t0 = time.perf_counter()
+    diffs = {name: [] for name, _, _ in RULES}
+    rows = []
+    for data in DATASETS:
+        X, Xte, y, yte = load(data)
+        for rate in RATES:
+            per = {name: ([], []) for name, _, _ in RULES}
+            own_n = []
+            for seed in range(*args.seeds):
+                rng = np.random.default_rng(seed)
+                k = int(round(rate * len(y)))
+                flipped = np.sort(rng.choice(len(y), size=k, replace=False))
+                yn = flip(y, flipped, rng)
+                own = row_removal("cleanlab own count", X, yn, y, k, flipped, seed)
+                own_n.append(len(own))
+                base = test_scores(X, yn, Xte, yte, own)[0]
+                for name, fraction, cap in RULES:
+                    removed = auto_removal(X, yn, fraction, cap)
+                    d = test_scores(X, yn, Xte, yte, removed)[0] - base
+                    diffs[name].append(d)
+                    per[name][0].append(d < -1e-12)
+                    per[name][1].append(len(removed))
+            line = [f"{data} {int(rate * 100)} %", f"{k}", f"{np.mean(own_n):.0f}"]
+            line += [
+                f"{int(np.sum(per[n][0]))} ({np.mean(per[n][1]):.0f})"
+                for n, _, _ in RULES
+            ]
+            rows.append(line)
+            print(" | ".join(line), flush=True)
+    rows.append(
+        ["all", "", ""]
+        + [
+            f"{int(np.sum(np.array(diffs[n]) < -1e-12))} / {len(diffs[n])}"
+            for n, _, _ in RULES
+        ]
+    )
+    rows.append(
+        ["mean log-loss diff", "", ""]
+        + [f"{np.mean(diffs[n]):+.4f}" for n, _, _ in RULES]
+    )
+    header = ["set, noise", "flipped", "own count"] + [n for n, _, _ in RULES]
+    print(
+        "wins against cleanlab's own count (mean number removed), seeds "
+        f"{args.seeds[0]}..{args.seeds[1] - 1}"
+    )
+    print(fmt_table(header, rows))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
