@@ -40,7 +40,7 @@ from cleaning_vs_cleanlab import (
 from threadpoolctl import threadpool_limits
 
 from sklearn_groupinf import GroupInfluence
-from sklearn_groupinf._cleaning import leave_group_out_log_proba, round_sizes
+from sklearn_groupinf._cleaning import approximate_loo_loss, round_sizes
 
 RULES = (
     ("1 x chance, first-round cap (previous)", 1.0, True),
@@ -54,10 +54,7 @@ RULES = (
 def loo_label_proba(X, y):
     """The package's approximate leave-one-out probability of each label."""
     gi = GroupInfluence(lr()).fit(X, y)
-    n = len(y)
-    lp = leave_group_out_log_proba(gi._state, np.arange(n), n)
-    enc = np.searchsorted(np.unique(y), y)
-    return np.exp(np.array([a[0, c] for a, c in zip(lp, enc)]))
+    return np.exp(-approximate_loo_loss(gi, X, y, True))
 
 
 def auto_removal(X, y, fraction, cap_first, n_rounds=3):

@@ -35,7 +35,15 @@ import warnings
 
 import numpy as np
 from _common import fmt_table, write_doc
-from cleaning_vs_cleanlab import DATASETS, RATES, flip, load, lr, test_scores
+from cleaning_vs_cleanlab import (
+    DATASETS,
+    RATES,
+    flip,
+    load,
+    lr,
+    oof_proba,
+    test_scores,
+)
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
@@ -176,10 +184,7 @@ def run(datasets, seeds):
                 flipped = np.sort(rng.choice(len(y), size=k, replace=False))
                 yn = flip(y, flipped, rng)
                 enc = np.searchsorted(np.unique(yn), yn)
-                cv = StratifiedKFold(5, shuffle=True, random_state=0)
-                P = np.zeros((len(yn), len(np.unique(yn))))
-                for tr, te in cv.split(X, yn):
-                    P[te] = lr().fit(X[tr], yn[tr]).predict_proba(X[te])
+                P = oof_proba(X, yn)  # cleanlab top-k's probabilities
                 scores = get_label_quality_scores(enc, P, method="self_confidence")
                 removed_cl = np.argsort(scores, kind="stable")[:k]
 

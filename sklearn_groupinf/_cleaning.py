@@ -184,10 +184,11 @@ def clean_loo(fit_influence, take, y, *, k, n_rounds, classifier):
         rows = np.flatnonzero(kept)
         gi = fit_influence(rows, None)
         loo = approximate_loo_loss(gi, take(rows), y[rows], classifier)
-        noisy = looks_noisy(loo, y[rows], classifier)
         if auto and classifier:  # every clearly noisy row, no first-round cap
             noisy = clearly_noisy(loo, y[rows])
             sizes = [max(0, len(rows) - 2)] * n_rounds
+        else:
+            noisy = looks_noisy(loo, y[rows], classifier)
         if sizes is None:
             cap = min(int(noisy.sum()), n - 2) if auto else k
             sizes = round_sizes(cap, n_rounds) if cap > 0 else []

@@ -142,6 +142,16 @@ def _layer_blocks(g, a):
         yield sl, torch.einsum("bot,bdt->bod", g[sl], a[sl])
 
 
+def one_per_row_csc(matrix):
+    """``(csc, ok)``: ``matrix`` ``(g, n)`` as CSC without duplicate entries,
+    and whether each row ``i`` (column of it) has at most one entry."""
+    import scipy.sparse as sp
+
+    matrix = sp.csc_matrix(matrix)
+    matrix.sum_duplicates()
+    return matrix, np.diff(matrix.indptr).max(initial=0) <= 1
+
+
 def _rotated(bases, i, g, a):
     """``(g, a)`` of layer ``i`` rotated into its eigenbasis ``(Q_G, Q_A)``
     (``bases[i]``; one position only), or as they are when ``i`` has none."""
@@ -264,16 +274,14 @@ def sq_norms_and_sum(
     The per-example gradients of layers with several positions, formed once
     for the norms, serve the sum, the products and the sketch.
     """
-    import scipy.sparse as sp
     import torch
 
     layout, ref, X, y = _prepare(module, X, y)
     s = torch.as_tensor(s, dtype=ref.dtype, device=ref.device)
     sketch = None
     if matrix is not None:
-        matrix = sp.csc_matrix(matrix)
-        matrix.sum_duplicates()
-        if np.diff(matrix.indptr).max(initial=0) > 1:
+        matrix, one_per_row = one_per_row_csc(matrix)
+        if not one_per_row:
             raise ValueError("matrix must have at most one entry per column (row).")
         sketch = _OnePerRowSums(matrix, layout, bases=bases)
     if V is not None:
@@ -352,15 +360,13 @@ def aggregated_gradients(
     (such matrices only): the sums, and ``V``, in the mixed coordinates of
     :meth:`KroneckerCurvature.eigen_bases` (``{layer index: (Q_G, Q_A)}``).
     """
-    import scipy.sparse as sp
     import torch
 
     layout, ref, X, y = _prepare(module, X, y)
-    matrix = sp.csc_matrix(matrix)
-    matrix.sum_duplicates()
+    matrix, one_per_row = one_per_row_csc(matrix)
     n_g = matrix.shape[0]
     Vt = None if V is None else _param_columns(V, layout.n_params, ref)[0]
-    if np.diff(matrix.indptr).max(initial=0) <= 1:
+    if one_per_row:
         out = _aggregated_one_per_row(
             module, loss, X, y, matrix, layout, batch_size, bases
         )
@@ -448,8 +454,8 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None, numpy=
         for i, g, a in layers:
             if bases and i in bases:
                 if i not in cache["a"]:
-                    cache["a"][i] = _rotated(bases, i, g, a)
-                g, a = (g[..., 0] @ bases[i][0])[..., None], cache["a"][i][1]
+                    cache["a"][i] = (a[..., 0] @ bases[i][1])[..., None]
+                g, a = (g[..., 0] @ bases[i][0])[..., None], cache["a"][i]
             out.append((i, g, a))
         return out
 

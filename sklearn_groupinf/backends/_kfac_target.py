@@ -26,6 +26,11 @@ from ``r = 32`` on, the preconditioned range finder never.
 
 import numpy as np
 
+NON_FINITE = (
+    "The low-rank target curvature has non-finite entries (overflow in the "
+    "target?). Check the target at the fitted parameters."
+)
+
 
 def low_rank_target_ggn(
     products,
@@ -94,17 +99,9 @@ def low_rank_target_ggn(
     if precondition is not None:
         B = precondition.power(B, 0.5)
     if not (np.all(np.isfinite(B)) and np.all(np.isfinite(lam))):
-        raise FloatingPointError(
-            "The low-rank target curvature has non-finite entries (overflow in "
-            "the target?). Check the target at the fitted parameters."
-        )
+        raise FloatingPointError(NON_FINITE)
     return B, np.diag(lam)
 
-
-NON_FINITE = (
-    "The low-rank target curvature has non-finite entries (overflow in the "
-    "target?). Check the target at the fitted parameters."
-)
 
 #: Rows per chunk of the float64 inner products of :func:`nystrom_tensor`.
 GRAM_CHUNK = 2**16
@@ -171,8 +168,5 @@ def _nystrom(products, Om, r):
     lam, C = _nystrom_middle(Om.T @ Y, lambda V: V.T @ (Y.T @ Y) @ V, r)
     B = Y @ C
     if not (np.all(np.isfinite(B)) and np.all(np.isfinite(lam))):
-        raise FloatingPointError(
-            "The low-rank target curvature has non-finite entries (overflow in "
-            "the target?). Check the target at the fitted parameters."
-        )
+        raise FloatingPointError(NON_FINITE)
     return B, np.diag(lam)

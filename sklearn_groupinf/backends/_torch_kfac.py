@@ -29,6 +29,7 @@ from ._kfac import KroneckerCurvature
 from ._kfac_products import (
     aggregated_gradients,
     ggn_products,
+    one_per_row_csc,
     per_example_products,
     sq_norms_and_sum,
 )
@@ -466,7 +467,7 @@ class KroneckerBackend(TorchBackend):
         row (the generic path applies)."""
         if self.target_sketch == "plain":
             return None
-        if np.diff(_csc(matrix).indptr).max(initial=0) > 1:
+        if not one_per_row_csc(matrix)[1]:
             return None
         solved = self._solved_mixed_factor()
         rows = self.aggregated_removal_products(matrix, solved, mixed=True)
@@ -496,14 +497,6 @@ class KroneckerBackend(TorchBackend):
             c = self._kfac.to_mixed(c)
             out += torch.as_tensor(counts, **kw) * torch.as_tensor(c, **kw)[None]
         return out
-
-
-def _csc(matrix):
-    import scipy.sparse as sp
-
-    m = sp.csc_matrix(matrix)
-    m.sum_duplicates()
-    return m
 
 
 def count_sketch(rank, n, random_state=0):
