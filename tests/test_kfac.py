@@ -318,13 +318,13 @@ def test_per_example_products_cover_parameters_outside_layers():
 def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
     # one-pass GGN products (layer by layer, signed weights) and group sums of
     # per-example gradients against the exact GGN and explicit gradients
-    from sklearn_groupinf.backends._kfac_layers import output_factors
-    from sklearn_groupinf.backends._kfac_products import (
+    from sklearn_groupinf.backends._kfac_ggn import ggn_products
+    from sklearn_groupinf.backends._kfac_group_sums import (
         aggregated_gradients,
-        ggn_products,
-        per_example_sq_norms,
         sq_norms_and_sum,
     )
+    from sklearn_groupinf.backends._kfac_layers import output_factors
+    from sklearn_groupinf.backends._kfac_products import per_example_sq_norms
 
     if model == "cnn":
         net, X, y, _, _ = request.getfixturevalue("cnn")
@@ -630,7 +630,8 @@ def test_products_and_group_sums_in_mixed_coordinates(cnn, monkeypatch):
     # ggn_products, aggregated_gradients and the sketch sums of sq_norms_and_sum
     # with ``bases`` equal the dense references rotated by R (also when the
     # single-position layer is summed row by row instead of kept)
-    from sklearn_groupinf.backends import _kfac_products as kp
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends._kfac_ggn import ggn_products
     from sklearn_groupinf.backends._kfac_layers import output_factors
 
     net, X, y, _, _ = cnn
@@ -647,7 +648,7 @@ def test_products_and_group_sums_in_mixed_coordinates(cnn, monkeypatch):
     w = s[:, None].expand(-1, U.shape[1])
     for k in (1, 40):  # both contraction orders of the product
         Vm = rng.standard_normal((F.shape[0], k))
-        got = kp.ggn_products(net, X, U, w, Vm, batch_size=7, bases=bases)
+        got = ggn_products(net, X, U, w, Vm, batch_size=7, bases=bases)
         want = R.T @ F @ R @ Vm
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12 * np.abs(F).max())
     Q = example_grads(net, "cross_entropy", X, y)

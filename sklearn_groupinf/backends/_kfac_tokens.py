@@ -30,7 +30,7 @@ per position ``t``; the Kronecker factors treat positions as extra examples
 anyway, since a causal model's later positions never feed earlier ones). The
 per-example gradient is ``D_iu = sum_t g_iut a_it'``, so EK-FAC's corrected
 eigenvalues, the removal-gradient products and group sums of
-:mod:`~sklearn_groupinf.backends._kfac_products` apply unchanged. Padding
+:mod:`~sklearn_groupinf.backends._kfac_group_sums` apply unchanged. Padding
 therefore changes nothing: neither the factors nor any gradient.
 
 Trainable parameters outside ``nn.Linear`` layers (layer norms, embeddings)

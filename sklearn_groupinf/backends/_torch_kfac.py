@@ -8,7 +8,8 @@ For networks too large for the exact curvature. It differs from
   (the penalty ``pen_mult * weight_decay * mask`` on its diagonal);
 * removal-gradient products, norms and group sums are computed layer by
   layer from the layers' inputs and output gradients
-  (:mod:`~sklearn_groupinf.backends._kfac_products`): never ``n x P``, nor
+  (:mod:`~sklearn_groupinf.backends._kfac_products`,
+  :mod:`~sklearn_groupinf.backends._kfac_group_sums`): never ``n x P``, nor
   ``batch_size x P``;
 * the target curvature is a rank-``r`` factor of the target's Gauss-Newton
   matrix ``H_f`` (:func:`~sklearn_groupinf.backends._kfac_target.low_rank_target_ggn`)
@@ -26,13 +27,9 @@ form (``TorchModel``).
 import numpy as np
 
 from ._kfac import KroneckerCurvature
-from ._kfac_products import (
-    aggregated_gradients,
-    ggn_products,
-    one_per_row_csc,
-    per_example_products,
-    sq_norms_and_sum,
-)
+from ._kfac_ggn import ggn_products
+from ._kfac_group_sums import aggregated_gradients, sq_norms_and_sum
+from ._kfac_products import one_per_row_csc, per_example_products
 from ._kfac_target import low_rank_target_ggn, nystrom_tensor
 from ._torch import TorchBackend
 from ._torch_cg import _to_numpy
@@ -346,7 +343,7 @@ class KroneckerBackend(TorchBackend):
         """``V H_f`` ``(k, P)``: exact target GGN products, layer by layer.
 
         ``H_f = sum_t sum_c w_tc J_t' U_tc U_tc' J_t``
-        (:func:`~sklearn_groupinf.backends._kfac_products.ggn_products`: one
+        (:func:`~sklearn_groupinf.backends._kfac_ggn.ggn_products`: one
         pass over the target rows per :func:`target_product_block` directions,
         one backward pass per ``c``; no vmap over the directions).
         """
