@@ -104,6 +104,19 @@ class _FitState:
         return self._target_factor
 
     @property
+    def target_middle(self):
+        """The middle ``M`` of :attr:`target_factor`, without forming ``B``
+        when the backend gives ``M`` alone (``target_factor_middle``: K-FAC
+        keeps ``B`` in its own coordinates; rotating it back costs a
+        ``P x r`` array)."""
+        if self._target_factor is None:
+            fn = getattr(self.backend, "target_factor_middle", None)
+            M = None if fn is None else fn()
+            if M is not None:
+                return M
+        return self.target_factor[1]
+
+    @property
     def U(self):
         """Per-example parameter shifts ``u_i = H^{-1} q_i`` ``(n, P)``."""
         if self._U is None:
@@ -150,6 +163,9 @@ class _FitState:
         if membership is None and self._lazy_rows(n_units):
             from ._lazy_rows import RemovalProducts
 
+            S = self._backend_solved_factor()
+            if S is not None:
+                return RemovalProducts(self.backend, S), self.target_middle
             B, Mf = self.target_factor
             S = self._solve_factor_or_inverse(B, self.backend.n_params)
             return RemovalProducts(self.backend, S), Mf
@@ -192,7 +208,7 @@ class _FitState:
         if fn is None or inverse is None:
             return None
         if self._thin_rows is not None:  # the per-row factor exists: no pass
-            return membership.aggregate(self._thin_rows), self.target_factor[1]
+            return membership.aggregate(self._thin_rows), self.target_middle
         key = (membership.n_groups, hash(np.asarray(inverse).tobytes()))
         cached = getattr(self, "_group_rows", None)
         if cached is None or cached[0] != key:
@@ -201,7 +217,7 @@ class _FitState:
             if out is None:
                 if self.target_factor[0] is None:
                     return None
-                out = fn(membership.matrix, self._solve_factor()), self.target_factor[1]
+                out = fn(membership.matrix, self._solve_factor()), self.target_middle
             cached = self._group_rows = (key, out)
         return cached[1]
 
@@ -217,6 +233,10 @@ class _FitState:
             and n_units <= self.backend.target_factor_width()
         ):
             return self._factor_by_products(shifts())
+        if lazy_shifts and self._backend_solved_factor() is not None:
+            width = self._solved_B.shape[1]  # B itself is never formed
+            if width < n_units or self._thin_rows is not None:
+                return thin(), self.target_middle
         B, Mf = self.target_factor
         if B is None:
             return shifts(), Mf
@@ -244,6 +264,17 @@ class _FitState:
 
     def _solve_factor_or_inverse(self, B, P):
         return self.solver.solve(np.eye(P)) if B is None else self._solve_factor()
+
+    def _backend_solved_factor(self):
+        """``H^{-1} B`` when known without forming ``B`` (the backend's
+        ``solved_target_factor``, K-FAC; or computed already), else None."""
+        if self._solved_B is None:
+            fn = getattr(self.backend, "solved_target_factor", None)
+            solved = None if fn is None else fn()
+            if solved is None:
+                return None
+            self._solved_B = solved
+        return self._solved_B
 
     def _solve_factor(self):
         if self._solved_B is None:

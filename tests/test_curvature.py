@@ -220,10 +220,16 @@ def test_group_rows_come_from_one_pass_of_group_sums(mlp):
     """Group interaction rows ``(M Q) H^-1 B``: one pass of group sums, never
     the per-row factor ``Q H^-1 B`` (``n x r``); the same grouping again makes
     no pass, and once the per-row factor exists (``interaction_matrix`` over
-    rows) every grouping reuses it."""
+    rows) every grouping reuses it. The factor ``B`` is never rotated back
+    to parameter coordinates (only ``H^-1 B`` is, for the per-row factor)."""
     net, data, groups = mlp
     gi = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
     backend = gi._state.backend
+
+    def no_B():
+        raise AssertionError("B rotated back to parameter coordinates")
+
+    backend.target_hessian_factor = no_B
     rows, sums = [], []
     real_rows = backend.removal_gradient_products
     real_sums = backend.aggregated_removal_products
@@ -253,6 +259,15 @@ def test_group_rows_come_from_one_pass_of_group_sums(mlp):
         got = gi.score_groups(g, method="interaction").estimate
         np.testing.assert_allclose(got, est[name], rtol=1e-10)
     assert len(rows) == 1 and sums == []
+    # rows kept as products (no n x n matrix fits): the same rows, without B
+    lazy = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
+    lazy.set_params(max_dense_bytes=1000)
+    lazy._state.max_bytes = 1000
+    lazy._state.backend.target_hessian_factor = no_B
+    W = lazy.interaction_matrix(method="interaction", form="implicit")
+    v = np.random.default_rng(0).standard_normal(len(data[0]))
+    want = gi.interaction_matrix(method="interaction", form="implicit")
+    np.testing.assert_allclose(W @ v, want @ v, rtol=1e-10)
     # fewer groups than the factor's rank: the kept rows are used too
     wide = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=32)
     want = wide.score_groups(groups["class"], method="interaction").estimate

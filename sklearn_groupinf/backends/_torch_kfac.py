@@ -417,6 +417,13 @@ class KroneckerBackend(TorchBackend):
         Bm, M = self._mixed_target_factor()
         return self._kfac.from_mixed(Bm), M
 
+    def target_factor_middle(self):
+        """The middle ``M`` of :meth:`target_hessian_factor` without rotating
+        ``B`` back (``None`` for ``target_sketch="plain"``)."""
+        if self.target_sketch == "plain":
+            return None
+        return self._mixed_target_factor()[1]
+
     def _mixed_target_factor(self):
         """``(B_m, M)``: the ``shifts`` factor with ``B_m`` in mixed coordinates.
 
