@@ -14,9 +14,14 @@ held-out check of the choice made here. The default,
 ``sklearn_groupinf._cleaning.AUTO_CHANCE_FRACTION``, is the fraction with the
 most wins here.
 
+``--rounds 3 6 10`` compares instead the uncapped fractions 0.25, 0.35 and
+0.5 with up to that many rounds (each stopping earlier when no row is below
+the threshold).
+
 Usage::
 
     nice .venv/bin/python benchmarks/cleaning_auto_threshold.py [--seeds 5 10]
+    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --rounds 3 6 10
 
 Prints per set and noise rate the wins and mean number removed, then the
 totals (wins against cleanlab's own count, mean test log-loss difference).
@@ -43,12 +48,21 @@ from sklearn_groupinf import GroupInfluence
 from sklearn_groupinf._cleaning import approximate_loo_loss, round_sizes
 
 RULES = (
-    ("1 x chance, first-round cap (previous)", 1.0, True),
-    ("1 x chance", 1.0, False),
-    ("0.5 x chance", 0.5, False),
-    ("0.35 x chance", 0.35, False),
-    ("0.25 x chance", 0.25, False),
+    ("1 x chance, first-round cap (previous)", 1.0, True, 3),
+    ("1 x chance", 1.0, False, 3),
+    ("0.5 x chance", 0.5, False, 3),
+    ("0.35 x chance", 0.35, False, 3),
+    ("0.25 x chance", 0.25, False, 3),
 )
+
+
+def round_rules(rounds):
+    """``--rounds``: the uncapped fractions 0.25/0.35/0.5 at each round count."""
+    return tuple(
+        (f"{f} x chance, {r} rounds", f, False, r)
+        for f in (0.25, 0.35, 0.5)
+        for r in rounds
+    )
 
 
 def loo_label_proba(X, y):
@@ -82,16 +96,25 @@ def auto_removal(X, y, fraction, cap_first, n_rounds=3):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs=2, default=(5, 10))
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="compare these numbers of rounds (up to, stopping when no row "
+        "is below the threshold) instead of the default rules",
+    )
     args = parser.parse_args()
+    rules = RULES if args.rounds is None else round_rules(args.rounds)
     warnings.simplefilter("ignore")
     threadpool_limits(1)
     t0 = time.perf_counter()
-    diffs = {name: [] for name, _, _ in RULES}
+    diffs = {name: [] for name, *_ in rules}
     rows = []
     for data in DATASETS:
         X, Xte, y, yte = load(data)
         for rate in RATES:
-            per = {name: ([], []) for name, _, _ in RULES}
+            per = {name: ([], []) for name, *_ in rules}
             own_n = []
             for seed in range(*args.seeds):
                 rng = np.random.default_rng(seed)
@@ -101,8 +124,8 @@ def main():
                 own = row_removal("cleanlab own count", X, yn, y, k, flipped, seed)
                 own_n.append(len(own))
                 base = test_scores(X, yn, Xte, yte, own)[0]
-                for name, fraction, cap in RULES:
-                    removed = auto_removal(X, yn, fraction, cap)
+                for name, fraction, cap, n_rounds in rules:
+                    removed = auto_removal(X, yn, fraction, cap, n_rounds)
                     d = test_scores(X, yn, Xte, yte, removed)[0] - base
                     diffs[name].append(d)
                     per[name][0].append(d < -1e-12)
@@ -110,7 +133,7 @@ def main():
             line = [f"{data} {int(rate * 100)} %", f"{k}", f"{np.mean(own_n):.0f}"]
             line += [
                 f"{int(np.sum(per[n][0]))} ({np.mean(per[n][1]):.0f})"
-                for n, _, _ in RULES
+                for n, *_ in rules
             ]
             rows.append(line)
             print(" | ".join(line), flush=True)
@@ -118,14 +141,14 @@ def main():
         ["all", "", ""]
         + [
             f"{int(np.sum(np.array(diffs[n]) < -1e-12))} / {len(diffs[n])}"
-            for n, _, _ in RULES
+            for n, *_ in rules
         ]
     )
     rows.append(
         ["mean log-loss diff", "", ""]
-        + [f"{np.mean(diffs[n]):+.4f}" for n, _, _ in RULES]
+        + [f"{np.mean(diffs[n]):+.4f}" for n, *_ in rules]
     )
-    header = ["set, noise", "flipped", "own count"] + [n for n, _, _ in RULES]
+    header = ["set, noise", "flipped", "own count"] + [n for n, *_ in rules]
     print(
         "wins against cleanlab's own count (mean number removed), seeds "
         f"{args.seeds[0]}..{args.seeds[1] - 1}"

@@ -426,6 +426,12 @@ def corr(a, b):
     return spearmanr(a, b)[0] if len(a) >= 3 else np.nan
 
 
+def median_abs(values, spec):
+    """``median(|values|)`` formatted, or a dash when there are none (no
+    refits: ``--no-refits``)."""
+    return format(np.median(np.abs(values)), spec) if len(values) else "—"
+
+
 def fmt(x, nd=3):
     return "—" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
@@ -630,7 +636,7 @@ def main(argv=None):
             row.append(
                 fmt(corr([kron[groups[kind] == g].sum() for g in labels], truth))
             )
-        row.append(f"{np.median(np.abs(truth)):.2g}")
+        row.append(median_abs(truth, ".2g"))
         grp_rows.append(row)
 
     # ------------------------------------------------------------ report
@@ -671,7 +677,7 @@ def main(argv=None):
     print(
         "seeds' own agreement (Spearman of seed 1 vs seed 2 outcomes): "
         f"{fmt(seeds_agree)}; "
-        f"median |actual change| {np.median(np.abs(mean_actual)):.3g}; "
+        f"median |actual change| {median_abs(mean_actual, '.3g')}; "
         f"LDS refits {lds_time:.0f} s"
     )
     hdr = ["groups", "refits", "first_order", "interaction"]
