@@ -21,7 +21,8 @@ the threshold).
 Usage::
 
     nice .venv/bin/python benchmarks/cleaning_auto_threshold.py [--seeds 5 10]
-    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --rounds 3 6 10
+    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py \
+        --seeds 5 15 --rounds 3 6 10
 
 Prints per set and noise rate the wins and mean number removed, then the
 totals (wins against cleanlab's own count, mean test log-loss difference).
