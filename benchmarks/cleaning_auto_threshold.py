@@ -46,41 +46,80 @@ from cleaning_vs_cleanlab import (
 from threadpoolctl import threadpool_limits
 
 from sklearn_groupinf import GroupInfluence
-from sklearn_groupinf._cleaning import approximate_loo_loss, round_sizes
+from sklearn_groupinf._cleaning import (
+    approximate_loo_loss,
+    leave_group_out_log_proba,
+    round_sizes,
+)
 
 RULES = (
-    ("1 x chance, first-round cap (previous)", 1.0, True, 3),
-    ("1 x chance", 1.0, False, 3),
-    ("0.5 x chance", 0.5, False, 3),
-    ("0.35 x chance", 0.35, False, 3),
-    ("0.25 x chance", 0.25, False, 3),
+    ("1 x chance, first-round cap (previous)", 1.0, True, 3, None),
+    ("1 x chance", 1.0, False, 3, None),
+    ("0.5 x chance", 0.5, False, 3, None),
+    ("0.35 x chance", 0.35, False, 3, None),
+    ("0.25 x chance", 0.25, False, 3, None),
 )
 
 
 def round_rules(rounds):
     """``--rounds``: the uncapped fractions 0.25/0.35/0.5 at each round count."""
     return tuple(
-        (f"{f} x chance, {r} rounds", f, False, r)
+        (f"{f} x chance, {r} rounds", f, False, r, None)
         for f in (0.25, 0.35, 0.5)
         for r in rounds
     )
 
 
-def loo_label_proba(X, y):
-    """The package's approximate leave-one-out probability of each label."""
+def null_rules():
+    """``--null``: a round removes rows only beyond what the model expects.
+
+    If the model refitted on the kept rows were right, row ``i``'s label
+    would be drawn from its leave-one-out probabilities ``p_i``, and it
+    would fall below the threshold ``tau`` with probability
+    ``e_i = sum_c [p_ic < tau] p_ic``. ``"stop"``: a round removes every row
+    below ``tau`` only while their number exceeds ``E = sum_i e_i``, else
+    the rule stops; ``"excess"``: a round removes the ``round(N - E)`` rows
+    lowest below ``tau`` (``N`` of them).
+    """
+    return (
+        ("0.35 x chance, 3 rounds", 0.35, False, 3, None),
+        ("0.35, null stop, 3 rounds", 0.35, False, 3, "stop"),
+        ("0.35, null stop, 10 rounds", 0.35, False, 10, "stop"),
+        ("0.35, null excess, 10 rounds", 0.35, False, 10, "excess"),
+        ("0.5, null stop, 10 rounds", 0.5, False, 10, "stop"),
+    )
+
+
+def loo_label_proba(X, y, full=False):
+    """The package's approximate leave-one-out probability of each label
+    (``full``: and the ``(n, n_classes)`` leave-one-out probabilities)."""
     gi = GroupInfluence(lr()).fit(X, y)
-    return np.exp(-approximate_loo_loss(gi, X, y, True))
+    if not full:
+        return np.exp(-approximate_loo_loss(gi, X, y, True))
+    n = len(y)
+    lp = leave_group_out_log_proba(gi._state, np.arange(n), n)
+    P = np.exp(np.vstack([row[0] for row in lp]))
+    return P[np.arange(n), np.searchsorted(gi.estimator_.classes_, y)], P
 
 
-def auto_removal(X, y, fraction, cap_first, n_rounds=3):
+def auto_removal(X, y, fraction, cap_first, n_rounds=3, null=None):
     tau = fraction / len(np.unique(y))
     kept = np.ones(len(y), dtype=bool)
     removed, sizes = [], None
     for r in range(n_rounds):
         rows = np.flatnonzero(kept)
-        p = loo_label_proba(X[rows], y[rows])
+        if null is None:
+            p = loo_label_proba(X[rows], y[rows])
+        else:
+            p, P = loo_label_proba(X[rows], y[rows], full=True)
         below = np.flatnonzero(p < tau)
         below = below[np.argsort(p[below], kind="stable")]
+        if null is not None:
+            expected = float((P * (P < tau)).sum())
+            if null == "stop" and len(below) <= expected:
+                break
+            if null == "excess":
+                below = below[: max(0, int(round(len(below) - expected)))]
         if cap_first:
             if sizes is None:
                 sizes = round_sizes(len(below), n_rounds) if len(below) else []
@@ -105,8 +144,16 @@ def main():
         help="compare these numbers of rounds (up to, stopping when no row "
         "is below the threshold) instead of the default rules",
     )
+    parser.add_argument(
+        "--null",
+        action="store_true",
+        help="compare the rules that stop at the count the model expects "
+        "below the threshold (see null_rules)",
+    )
     args = parser.parse_args()
     rules = RULES if args.rounds is None else round_rules(args.rounds)
+    if args.null:
+        rules = null_rules()
     warnings.simplefilter("ignore")
     threadpool_limits(1)
     t0 = time.perf_counter()
@@ -125,8 +172,8 @@ def main():
                 own = row_removal("cleanlab own count", X, yn, y, k, flipped, seed)
                 own_n.append(len(own))
                 base = test_scores(X, yn, Xte, yte, own)[0]
-                for name, fraction, cap, n_rounds in rules:
-                    removed = auto_removal(X, yn, fraction, cap, n_rounds)
+                for name, fraction, cap, n_rounds, null in rules:
+                    removed = auto_removal(X, yn, fraction, cap, n_rounds, null)
                     d = test_scores(X, yn, Xte, yte, removed)[0] - base
                     diffs[name].append(d)
                     per[name][0].append(d < -1e-12)
