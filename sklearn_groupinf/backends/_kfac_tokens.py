@@ -49,7 +49,8 @@ import numpy as np
 from ._kfac import KroneckerCurvature
 from ._kfac_layers import _acts
 from ._torch_cg import _to_numpy
-from ._torch_kfac import TARGET_PRODUCT_BLOCK, KroneckerBackend
+from ._torch_kfac import KroneckerBackend
+from ._torch_kfac_target import TARGET_PRODUCT_BLOCK
 
 #: Largest ``batch rows x factor rows x L x V`` of the exact output-Hessian
 #: factors (``fisher="exact"``) held at once (32 Mi values, 256 MiB).
