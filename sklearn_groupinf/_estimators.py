@@ -277,12 +277,9 @@ class _FitState:
         return self._solved_B
 
     def _solve_factor(self):
-        if self._solved_B is None:
-            fn = getattr(self.backend, "solved_target_factor", None)
-            solved = None if fn is None else fn()  # K-FAC: without a solve
-            if solved is None:
-                solved = self.solver.solve(self.target_factor[0])
-            self._solved_B = solved
+        """``H^{-1} B``: the backend's (K-FAC: without a solve) or solved."""
+        if self._backend_solved_factor() is None:
+            self._solved_B = self.solver.solve(self.target_factor[0])
         return self._solved_B
 
     def _factor_by_products(self, U):
