@@ -7,8 +7,8 @@ give each layer's inputs and output gradients, which are contracted with
 ``n x P``), as in :mod:`~sklearn_groupinf.backends._kfac_products`.
 """
 
-from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
-from ._kfac_products import _layer_blocks, _other_gradients, _prepare
+from ._kfac_layers import _acts, _grads, _Layout, _param_columns
+from ._kfac_products import _layer_blocks, _other_gradients, _prepare, _recording
 
 
 def _batches_of_direction_gradients(module, X, U, batch_size):
@@ -28,31 +28,24 @@ def _batches_of_direction_gradients(module, X, U, batch_size):
         z = functional_call(module, p, (x[None],))
         return (z.reshape(-1) * u).sum()
 
-    training = module.training
-    module.eval()
-    try:
-        with _Recorder(layout) as rec:
-            for i0 in range(0, X.shape[0], int(batch_size)):
-                sl = slice(i0, i0 + int(batch_size))
-                z = rec.forward(module, X[sl])
-                idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
-                outs = [rec.outputs[i] for i in idx]
-                acts = {i: _acts(layout.layers[i], rec.inputs[i]) for i in idx}
-                for c in range(U.shape[1]):
-                    gs = torch.autograd.grad(
-                        z, outs, U[sl, c], retain_graph=True, allow_unused=True
-                    )
-                    layers = [
-                        (i, _grads(layout.layers[i], g.detach()), acts[i])
-                        for i, g in zip(idx, gs)
-                        if g is not None
-                    ]
-                    other = _other_gradients(
-                        rec, layout, linear_other, p0, X[sl], U[sl, c]
-                    )
-                    yield sl, c, layers, other
-    finally:
-        module.train(training)
+    with _recording(module, layout) as rec:
+        for i0 in range(0, X.shape[0], int(batch_size)):
+            sl = slice(i0, i0 + int(batch_size))
+            z = rec.forward(module, X[sl])
+            idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
+            outs = [rec.outputs[i] for i in idx]
+            acts = {i: _acts(layout.layers[i], rec.inputs[i]) for i in idx}
+            for c in range(U.shape[1]):
+                gs = torch.autograd.grad(
+                    z, outs, U[sl, c], retain_graph=True, allow_unused=True
+                )
+                layers = [
+                    (i, _grads(layout.layers[i], g.detach()), acts[i])
+                    for i, g in zip(idx, gs)
+                    if g is not None
+                ]
+                other = _other_gradients(rec, layout, linear_other, p0, X[sl], U[sl, c])
+                yield sl, c, layers, other
 
 
 def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None, numpy=True):

@@ -10,6 +10,8 @@ outside such layers use ``torch.func`` per-example gradients of those
 parameters only.
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
@@ -39,29 +41,37 @@ def _batches_of_layer_gradients(module, loss, X, y, batch_size):
         z = functional_call(module, p, (x[None],))
         return per_example_loss(loss, z.reshape(1, -1), yi[None])[0]
 
+    with _recording(module, layout) as rec:
+        for i0 in range(0, X.shape[0], int(batch_size)):
+            sl = slice(i0, i0 + int(batch_size))
+            z = rec.forward(module, X[sl])
+            lsum = per_example_loss(loss, z, y[sl]).sum()
+            idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
+            gs = torch.autograd.grad(
+                lsum, [rec.outputs[i] for i in idx], allow_unused=True
+            )
+            layers = [
+                (
+                    i,
+                    _grads(layout.layers[i], g.detach()),
+                    _acts(layout.layers[i], rec.inputs[i]),
+                )
+                for i, g in zip(idx, gs)
+                if g is not None
+            ]
+            other = _other_gradients(rec, layout, loss_other, p0, X[sl], y[sl])
+            yield sl, layers, other
+
+
+@contextmanager
+def _recording(module, layout):
+    """``module`` in eval mode with its Kronecker-factored layers recorded
+    (:class:`_Recorder`); its training mode is restored on exit."""
     training = module.training
     module.eval()
     try:
         with _Recorder(layout) as rec:
-            for i0 in range(0, X.shape[0], int(batch_size)):
-                sl = slice(i0, i0 + int(batch_size))
-                z = rec.forward(module, X[sl])
-                lsum = per_example_loss(loss, z, y[sl]).sum()
-                idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
-                gs = torch.autograd.grad(
-                    lsum, [rec.outputs[i] for i in idx], allow_unused=True
-                )
-                layers = [
-                    (
-                        i,
-                        _grads(layout.layers[i], g.detach()),
-                        _acts(layout.layers[i], rec.inputs[i]),
-                    )
-                    for i, g in zip(idx, gs)
-                    if g is not None
-                ]
-                other = _other_gradients(rec, layout, loss_other, p0, X[sl], y[sl])
-                yield sl, layers, other
+            yield rec
     finally:
         module.train(training)
 
