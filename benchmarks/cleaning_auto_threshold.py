@@ -90,6 +90,17 @@ def null_rules():
     )
 
 
+def prior_rules():
+    """``--prior``: chance is the label's frequency among the kept rows, not
+    ``1 / n_classes`` (a row is removed when its leave-one-out probability is
+    below ``fraction`` times its label's frequency)."""
+    return (
+        ("0.35 x chance, 3 rounds", 0.35, False, 3, None),
+        ("0.35 x prior, 3 rounds", 0.35, False, 3, "prior"),
+        ("0.5 x prior, 3 rounds", 0.5, False, 3, "prior"),
+    )
+
+
 def loo_label_proba(X, y, full=False):
     """The package's approximate leave-one-out probability of each label
     (``full``: and the ``(n, n_classes)`` leave-one-out probabilities)."""
@@ -108,13 +119,16 @@ def auto_removal(X, y, fraction, cap_first, n_rounds=3, null=None):
     removed, sizes = [], None
     for r in range(n_rounds):
         rows = np.flatnonzero(kept)
-        if null is None:
+        if null == "prior":
+            _, enc = np.unique(y[rows], return_inverse=True)
+            tau = fraction * (np.bincount(enc) / len(rows))[enc]
+        if null in (None, "prior"):
             p = loo_label_proba(X[rows], y[rows])
         else:
             p, P = loo_label_proba(X[rows], y[rows], full=True)
         below = np.flatnonzero(p < tau)
         below = below[np.argsort(p[below], kind="stable")]
-        if null is not None:
+        if null in ("stop", "excess"):
             expected = float((P * (P < tau)).sum())
             if null == "stop" and len(below) <= expected:
                 break
@@ -150,10 +164,17 @@ def main():
         help="compare the rules that stop at the count the model expects "
         "below the threshold (see null_rules)",
     )
+    parser.add_argument(
+        "--prior",
+        action="store_true",
+        help="compare chance as the label's frequency (see prior_rules)",
+    )
     args = parser.parse_args()
     rules = RULES if args.rounds is None else round_rules(args.rounds)
     if args.null:
         rules = null_rules()
+    if args.prior:
+        rules = prior_rules()
     warnings.simplefilter("ignore")
     threadpool_limits(1)
     t0 = time.perf_counter()
