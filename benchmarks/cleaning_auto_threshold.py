@@ -14,15 +14,20 @@ held-out check of the choice made here. The default,
 ``sklearn_groupinf._cleaning.AUTO_CHANCE_FRACTION``, is the fraction with the
 most wins here.
 
-``--rounds 3 6 10`` compares instead the uncapped fractions 0.25, 0.35 and
-0.5 with up to that many rounds (each stopping earlier when no row is below
-the threshold).
+Instead of these rules (one option at a time): ``--rounds 3 6 10`` compares
+the uncapped fractions 0.25, 0.35 and 0.5 with up to that many rounds (each
+stopping earlier when no row is below the threshold); ``--null`` the rules
+that stop at the count a calibrated model expects below the threshold
+(:func:`null_rules`); ``--prior`` chance as the label's frequency
+(:func:`prior_rules`). Each of these sets runs the default rule beside them.
 
 Usage::
 
     nice .venv/bin/python benchmarks/cleaning_auto_threshold.py [--seeds 5 10]
     nice .venv/bin/python benchmarks/cleaning_auto_threshold.py \
         --seeds 5 15 --rounds 3 6 10
+    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --null
+    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --prior
 
 Prints per set and noise rate the wins and mean number removed, then the
 totals (wins against cleanlab's own count, mean test log-loss difference).
@@ -34,6 +39,7 @@ import warnings
 
 import numpy as np
 from _common import fmt_table
+from cleaning_variants import loo_proba
 from cleaning_vs_cleanlab import (
     DATASETS,
     RATES,
@@ -46,11 +52,7 @@ from cleaning_vs_cleanlab import (
 from threadpoolctl import threadpool_limits
 
 from sklearn_groupinf import GroupInfluence
-from sklearn_groupinf._cleaning import (
-    approximate_loo_loss,
-    leave_group_out_log_proba,
-    round_sizes,
-)
+from sklearn_groupinf._cleaning import approximate_loo_loss, round_sizes
 
 RULES = (
     ("1 x chance, first-round cap (previous)", 1.0, True, 3, None),
@@ -104,35 +106,33 @@ def prior_rules():
 def loo_label_proba(X, y, full=False):
     """The package's approximate leave-one-out probability of each label
     (``full``: and the ``(n, n_classes)`` leave-one-out probabilities)."""
-    gi = GroupInfluence(lr()).fit(X, y)
     if not full:
+        gi = GroupInfluence(lr()).fit(X, y)
         return np.exp(-approximate_loo_loss(gi, X, y, True))
-    n = len(y)
-    lp = leave_group_out_log_proba(gi._state, np.arange(n), n)
-    P = np.exp(np.vstack([row[0] for row in lp]))
-    return P[np.arange(n), np.searchsorted(gi.estimator_.classes_, y)], P
+    P = loo_proba(X, y)
+    return P[np.arange(len(y)), np.searchsorted(np.unique(y), y)], P
 
 
-def auto_removal(X, y, fraction, cap_first, n_rounds=3, null=None):
+def auto_removal(X, y, fraction, cap_first, n_rounds=3, mode=None):
     tau = fraction / len(np.unique(y))
     kept = np.ones(len(y), dtype=bool)
     removed, sizes = [], None
     for r in range(n_rounds):
         rows = np.flatnonzero(kept)
-        if null == "prior":
+        if mode == "prior":
             _, enc = np.unique(y[rows], return_inverse=True)
             tau = fraction * (np.bincount(enc) / len(rows))[enc]
-        if null in (None, "prior"):
+        if mode in (None, "prior"):
             p = loo_label_proba(X[rows], y[rows])
         else:
             p, P = loo_label_proba(X[rows], y[rows], full=True)
         below = np.flatnonzero(p < tau)
         below = below[np.argsort(p[below], kind="stable")]
-        if null in ("stop", "excess"):
+        if mode in ("stop", "excess"):
             expected = float((P * (P < tau)).sum())
-            if null == "stop" and len(below) <= expected:
+            if mode == "stop" and len(below) <= expected:
                 break
-            if null == "excess":
+            if mode == "excess":
                 below = below[: max(0, int(round(len(below) - expected)))]
         if cap_first:
             if sizes is None:
@@ -150,7 +150,8 @@ def auto_removal(X, y, fraction, cap_first, n_rounds=3, null=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs=2, default=(5, 10))
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--rounds",
         type=int,
         nargs="+",
@@ -158,22 +159,24 @@ def main():
         help="compare these numbers of rounds (up to, stopping when no row "
         "is below the threshold) instead of the default rules",
     )
-    parser.add_argument(
+    which.add_argument(
         "--null",
         action="store_true",
         help="compare the rules that stop at the count the model expects "
         "below the threshold (see null_rules)",
     )
-    parser.add_argument(
+    which.add_argument(
         "--prior",
         action="store_true",
         help="compare chance as the label's frequency (see prior_rules)",
     )
     args = parser.parse_args()
-    rules = RULES if args.rounds is None else round_rules(args.rounds)
-    if args.null:
+    rules = RULES
+    if args.rounds is not None:
+        rules = round_rules(args.rounds)
+    elif args.null:
         rules = null_rules()
-    if args.prior:
+    elif args.prior:
         rules = prior_rules()
     warnings.simplefilter("ignore")
     threadpool_limits(1)
@@ -193,8 +196,8 @@ def main():
                 own = row_removal("cleanlab own count", X, yn, y, k, flipped, seed)
                 own_n.append(len(own))
                 base = test_scores(X, yn, Xte, yte, own)[0]
-                for name, fraction, cap, n_rounds, null in rules:
-                    removed = auto_removal(X, yn, fraction, cap, n_rounds, null)
+                for name, fraction, cap, n_rounds, mode in rules:
+                    removed = auto_removal(X, yn, fraction, cap, n_rounds, mode)
                     d = test_scores(X, yn, Xte, yte, removed)[0] - base
                     diffs[name].append(d)
                     per[name][0].append(d < -1e-12)

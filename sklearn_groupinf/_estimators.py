@@ -233,9 +233,9 @@ class _FitState:
             and n_units <= self.backend.target_factor_width()
         ):
             return self._factor_by_products(shifts())
-        if lazy_shifts and self._backend_solved_factor() is not None:
-            width = self._solved_B.shape[1]  # B itself is never formed
-            if width < n_units or self._thin_rows is not None:
+        solved = self._backend_solved_factor() if lazy_shifts else None
+        if solved is not None:  # B itself is never formed
+            if solved.shape[1] < n_units or self._thin_rows is not None:
                 return thin(), self.target_middle
         B, Mf = self.target_factor
         if B is None:

@@ -260,9 +260,9 @@ def test_group_rows_come_from_one_pass_of_group_sums(mlp):
         np.testing.assert_allclose(got, est[name], rtol=1e-10)
     assert len(rows) == 1 and sums == []
     # rows kept as products (no n x n matrix fits): the same rows, without B
-    lazy = _fit(net, data, curvature="ekfac", damping=0.1, target_rank=8)
-    lazy.set_params(max_dense_bytes=1000)
-    lazy._state.max_bytes = 1000
+    lazy = _fit(
+        net, data, curvature="ekfac", damping=0.1, target_rank=8, max_dense_bytes=1000
+    )
     lazy._state.backend.target_hessian_factor = no_B
     W = lazy.interaction_matrix(method="interaction", form="implicit")
     v = np.random.default_rng(0).standard_normal(len(data[0]))
