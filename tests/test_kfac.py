@@ -674,3 +674,29 @@ def test_products_and_group_sums_in_mixed_coordinates(cnn, monkeypatch):
         kp.aggregated_gradients(
             net, "cross_entropy", X, y, np.ones((2, len(X))), bases=bases
         )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=(3, 2), padding=(2, 0), stride=(2, 1), dilation=(1, 2)),
+        dict(kernel_size=1),
+        dict(kernel_size=(2, 3), stride=3, dilation=2),
+    ],
+)
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_patches_equal_unfold(kw, contiguous):
+    from sklearn_groupinf.backends._kfac_layers import _patches
+
+    m = torch.nn.Conv2d(3, 2, **kw)
+    x = torch.randn(4, 9, 11, 3, dtype=DT).permute(0, 3, 1, 2)  # channels last
+    if contiguous:
+        x = x.contiguous()
+    x = x[1:]  # a storage offset
+    ref = torch.nn.functional.unfold(
+        x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride
+    )
+    got = _patches(x, m)
+    assert got.shape == ref.shape
+    assert torch.equal(got, ref)
