@@ -19,7 +19,8 @@ the uncapped fractions 0.25, 0.35 and 0.5 with up to that many rounds (each
 stopping earlier when no row is below the threshold); ``--null`` the rules
 that stop at the count a calibrated model expects below the threshold
 (:func:`null_rules`); ``--prior`` chance as the label's frequency
-(:func:`prior_rules`). Each of these sets runs the default rule beside them.
+(:func:`prior_rules`); ``--late`` a stricter threshold after the third
+round (:func:`late_rules`). Each of these sets runs the default rule beside them.
 
 Usage::
 
@@ -28,6 +29,7 @@ Usage::
         --seeds 5 15 --rounds 3 6 10
     nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --null
     nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --prior
+    nice .venv/bin/python benchmarks/cleaning_auto_threshold.py --seeds 5 15 --late
 
 Prints per set and noise rate the wins and mean number removed, then the
 totals (wins against cleanlab's own count, mean test log-loss difference).
@@ -103,6 +105,19 @@ def prior_rules():
     )
 
 
+def late_rules():
+    """``--late``: the default's 3 rounds at ``0.35 / n_classes``, then up to
+    7 more rounds at a stricter ``late / n_classes`` (stopping when no row is
+    below it): the rows still far below chance after 3 rounds (flipped rows
+    deep in another class where the classes separate well) are removed, the
+    rows just below the default threshold where the classes overlap are not."""
+    return (
+        ("0.35 x chance, 3 rounds", 0.35, False, 3, None),
+        ("0.35 x chance, then 0.1 up to 10 rounds", 0.35, False, 10, ("late", 0.1)),
+        ("0.35 x chance, then 0.2 up to 10 rounds", 0.35, False, 10, ("late", 0.2)),
+    )
+
+
 def loo_label_proba(X, y, full=False):
     """The package's approximate leave-one-out probability of each label
     (``full``: and the ``(n, n_classes)`` leave-one-out probabilities)."""
@@ -119,10 +134,12 @@ def auto_removal(X, y, fraction, cap_first, n_rounds=3, mode=None):
     removed, sizes = [], None
     for r in range(n_rounds):
         rows = np.flatnonzero(kept)
+        if isinstance(mode, tuple) and r >= 3:
+            tau = mode[1] / len(np.unique(y))
         if mode == "prior":
             _, enc = np.unique(y[rows], return_inverse=True)
             tau = fraction * (np.bincount(enc) / len(rows))[enc]
-        if mode in (None, "prior"):
+        if mode in (None, "prior") or isinstance(mode, tuple):
             p = loo_label_proba(X[rows], y[rows])
         else:
             p, P = loo_label_proba(X[rows], y[rows], full=True)
@@ -170,6 +187,11 @@ def main():
         action="store_true",
         help="compare chance as the label's frequency (see prior_rules)",
     )
+    which.add_argument(
+        "--late",
+        action="store_true",
+        help="compare a stricter threshold after the third round (see late_rules)",
+    )
     args = parser.parse_args()
     rules = RULES
     if args.rounds is not None:
@@ -178,6 +200,8 @@ def main():
         rules = null_rules()
     elif args.prior:
         rules = prior_rules()
+    elif args.late:
+        rules = late_rules()
     warnings.simplefilter("ignore")
     threadpool_limits(1)
     t0 = time.perf_counter()
