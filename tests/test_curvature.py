@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn.base
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
@@ -614,3 +615,24 @@ def test_ekfac_group_estimates_agree_with_the_exact_ggn_on_a_cnn(digits):
             a = exact.score_groups(g, method=method).estimate
             b = ekfac.score_groups(g, method=method).estimate
             assert spearmanr(a, b)[0] >= 0.9, method
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_off_target_factors_are_dropped(mlp, dtype):
+    # the softmax Hessian diag(p) - p p' has a null direction: K - 1 factors
+    # (one backward pass each) whatever the network's precision, and the
+    # products still equal the exact target GGN's
+    net, data, _ = mlp
+    if dtype == "float32":
+        net = sklearn.base.clone(net).set_params(dtype="float32").fit(*data[:2])
+    be = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    be = be._state.backend
+    U, w = be._target_output_factors()
+    assert U.shape[1] == w.shape[1] == 2  # three classes
+    exact = _fit(FrozenEstimator(net), data, curvature="ggn", damping=0.1)
+    V = np.random.default_rng(0).normal(size=(2, be.n_params))
+    ref = exact._state.backend.target_hessian_products(V)
+    rtol = 1e-9 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(
+        be.target_hessian_products(V), ref, rtol=rtol, atol=rtol * np.abs(ref).max()
+    )

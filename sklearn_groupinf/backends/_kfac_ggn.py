@@ -4,30 +4,49 @@
 one forward pass and one backward pass per output-Hessian factor ``c``
 give each layer's inputs and output gradients, which are contracted with
 ``V`` layer by layer (per-example layer gradients formed in slices, never
-``n x P``), as in :mod:`~sklearn_groupinf.backends._kfac_products`.
+``n x P``), as in :mod:`~sklearn_groupinf.backends._kfac_products`. The
+factors ``c`` of a batch are stacked and contracted together (one matrix
+product per layer for all of them instead of one per factor).
 """
 
 from ._kfac_layers import _acts, _grads, _Layout, _param_columns
-from ._kfac_products import _layer_blocks, _other_gradients, _prepare, _recording
+from ._kfac_products import _other_gradients, _prepare, _recording
+
+#: Largest number of values of the stacked output gradients and per-example
+#: layer gradients of one batch's output-Hessian factors (32 Mi values,
+#: 128 MiB in float32); more factors are contracted in several chunks.
+MAX_STACK_VALUES = 2**25
 
 
-def _batches_of_direction_gradients(module, X, U, batch_size):
-    """Yield ``(slice, c, layers, other)``: gradients of ``U[:, c]' z`` per batch.
+def _route_d(a_shape, T, k):
+    """Whether a layer's products go through per-example gradients ``D``
+    (``in <= k T``) rather than ``V a``."""
+    return a_shape[1] <= k * T
 
-    As :func:`_batches_of_layer_gradients` for the linear functions
-    ``u_tc' z_t`` of the raw outputs (``U`` of shape ``(n, C, K)``): one
-    forward pass per batch and ``C`` backward passes through it.
+
+def _batches_of_direction_gradients(module, X, U, batch_size, k):
+    """Yield ``(slice, cols, acts, grads, others)`` per batch and chunk of factors.
+
+    The gradients of ``u_tc' z_t`` for the linear functions of the raw
+    outputs (``U`` of shape ``(n, C, K)``): one forward pass per batch and
+    ``C`` backward passes through it, yielded in chunks of factors ``cols``
+    (a slice of ``range(C)``) small enough for :data:`MAX_STACK_VALUES`.
+    ``acts``: ``{layer index: a (b, in[+1], T)}``; ``grads``: ``{layer
+    index: g (c, b, out, T)}`` (the chunk's factors stacked); ``others``:
+    ``{name: (c, b, *shape)}`` gradients of the parameters outside the
+    Kronecker-factored layers.
     """
     import torch
     from torch.func import functional_call
 
     layout = _Layout(module)
-    p0 = {k: layout.params[k].detach() for k in layout.other}
+    p0 = {name: layout.params[name].detach() for name in layout.other}
 
     def linear_other(p, x, u):
         z = functional_call(module, p, (x[None],))
         return (z.reshape(-1) * u).sum()
 
+    n_c = U.shape[1]
     with _recording(module, layout) as rec:
         for i0 in range(0, X.shape[0], int(batch_size)):
             sl = slice(i0, i0 + int(batch_size))
@@ -35,17 +54,43 @@ def _batches_of_direction_gradients(module, X, U, batch_size):
             idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
             outs = [rec.outputs[i] for i in idx]
             acts = {i: _acts(layout.layers[i], rec.inputs[i]) for i in idx}
-            for c in range(U.shape[1]):
-                gs = torch.autograd.grad(
-                    z, outs, U[sl, c], retain_graph=True, allow_unused=True
-                )
-                layers = [
-                    (i, _grads(layout.layers[i], g.detach()), acts[i])
-                    for i, g in zip(idx, gs)
-                    if g is not None
-                ]
-                other = _other_gradients(rec, layout, linear_other, p0, X[sl], U[sl, c])
-                yield sl, c, layers, other
+            per_c = 0
+            for i, o in zip(idx, outs):
+                b, n_out, T = _grads(layout.layers[i], o.detach()).shape
+                per_c += b * n_out * T
+                if T > 1 and _route_d(acts[i].shape, T, k):
+                    per_c += b * n_out * acts[i].shape[1]
+            step = max(1, MAX_STACK_VALUES // max(1, per_c))
+            for c0 in range(0, n_c, step):
+                cols = range(c0, min(n_c, c0 + step))
+                grads, others = {}, []
+                for c in cols:
+                    gs = torch.autograd.grad(
+                        z, outs, U[sl, c], retain_graph=True, allow_unused=True
+                    )
+                    for i, g in zip(idx, gs):
+                        if g is not None:
+                            grads.setdefault(i, []).append(
+                                _grads(layout.layers[i], g.detach())
+                            )
+                    others.append(
+                        _other_gradients(rec, layout, linear_other, p0, X[sl], U[sl, c])
+                    )
+                grads = {i: torch.stack(gl) for i, gl in grads.items()}
+                others = {
+                    name: torch.stack([o[name] for o in others]) for name in others[0]
+                }
+                yield sl, slice(cols.start, cols.stop), acts, grads, others
+
+
+def _single_position_block(Vt, layout, layer, k):
+    """A single-position layer's rows of ``V``: ``(V_w (out, in, k), v_b (out, k)
+    or None)``, views of ``Vt`` (no copy)."""
+    o, d = layer["n_out"], layer["n_in"]
+    n_w = d - (layer["bias"] is not None)
+    Vw = Vt[layout.slices[layer["weight"]]].view(o, n_w, k)
+    Vb = None if layer["bias"] is None else Vt[layout.slices[layer["bias"]]]
+    return Vw, Vb
 
 
 def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None, numpy=True):
@@ -56,7 +101,12 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None, numpy=
     is allowed) times ``V`` ``(P, k)``. The rows ``g_tc = J_t' u_tc`` are the
     gradients of ``u_tc' z_t``: per batch one forward pass and ``C``
     backward passes give, layer by layer, ``r = G V`` and then ``G' (w r)``
-    (per-example layer gradients formed in slices, never ``n x P``).
+    (per-example layer gradients formed for a chunk of factors at a time,
+    never ``n x P``). A layer with one position contracts ``V a`` (formed
+    once per batch from ``V``'s rows as they lie, no transposed copy) with
+    the stacked output gradients of all factors in one batched product, and
+    adds the transposed product ``sum_c g_c r_c'`` times ``a`` into the
+    result once per batch.
     With ``bases`` (``{layer index: (Q_G, Q_A)}``, single-position layers)
     ``V`` and the result are in the mixed coordinates of
     :meth:`KroneckerCurvature.eigen_bases`: those layers' inputs and output
@@ -70,99 +120,103 @@ def ggn_products(module, X, U, weights, V, *, batch_size=256, bases=None, numpy=
     w = torch.as_tensor(weights, dtype=ref.dtype, device=ref.device)
     Vt, one = _param_columns(V, layout.n_params, ref)
     k = Vt.shape[1]
-    blocks = [layout.block(Vt, layer) for layer in layout.layers]
+    bases = bases or {}
+    blocks, acc = {}, {}  # acc: (out, in[+1], k) of layers with several positions
     V_other = {name: Vt[layout.slices[name]].reshape(-1, k) for name in layout.other}
-    acc = {}  # layer -> (out, in[+1], k), or (out * k, in[+1]) for ``flat``
-    flat = {}  # single-position layers of the ``V a`` route: V as (in, out * k)
     out = torch.zeros_like(Vt)
-    # The C backward passes of a batch share its layer inputs ``a``: ``V a``
-    # is formed once per batch and layer, and the output side ``sum_c g_c r_c'``
-    # is summed over ``c`` before its one contraction with ``a``. For a layer
-    # with one position both are plain matrix products with ``V`` laid out
-    # as ``(in, out * k)`` once per call (not permuted again at every batch).
-    cache = {"sl": None, "Va": {}, "gr": {}, "D": {}, "a": {}}
+    # what is formed once per batch: rotated inputs a, V a, and for a layer
+    # with one position sum_c g_c r_c' over the chunks of factors (contracted
+    # with a once per batch)
+    batch = {"sl": None, "gr": {}}
 
-    def flush():
-        for i, (gr, a) in cache["gr"].items():
-            if i in flat:
-                acc[i].addmm_(gr.reshape(gr.shape[0], -1).T, a[:, :, 0])
-            else:
-                acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
-        cache["Va"], cache["gr"], cache["D"], cache["a"] = {}, {}, {}, {}
+    def flush():  # out_l += sum_rows (sum_c g_c r_c') a' for one-position layers
+        for i, gr in batch["gr"].items():
+            Ow, Ob = _single_position_block(out, layout, layout.layers[i], k)
+            a = batch["a"][i][:, :, 0]
+            n_w = Ow.shape[1]
+            Ow.baddbmm_(a[:, :n_w].T.expand(Ow.shape[0], -1, -1), gr.transpose(0, 1))
+            if Ob is not None:  # the bias's input (last entry of a)
+                Ob += torch.einsum("b,bok->ok", a[:, n_w], gr)
 
-    def rotated(layers):  # mixed coordinates; each batch's ``a`` rotated once
-        out = []
-        for i, g, a in layers:
-            if bases and i in bases:
-                if i not in cache["a"]:
-                    cache["a"][i] = (a[..., 0] @ bases[i][1])[..., None]
-                g, a = (g[..., 0] @ bases[i][0])[..., None], cache["a"][i]
-            out.append((i, g, a))
-        return out
-
-    def route_d(a, g):  # per-example gradients D rather than V a
-        return a.shape[1] <= k * g.shape[2]
-
-    for sl, c, layers, other in _batches_of_direction_gradients(
-        module, X, U, batch_size
+    for sl, cols, acts, grads, others in _batches_of_direction_gradients(
+        module, X, U, batch_size, k
     ):
-        if sl != cache["sl"]:
+        if sl != batch["sl"]:
             flush()
-            cache["sl"] = sl
-        layers = rotated(layers)
+            batch = {"sl": sl, "a": {}, "Va": {}, "gr": {}}
+        n_c = cols.stop - cols.start
         r = None
-        for i, g, a in layers:
-            part = g.new_zeros(g.shape[0], k)
-            o, d = blocks[i].shape[:2]
-            if route_d(a, g):
-                Ds = cache["D"][i] = list(_layer_blocks(g, a))
-                for s2, D in Ds:
-                    part[s2] += torch.einsum("bod,odk->bk", D, blocks[i])
-            elif g.shape[2] == 1:
-                if i not in flat:
-                    flat[i] = blocks[i].permute(1, 0, 2).reshape(d, o * k)
-                    acc[i] = g.new_zeros(o * k, d)
-                if i not in cache["Va"]:
-                    cache["Va"][i] = (a[:, :, 0] @ flat[i]).view(-1, o, k)
-                part += torch.einsum("bo,bok->bk", g[:, :, 0], cache["Va"][i])
+        prepared = []
+        for i, G in grads.items():
+            layer = layout.layers[i]
+            if i not in batch["a"]:
+                a = acts[i]
+                if i in bases:
+                    a = (a[..., 0] @ bases[i][1])[..., None]
+                batch["a"][i] = a
+            a = batch["a"][i]
+            if i in bases:
+                G = (G[..., 0] @ bases[i][0])[..., None]
+            _, b, o, T = G.shape
+            d = a.shape[1]
+            if T > 1 and _route_d(a.shape, T, k):
+                if i not in blocks:
+                    blocks[i] = layout.block(Vt, layer).reshape(o * d, k)
+                D = torch.einsum("cbot,bdt->cbod", G, a).reshape(n_c * b, o * d)
+                part = (D @ blocks[i]).view(n_c, b, k)
+                prepared.append((i, "d", G, D))
+            elif T == 1:
+                if i not in batch["Va"]:  # V_l a per row: (b, out, k)
+                    Vw, Vb = _single_position_block(Vt, layout, layer, k)
+                    n_w = Vw.shape[1]
+                    Va = torch.bmm(a[:, :n_w, 0].expand(o, -1, -1), Vw)
+                    if Vb is not None:
+                        Va += Vb[:, None, :] * a[None, :, n_w, 0, None]
+                    batch["Va"][i] = Va.transpose(0, 1).contiguous()
+                g = G[..., 0].permute(1, 0, 2)  # (b, c, out)
+                part = torch.bmm(g, batch["Va"][i]).permute(1, 0, 2)
+                prepared.append((i, "flat", G, None))
             else:
-                if i not in cache["Va"]:
-                    cache["Va"][i] = torch.einsum("odk,bdt->bokt", blocks[i], a)
-                part += torch.einsum("bot,bokt->bk", g, cache["Va"][i])
+                if i not in blocks:
+                    blocks[i] = layout.block(Vt, layer)
+                if i not in batch["Va"]:
+                    batch["Va"][i] = torch.einsum("odk,bdt->bokt", blocks[i], a)
+                part = torch.einsum("cbot,bokt->cbk", G, batch["Va"][i])
+                prepared.append((i, "va", G, None))
             r = part if r is None else r + part
-        for name, G in other.items():
-            part = G.reshape(G.shape[0], -1) @ V_other[name]
+        for name, G in others.items():
+            part = (G.reshape(n_c * G.shape[1], -1) @ V_other[name]).view(n_c, -1, k)
             r = part if r is None else r + part
         if r is None:
             continue
-        r = r * w[sl, c][:, None]
-        for i, g, a in layers:
-            if i not in acc:
-                acc[i] = torch.zeros_like(
-                    blocks[i], memory_format=torch.contiguous_format
-                )
-            if route_d(a, g):
-                view = acc[i].view(-1, k)
-                for s2, D in cache["D"][i]:
-                    view.addmm_(D.reshape(D.shape[0], -1).T, r[s2])
-                continue
-            if i in flat:
-                gr = g[:, :, 0, None] * r[:, None, :]  # (b, out, k)
+        r = r * w[sl, cols].T[:, :, None]  # (c, b, k)
+        rf = r.reshape(-1, k)
+        for i, route, G, D in prepared:
+            a = batch["a"][i]
+            if route == "d":
+                if i not in acc:
+                    acc[i] = torch.zeros_like(blocks[i])  # (out * in, k)
+                acc[i].addmm_(D.T, rf)
+            elif route == "flat":
+                # sum_c g_c r_c' per row: (b, out, c) @ (b, c, k)
+                gr = torch.bmm(G[..., 0].permute(1, 2, 0), r.permute(1, 0, 2))
+                if i in batch["gr"]:
+                    batch["gr"][i] += gr
+                else:
+                    batch["gr"][i] = gr
             else:
-                gr = torch.einsum("bot,bk->bokt", g, r)
-            if i in cache["gr"]:
-                cache["gr"][i][0].add_(gr)
-            else:
-                cache["gr"][i] = (gr, a)
-        for name, G in other.items():
-            out[layout.slices[name]] += G.reshape(G.shape[0], -1).T @ r
+                if i not in acc:
+                    acc[i] = torch.zeros_like(
+                        blocks[i], memory_format=torch.contiguous_format
+                    )
+                gr = torch.einsum("cbot,cbk->bokt", G, r)
+                acc[i] += torch.einsum("bokt,bdt->odk", gr, a)
+        for name, G in others.items():
+            out[layout.slices[name]] += G.reshape(rf.shape[0], -1).T @ rf
     flush()
-    for i, layer in enumerate(layout.layers):
-        if i in flat:
-            o, d = blocks[i].shape[:2]
-            layout.put(out, acc[i].view(o, k, d).permute(0, 2, 1), layer)
-        elif i in acc:
-            layout.put(out, acc[i], layer)
+    for i, M in acc.items():
+        layer = layout.layers[i]
+        layout.put(out, M.view(layer["n_out"], layer["n_in"], k), layer)
     if not numpy:
         return out[:, 0] if one else out
     res = out.to("cpu", torch.float64).numpy()

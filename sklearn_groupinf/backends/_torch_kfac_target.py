@@ -49,8 +49,16 @@ class KroneckerTargetFactor:
         ``Lambda_t`` is the target's Hessian in the raw output ``z_t``
         (``(m, K, K)``), eigendecomposed per row: ``U`` ``(m, C, K)`` holds
         the scaled eigenvectors and ``w`` ``(m, C)`` the target weights times
-        the eigenvalues' signs (an indefinite target curvature is allowed);
-        eigenvalues that are zero for every row are dropped.
+        the eigenvalues' signs (an indefinite target curvature is allowed).
+        ``Lambda_t`` is computed in float64 from the network's outputs
+        (whatever its precision), and an eigenvalue at its round-off,
+        ``|lam_tc| <= max(K, 8) * eps * max_c |lam_tc|`` or below ``1e-12``
+        times the largest of all rows, is taken as zero: the null direction
+        of the softmax Hessian ``diag(p) - p p'`` (computed from float32 it
+        came out near 1e-8, relative 1e-6, not 0). Factors that are zero for
+        every row are dropped, each costing a backward pass per batch of
+        target rows in the products (nine instead of ten for a ten-class
+        softmax).
         """
         import torch
 
@@ -58,14 +66,18 @@ class KroneckerTargetFactor:
             lams = []
             with torch.no_grad():
                 for b in self._batches(self._Xf.shape[0]):
-                    z = self._out(self._theta, self._Xf[b])
+                    z = self._out(self._theta, self._Xf[b]).to(torch.float64)
                     lams.append(self._target_phi_hessian(z, self._yf[b]))
             Lam = torch.cat(lams)
             lam, V = torch.linalg.eigh(0.5 * (Lam + Lam.transpose(1, 2)))
-            scale = lam.abs().amax().clamp_min(torch.finfo(lam.dtype).tiny)
-            keep = (lam.abs() > 1e-12 * scale).any(0)
-            U = (V * lam.abs().sqrt()[:, None, :]).transpose(1, 2)[:, keep]
-            self._target_factors = (U, self._wt[:, None] * lam.sign()[:, keep])
+            mag = lam.abs()
+            scale = mag.amax().clamp_min(torch.finfo(lam.dtype).tiny)
+            tol = max(mag.shape[1], 8) * torch.finfo(Lam.dtype).eps
+            zero = (mag <= tol * mag.amax(1, keepdim=True)) | (mag <= 1e-12 * scale)
+            keep = (~zero).any(0)
+            sign = lam.sign() * ~zero  # a round-off eigenvalue weighs nothing
+            U = (V * mag.sqrt()[:, None, :]).transpose(1, 2)[:, keep]
+            self._target_factors = (U, self._wt[:, None] * sign[:, keep])
         return self._target_factors
 
     def _bases(self):
