@@ -700,3 +700,70 @@ def test_patches_equal_unfold(kw, contiguous):
     got = _patches(x, m)
     assert got.shape == ref.shape
     assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
+    # rows sorted by group and each convolution summed by its weight gradient
+    # per run of one group equal the per-example route and the dense M @ Q
+    # (also with V, in mixed coordinates, and with the kept single-position
+    # layers summed row by row instead)
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+
+    net, X, y, _, _ = cnn
+    X, y = X[:30], y[:30]
+    bases, R = None, None
+    if mixed:
+        curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
+        bases = curv.fit(X, y).eigen_bases()
+        R = _mixed_rotation(net, curv)[0]
+    rng = np.random.default_rng(2)
+    Q = example_grads(net, "cross_entropy", X, y)
+    M1 = np.zeros((3, len(X)))
+    M1[rng.integers(0, 3, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M1[:, [0, 7]] = 0.0
+    want = M1 @ Q if R is None else M1 @ Q @ R
+    calls = []
+    real = kp._OnePerRowSums._add_segments
+
+    def counting(self, *args):
+        calls.append(args[1])
+        return real(self, *args)
+
+    monkeypatch.setattr(kp._OnePerRowSums, "_add_segments", counting)
+    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
+    for budget in (kp.MAX_KEPT_VALUES, 0):
+        monkeypatch.setattr(kp, "MAX_KEPT_VALUES", budget)
+        got = kp.aggregated_gradients(
+            net, "cross_entropy", X, y, M1, batch_size=7, bases=bases
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        V = rng.standard_normal((Q.shape[1], 2))
+        got = kp.aggregated_gradients(
+            net, "cross_entropy", X, y, M1, batch_size=7, V=V, bases=bases
+        )
+        np.testing.assert_allclose(got, want @ V, rtol=1e-10, atol=1e-12)
+    convs = {i for i, m in enumerate(net) if isinstance(m, torch.nn.Conv2d)}
+    assert convs and set(calls) >= convs  # the segment route ran
+    calls.clear()
+    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 100)  # groups too small
+    got = kp.aggregated_gradients(net, "cross_entropy", X, y, M1, bases=bases)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert not calls
+
+
+@pytest.mark.parametrize("name", ["strided-padded-conv", "dilated-conv-no-bias"])
+def test_group_sums_by_segments_for_strides_dilations(name, monkeypatch):
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+
+    _, net, shape = next(m for m in _odd_models() if m[0] == name)
+    net = net.to(DT)
+    X = torch.randn(25, *shape, dtype=DT)
+    y = torch.randint(0, 4, (25,))
+    Q = example_grads(net, "cross_entropy", X, y)
+    g = np.random.default_rng(0).integers(0, 3, 25)
+    M = np.zeros((3, 25))
+    M[g, np.arange(25)] = 1.0
+    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
+    got = kp.aggregated_gradients(net, "cross_entropy", X, y, M, batch_size=6)
+    np.testing.assert_allclose(got, M @ Q, rtol=1e-10, atol=1e-12)

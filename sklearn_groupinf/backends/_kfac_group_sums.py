@@ -24,6 +24,12 @@ from ._kfac_products import (
 #: float32); a layer beyond it is summed through per-example gradients.
 MAX_KEPT_VALUES = 2**26
 
+#: Fewest rows per group, on average, for which group sums of convolutions
+#: are formed group by group: the rows sorted by group, one weight-gradient
+#: convolution per group and batch (no patches, no per-example gradients).
+#: Below it (e.g. one row per group) the calls would outnumber the rows.
+SEGMENT_MIN_ROWS = 16
+
 
 def sq_norms_and_sum(
     module, loss, X, y, s, *, batch_size=256, matrix=None, V=None, bases=None
@@ -179,8 +185,13 @@ def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size, base
     accumulated by :class:`_OnePerRowSums`.
     """
     sums = _OnePerRowSums(matrix, layout, bases=bases)
+    rows, raw = None, sums.segment_layers()
+    if raw:  # rows sorted by group (those without a coefficient left out)
+        import torch
+
+        rows = torch.as_tensor(sums.sorted_rows(), device=X.device)
     for sl, layers, other in _batches_of_layer_gradients(
-        module, loss, X, y, batch_size
+        module, loss, X, y, batch_size, rows=rows, raw=raw
     ):
         sums.add(sl, layers, other)
     return sums.result()
@@ -236,8 +247,57 @@ class _OnePerRowSums:
             (n_g, layout.n_params), dtype=ref.dtype, device=ref.device
         )
         self.kept = {}  # layer index -> ([g (b, out)], [a (b, in[+1])])
+        self.fed = []  # the rows of each batch added, in order
         self.budget = MAX_KEPT_VALUES
         self.bases = bases or {}
+        self.has = has
+        self.raw = set()
+
+    def segment_layers(self):
+        """The layers to sum group by group (:data:`SEGMENT_MIN_ROWS`):
+        convolutions not held in an eigenbasis; ``()`` for small groups."""
+        n_rows = int(self.has.sum())
+        n_groups = len(np.unique(self.col[self.has]))
+        if n_rows < SEGMENT_MIN_ROWS * max(n_groups, 1):
+            return ()
+        self.raw = {
+            i
+            for i, layer in enumerate(self.layout.layers)
+            if layer["kind"] == "conv" and i not in self.bases
+        }
+        return self.raw
+
+    def sorted_rows(self):
+        """The rows with a coefficient, sorted by their group (stable)."""
+        rows = np.flatnonzero(self.has)
+        return rows[np.argsort(self.col[rows], kind="stable")]
+
+    def _add_segments(self, rows, i, g, x):
+        """Group sums of convolution ``i`` over a batch of rows sorted by
+        group: per run of one group, ``sum_rows m_i D_i`` as the weight
+        gradient of the convolution (and the bias's), straight into the
+        group's row."""
+        import torch
+
+        layer, layout = self.layout.layers[i], self.layout
+        m, out = layer["module"], self.out
+        cols = self.col[rows.cpu().numpy()]
+        g = g * self.coef_t[rows][:, None, None, None]
+        w_shape = layout.params[layer["weight"]].shape
+        starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+        for s0, s1 in zip(starts, np.r_[starts[1:], len(cols)]):
+            k = int(cols[s0])
+            gw = torch.nn.grad.conv2d_weight(
+                x[s0:s1],
+                w_shape,
+                g[s0:s1],
+                stride=m.stride,
+                padding=m.padding,
+                dilation=m.dilation,
+            )
+            out[k, layout.slices[layer["weight"]]] += gw.reshape(-1)
+            if layer["bias"] is not None:
+                out[k, layout.slices[layer["bias"]]] += g[s0:s1].sum((0, 2, 3))
 
     def keeps(self, i, g, a):
         """Whether layer ``i`` (one batch ``g``, ``a``) is kept rather than summed."""
@@ -257,8 +317,12 @@ class _OnePerRowSums:
         the unscaled per-example gradients, when the caller formed them."""
         layout, out = self.layout, self.out
         cb, wb = self.col_t[sl], self.coef_t[sl]
+        self.fed.append(sl)
         for i, g, a in layers:
             layer = layout.layers[i]
+            if i in self.raw:
+                self._add_segments(sl, i, g, a)
+                continue
             if self.keeps(i, g, a):
                 self.kept[i][0].append(g[..., 0] * wb[:, None])
                 self.kept[i][1].append(a[..., 0])
@@ -293,8 +357,14 @@ class _OnePerRowSums:
         layout, out, col, n_g = self.layout, self.out, self.col, self.n_g
         if self.kept:
             ref = next(iter(layout.params.values()))
-            order = np.argsort(col, kind="stable")
-            bounds = np.searchsorted(col[order], np.arange(n_g + 1))
+            fed = np.concatenate(
+                [
+                    np.arange(self.n)[sl] if isinstance(sl, slice) else sl.cpu().numpy()
+                    for sl in self.fed
+                ]
+            )
+            order = np.argsort(col[fed], kind="stable")
+            bounds = np.searchsorted(col[fed][order], np.arange(n_g + 1))
             order_t = torch.as_tensor(order, device=ref.device)
             for i, (gs, as_) in self.kept.items():
                 layer = layout.layers[i]

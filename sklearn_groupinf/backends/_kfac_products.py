@@ -21,13 +21,18 @@ from ._kfac_layers import _acts, _grads, _Layout, _param_columns, _Recorder
 MAX_BLOCK_VALUES = 2**24
 
 
-def _batches_of_layer_gradients(module, loss, X, y, batch_size):
+def _batches_of_layer_gradients(module, loss, X, y, batch_size, rows=None, raw=()):
     """Yield ``(slice, layers, other)`` per batch of rows.
 
     ``layers``: list of ``(layer_index, g (b, out, T), a (b, in[+1], T))``;
     ``other``: ``{name: (b, *shape)}`` per-example loss gradients of the
     trainable parameters outside the Kronecker-factored layers. Gradients
     are of the unweighted loss of each row at its label.
+
+    ``rows`` (an index array): the batches are ``X[rows]`` in that order,
+    and each yields its rows (an array) instead of a slice. The layers in
+    ``raw`` are yielded as they were recorded, ``(i, output gradient, input)``
+    (for a convolution ``(b, out, H', W')`` and ``(b, C, H, W)``: no patches).
     """
     import torch
     from torch.func import functional_call
@@ -42,8 +47,11 @@ def _batches_of_layer_gradients(module, loss, X, y, batch_size):
         return per_example_loss(loss, z.reshape(1, -1), yi[None])[0]
 
     with _recording(module, layout) as rec:
-        for i0 in range(0, X.shape[0], int(batch_size)):
+        n = X.shape[0] if rows is None else len(rows)
+        for i0 in range(0, n, int(batch_size)):
             sl = slice(i0, i0 + int(batch_size))
+            if rows is not None:
+                sl = rows[sl]
             z = rec.forward(module, X[sl])
             lsum = per_example_loss(loss, z, y[sl]).sum()
             idx = [i for i in range(len(layout.layers)) if i in rec.outputs]
@@ -51,7 +59,9 @@ def _batches_of_layer_gradients(module, loss, X, y, batch_size):
                 lsum, [rec.outputs[i] for i in idx], allow_unused=True
             )
             layers = [
-                (
+                (i, g.detach(), rec.inputs[i])
+                if i in raw
+                else (
                     i,
                     _grads(layout.layers[i], g.detach()),
                     _acts(layout.layers[i], rec.inputs[i]),
