@@ -103,7 +103,9 @@ def solve_influence(gi, backend, *, frozen, weighted, t0):
     w = solver.solve(grad_f)
     f0 = backend.target_value()
     if one_pass:
-        norms, influence = backend.removal_gradient_norms_and_products(w[:, None])
+        norms, influence = backend.removal_gradient_norms_and_products(
+            w[:, None], sample_norms=True
+        )
         influence = influence[:, 0]
         stationarity = polish_parameters(backend, norms, **kw)
         log(

@@ -636,3 +636,56 @@ def test_round_off_target_factors_are_dropped(mlp, dtype):
     np.testing.assert_allclose(
         be.target_hessian_products(V), ref, rtol=rtol, atol=rtol * np.abs(ref).max()
     )
+
+
+def test_stationarity_scale_from_a_sample_of_rows(digits, monkeypatch):
+    # fit's one pass computes the norms of a seeded sample of rows only (the
+    # median scales the stationarity); influence_ and the group scores do not
+    # change, and the reported stationarity is ||grad J|| over the sample's
+    # median norm
+    import sklearn_groupinf.backends._torch_kfac as tk
+    from sklearn_groupinf._hessian import stationarity
+
+    X, y, _, _ = digits
+    X, y, Xt, yt = X[:120], y[:120], X[300:360], y[300:360]
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 8, 8)),
+        torch.nn.Conv2d(1, 3, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(192, 10),
+    )
+    net = TorchModel(module, weight_decay=1.0, device="cpu", max_iter=50).fit(X, y)
+    data = (X, y, Xt, yt)
+    full = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    monkeypatch.setattr(tk, "NORM_SAMPLE_ROWS", 30)
+    part = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    np.testing.assert_allclose(part.influence_, full.influence_, rtol=1e-9)
+    g = np.arange(120) % 12
+    np.testing.assert_allclose(
+        part.score_groups(g, method="interaction").estimate,
+        full.score_groups(g, method="interaction").estimate,
+        rtol=1e-8,
+    )
+    be = part._state.backend
+    rows = np.sort(
+        np.random.default_rng(be.random_state).choice(120, 30, replace=False)
+    )
+    norms = be.removal_gradient_norms()
+    assert part.stationarity_[0] == pytest.approx(stationarity(be, norms[rows]))
+    assert full.stationarity_[0] == pytest.approx(stationarity(be, norms))
+    assert part.stationarity_[0] != pytest.approx(full.stationarity_[0])
+    # the convolution's sums, products and sketch sums from its own
+    # convolutions (the sketch's rows sorted by bucket) give the same fit
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+
+    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
+    conv = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    np.testing.assert_allclose(conv.influence_, full.influence_, rtol=1e-9)
+    np.testing.assert_allclose(
+        conv.score_groups(g, method="interaction").estimate,
+        full.score_groups(g, method="interaction").estimate,
+        rtol=1e-8,
+    )
+    assert conv.stationarity_[0] == pytest.approx(part.stationarity_[0])

@@ -767,3 +767,53 @@ def test_group_sums_by_segments_for_strides_dilations(name, monkeypatch):
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
     got = kp.aggregated_gradients(net, "cross_entropy", X, y, M, batch_size=6)
     np.testing.assert_allclose(got, M @ Q, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+@pytest.mark.parametrize("segments", [1, 10**6])
+def test_norms_of_some_rows_with_sums_from_convolutions(
+    cnn, monkeypatch, mixed, segments
+):
+    # norm_rows: the squared norms of those rows only; the sum, the products
+    # and the sketch sums (group by group, or per example when the sketch's
+    # rows are too few) still cover every row and equal the dense references
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+
+    net, X, y, _, _ = cnn
+    X, y = X[:30], y[:30]
+    bases, R = None, None
+    if mixed:
+        curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
+        bases = curv.fit(X, y).eigen_bases()
+        R = _mixed_rotation(net, curv)[0]
+    rng = np.random.default_rng(3)
+    s = torch.as_tensor(rng.uniform(0.5, 2.0, len(X)), dtype=DT)
+    Q = example_grads(net, "cross_entropy", X, y)
+    M1 = np.zeros((4, len(X)))
+    M1[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M1[:, 3] = 0.0
+    V = rng.standard_normal((Q.shape[1], 2))
+    rows = np.array([0, 3, 11, 29])
+    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", segments)
+    norms, total, prods, sk = kp.sq_norms_and_sum(
+        net,
+        "cross_entropy",
+        X,
+        y,
+        s,
+        batch_size=7,
+        matrix=M1,
+        V=V,
+        bases=bases,
+        norm_rows=rows,
+    )
+    np.testing.assert_allclose(norms, (Q**2).sum(1)[rows], rtol=1e-10)
+    np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(prods, Q @ V, rtol=1e-9, atol=1e-12)
+    want = M1 @ Q if R is None else M1 @ Q @ R
+    np.testing.assert_allclose(sk.numpy(), want, rtol=1e-10, atol=1e-12)
+    norms, total = kp.sq_norms_and_sum(
+        net, "cross_entropy", X, y, s, batch_size=7, norm_rows=rows
+    )
+    np.testing.assert_allclose(norms, (Q**2).sum(1)[rows], rtol=1e-10)
+    np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)

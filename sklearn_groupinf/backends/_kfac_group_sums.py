@@ -10,7 +10,8 @@ over groups (a sparse ``(g, n)`` matrix) or a count sketch, never holding
 
 import numpy as np
 
-from ._kfac_layers import _param_columns
+from ._kfac_conv import conv_products, conv_weighted_sum
+from ._kfac_layers import _acts, _grads, _param_columns
 from ._kfac_products import (
     _batches_of_layer_gradients,
     _finish,
@@ -32,7 +33,17 @@ SEGMENT_MIN_ROWS = 16
 
 
 def sq_norms_and_sum(
-    module, loss, X, y, s, *, batch_size=256, matrix=None, V=None, bases=None
+    module,
+    loss,
+    X,
+    y,
+    s,
+    *,
+    batch_size=256,
+    matrix=None,
+    V=None,
+    bases=None,
+    norm_rows=None,
 ):
     """:func:`per_example_sq_norms` and ``sum_i s_i grad l_i`` ``(P,)`` in one pass.
 
@@ -49,11 +60,19 @@ def sq_norms_and_sum(
       :meth:`KroneckerCurvature.eigen_bases`.
 
     The per-example gradients of layers with several positions, formed once
-    for the norms, serve the sum, the products and the sketch.
+    for the norms, serve the sum, the products and the sketch. With
+    ``norm_rows`` (sorted row indices) only those rows' squared norms are
+    computed and returned: a convolution's per-example gradients are then
+    formed for those rows alone, and its sum, products and sketch sums come
+    from its own weight-gradient and forward convolutions
+    (:mod:`~sklearn_groupinf.backends._kfac_conv`; the rows streamed sorted
+    by their row of ``matrix`` when it has at least
+    :data:`SEGMENT_MIN_ROWS` rows per row on average).
     """
     import torch
 
     layout, ref, X, y = _prepare(module, X, y)
+    n = X.shape[0]
     s = torch.as_tensor(s, dtype=ref.dtype, device=ref.device)
     sketch = None
     if matrix is not None:
@@ -61,24 +80,50 @@ def sq_norms_and_sum(
         if not one_per_row:
             raise ValueError("matrix must have at most one entry per column (row).")
         sketch = _OnePerRowSums(matrix, layout, bases=bases)
+    raw, rows, want = (), None, None
+    if norm_rows is not None:
+        want = torch.zeros(n, dtype=torch.bool, device=ref.device)
+        want[torch.as_tensor(np.asarray(norm_rows), device=ref.device)] = True
+        raw = {
+            i
+            for i, layer in enumerate(layout.layers)
+            if layer["kind"] == "conv" and i not in (bases or {})
+        }
+        if sketch is not None and raw and not sketch.segment_layers():
+            raw = ()  # sketch rows too small for sums group by group
+        if sketch is not None and raw:
+            rows = torch.as_tensor(sketch.sorted_rows(every=True), device=ref.device)
+    k = 0
     if V is not None:
         Vt = _param_columns(V, layout.n_params, ref)[0]
         k = Vt.shape[1]
         vblocks = [layout.block(Vt, layer) for layer in layout.layers]
         V_other = {n: Vt[layout.slices[n]].reshape(-1, k) for n in layout.other}
-        prods = []
     sums = [None] * len(layout.layers)
     other_sum = {}
-    out = []
+    norms = torch.zeros(n, dtype=ref.dtype, device=ref.device)
+    prods = torch.zeros((n, k), dtype=ref.dtype, device=ref.device)
     for sl, layers, other in _batches_of_layer_gradients(
-        module, loss, X, y, batch_size
+        module, loss, X, y, batch_size, rows=rows, raw=raw
     ):
         res = None
         sb = s[sl]
         formed = {}
         prod = None if V is None else sb.new_zeros(sb.shape[0], k)
         for i, g, a in layers:
-            if g.shape[2] == 1:
+            if i in raw:  # a convolution's input and output gradients
+                layer = layout.layers[i]
+                part_sum = conv_weighted_sum(layer, a, g, sb)
+                part = sb.new_zeros(sb.shape[0])
+                sub = want[sl]
+                if bool(sub.any()):
+                    ga, aa = _grads(layer, g[sub]), _acts(layer, a[sub])
+                    part[sub] = torch.cat(
+                        [(D**2).sum((1, 2)) for _, D in _layer_blocks(ga, aa)]
+                    )
+                if V is not None:
+                    prod += conv_products(layer, a, g, vblocks[i])
+            elif g.shape[2] == 1:
                 part_sum = torch.einsum("b,bot,bdt->od", sb, g, a)
                 part = (g[..., 0] ** 2).sum(1) * (a[..., 0] ** 2).sum(1)
                 if V is not None:
@@ -104,18 +149,20 @@ def sq_norms_and_sum(
             res = part if res is None else res + part
             if V is not None:
                 prod += G @ V_other[name]
-        out.append(res)
+        norms[sl] = res
         if V is not None:
-            prods.append(prod)
+            prods[sl] = prod
     total = torch.zeros((layout.n_params, 1), dtype=ref.dtype, device=ref.device)
     for layer, block in zip(layout.layers, sums):
         if block is not None:
             layout.put(total, block[:, :, None], layer)
     for name, v in other_sum.items():
         total[layout.slices[name], 0] = v
-    res = [_finish(torch.cat(out)), _finish(total[:, 0])]
+    if want is not None:
+        norms = norms[want]
+    res = [_finish(norms), _finish(total[:, 0])]
     if V is not None:
-        res.append(_finish(torch.cat(prods)))
+        res.append(_finish(prods))
     if sketch is not None:
         res.append(sketch.result())
     return tuple(res)
@@ -267,8 +314,11 @@ class _OnePerRowSums:
         }
         return self.raw
 
-    def sorted_rows(self):
-        """The rows with a coefficient, sorted by their group (stable)."""
+    def sorted_rows(self, every=False):
+        """The rows with a coefficient, sorted by their group (stable);
+        ``every``: then the rows without one."""
+        if every:
+            return np.argsort(np.where(self.has, self.col, self.n_g), kind="stable")
         rows = np.flatnonzero(self.has)
         return rows[np.argsort(self.col[rows], kind="stable")]
 
@@ -277,27 +327,17 @@ class _OnePerRowSums:
         group: per run of one group, ``sum_rows m_i D_i`` as the weight
         gradient of the convolution (and the bias's), straight into the
         group's row."""
-        import torch
-
-        layer, layout = self.layout.layers[i], self.layout
-        m, out = layer["module"], self.out
+        layer, layout, out = self.layout.layers[i], self.layout, self.out
         cols = self.col[rows.cpu().numpy()]
-        g = g * self.coef_t[rows][:, None, None, None]
-        w_shape = layout.params[layer["weight"]].shape
+        coef = self.coef_t[rows]
+        n_w = layer["n_in"] - (layer["bias"] is not None)
         starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
         for s0, s1 in zip(starts, np.r_[starts[1:], len(cols)]):
             k = int(cols[s0])
-            gw = torch.nn.grad.conv2d_weight(
-                x[s0:s1],
-                w_shape,
-                g[s0:s1],
-                stride=m.stride,
-                padding=m.padding,
-                dilation=m.dilation,
-            )
-            out[k, layout.slices[layer["weight"]]] += gw.reshape(-1)
+            W = conv_weighted_sum(layer, x[s0:s1], g[s0:s1], coef[s0:s1])
+            out[k, layout.slices[layer["weight"]]] += W[:, :n_w].reshape(-1)
             if layer["bias"] is not None:
-                out[k, layout.slices[layer["bias"]]] += g[s0:s1].sum((0, 2, 3))
+                out[k, layout.slices[layer["bias"]]] += W[:, n_w]
 
     def keeps(self, i, g, a):
         """Whether layer ``i`` (one batch ``g``, ``a``) is kept rather than summed."""

@@ -41,6 +41,14 @@ from ._torch_options import (
     DEFAULT_TARGET_RANK,
 )
 
+#: Rows whose removal-gradient norms ``fit``'s one pass computes (a seeded
+#: sample; all rows when there are fewer): their median is the scale of
+#: the reported stationarity, ``||grad J|| / median_i ||q_i||``. On the
+#: Fashion-MNIST CNN of ``benchmarks/cnn_groups.py`` the convolutions'
+#: per-example gradients that every row's norm needs were most of the
+#: pass's extra cost.
+NORM_SAMPLE_ROWS = 1000
+
 #: Largest block of per-example gradients of all parameters (bytes) that
 #: the few estimators not streamed layer by layer may form (per-example
 #: self-influence, candidate rows); above it they raise ``MemoryError``.
@@ -186,11 +194,18 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
         :meth:`target_hessian_factor` (``target_rank x P`` values)."""
         return self.removal_gradient_norms_and_products(None)[0]
 
-    def removal_gradient_norms_and_products(self, V):
+    def removal_gradient_norms_and_products(self, V, *, sample_norms=False):
         """``(norms, Q V)``: :meth:`removal_gradient_norms` and, in the same
         pass over the rows, :meth:`removal_gradient_products` (``None`` for
         ``V=None``). ``GroupInfluence`` calls it once the curvature is fitted,
-        since the parameters are never polished here."""
+        since the parameters are never polished here.
+
+        ``sample_norms``: the norms of a seeded sample of
+        :data:`NORM_SAMPLE_ROWS` rows only (all rows when there are fewer),
+        which is what the stationarity's scale (their median) needs. A
+        convolution's per-example gradients are then formed for those rows
+        alone; its sums and products come from its own convolutions
+        (``sq_norms_and_sum(norm_rows=...)``)."""
         matrix = bases = None
         if self.target_sketch == "shifts":
             import scipy.sparse as sp
@@ -207,8 +222,12 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
         if c is not None:  # the mean form's q_i' c from the same pass
             cols.append(c[:, None])
         Vc = np.hstack(cols) if cols else None
+        rows = None
+        if sample_norms and self.n_samples > NORM_SAMPLE_ROWS:
+            rng = np.random.default_rng(self.random_state)
+            rows = np.sort(rng.choice(self.n_samples, NORM_SAMPLE_ROWS, replace=False))
         out = self._per_example(
-            sq_norms_and_sum, self._s, matrix=matrix, V=Vc, bases=bases
+            sq_norms_and_sum, self._s, matrix=matrix, V=Vc, bases=bases, norm_rows=rows
         )
         sq, data_grad = out[:2]
         if matrix is not None:  # in mixed coordinates (see _bases)
@@ -222,9 +241,10 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
             if c is not None:
                 prods = prods + (c @ V)[None, :]
             prods = prods * s[:, None]
+        sel = slice(None) if rows is None else rows
         if c is not None:
-            sq = sq + 2 * out[2][:, k] + c @ c
-        return np.sqrt(np.maximum(sq, 0.0)) * s, prods
+            sq = sq + 2 * out[2][sel, k] + c @ c
+        return np.sqrt(np.maximum(sq, 0.0)) * s[sel], prods
 
     def aggregated_removal_gradients(self, matrix):
         """``matrix @ Q`` ``(g, P)`` layer by layer."""
