@@ -731,6 +731,14 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
         return real(self, *args)
 
     monkeypatch.setattr(kp._OnePerRowSums, "_add_segments", counting)
+    kept = []
+    real_result = kp._OnePerRowSums.result
+
+    def recording(self):
+        kept.append(bool(self.kept))
+        return real_result(self)
+
+    monkeypatch.setattr(kp._OnePerRowSums, "result", recording)
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
     for budget in (kp.MAX_KEPT_VALUES, 0):
         monkeypatch.setattr(kp, "MAX_KEPT_VALUES", budget)
@@ -745,6 +753,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
         np.testing.assert_allclose(got, want @ V, rtol=1e-10, atol=1e-12)
     convs = {i for i, m in enumerate(net) if isinstance(m, torch.nn.Conv2d)}
     assert convs and set(calls) >= convs  # the segment route ran
+    assert kept == [True, True, False, False]  # the linear layer kept, then not
     calls.clear()
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 100)  # groups too small
     got = kp.aggregated_gradients(net, "cross_entropy", X, y, M1, bases=bases)
