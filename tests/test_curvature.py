@@ -681,6 +681,7 @@ def test_stationarity_scale_from_a_sample_of_rows(digits, monkeypatch):
     from sklearn_groupinf.backends import _kfac_group_sums as kp
 
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
+    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
     conv = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
     np.testing.assert_allclose(conv.influence_, full.influence_, rtol=1e-9)
     np.testing.assert_allclose(

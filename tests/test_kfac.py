@@ -740,6 +740,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
 
     monkeypatch.setattr(kp._OnePerRowSums, "result", recording)
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
+    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
     for budget in (kp.MAX_KEPT_VALUES, 0):
         monkeypatch.setattr(kp, "MAX_KEPT_VALUES", budget)
         got = kp.aggregated_gradients(
@@ -774,6 +775,7 @@ def test_group_sums_by_segments_for_strides_dilations(name, monkeypatch):
     M = np.zeros((3, 25))
     M[g, np.arange(25)] = 1.0
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
+    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
     got = kp.aggregated_gradients(net, "cross_entropy", X, y, M, batch_size=6)
     np.testing.assert_allclose(got, M @ Q, rtol=1e-10, atol=1e-12)
 
@@ -804,6 +806,7 @@ def test_norms_of_some_rows_with_sums_from_convolutions(
     V = rng.standard_normal((Q.shape[1], 2))
     rows = np.array([0, 3, 11, 29])
     monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", segments)
+    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
     norms, total, prods, sk = kp.sq_norms_and_sum(
         net,
         "cross_entropy",
