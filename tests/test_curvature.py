@@ -690,3 +690,27 @@ def test_stationarity_scale_from_a_sample_of_rows(digits, monkeypatch):
         rtol=1e-8,
     )
     assert conv.stationarity_[0] == pytest.approx(part.stationarity_[0])
+
+
+def test_group_sums_reuse_the_rows_kept_from_fit(mlp, monkeypatch):
+    # fit's pass keeps the single-position layers' rotated rows; the group
+    # rows of score_groups then need no pass over the data for an MLP, and
+    # equal those of a fresh pass
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+
+    net, data, groups = mlp
+    gi = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    be = gi._state.backend
+    assert be._kept_rows()  # kept from fit's pass
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pass over the rows")
+
+    with monkeypatch.context() as m:
+        m.setattr(kp, "_batches_of_layer_gradients", no_pass)
+        cached = gi.score_groups(groups["class"], method="interaction").estimate
+    fresh = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
+    fresh._state.backend._rows_cache = None
+    assert fresh._state.backend._kept_rows() is None
+    want = fresh.score_groups(groups["class"], method="interaction").estimate
+    np.testing.assert_allclose(cached, want, rtol=1e-10, atol=1e-14)

@@ -829,3 +829,48 @@ def test_norms_of_some_rows_with_sums_from_convolutions(
     )
     np.testing.assert_allclose(norms, (Q**2).sum(1)[rows], rtol=1e-10)
     np.testing.assert_allclose(total, s.numpy() @ Q, rtol=1e-10, atol=1e-12)
+
+
+def test_group_sums_from_rows_kept_by_the_norms_pass(cnn, monkeypatch):
+    # sq_norms_and_sum(keep_rows=...) exports the kept linear layer's rotated
+    # rows; aggregated_gradients(rows_cache=...) uses them (the convolution
+    # still streamed) and equals the dense references in mixed coordinates
+    from sklearn_groupinf.backends import _kfac_group_sums as kp
+
+    net, X, y, _, _ = cnn
+    X, y = X[:30], y[:30]
+    curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
+    bases = curv.fit(X, y).eigen_bases()
+    R = _mixed_rotation(net, curv)[0]
+    rng = np.random.default_rng(4)
+    Q = example_grads(net, "cross_entropy", X, y)
+    sketch = np.zeros((3, len(X)))
+    sketch[rng.integers(0, 3, len(X)), np.arange(len(X))] = rng.choice([-1, 1], len(X))
+    kept = {}
+    s = torch.ones(len(X), dtype=DT)
+    kp.sq_norms_and_sum(
+        net,
+        "cross_entropy",
+        X,
+        y,
+        s,
+        batch_size=7,
+        matrix=sketch,
+        bases=bases,
+        keep_rows=kept,
+    )
+    assert sorted(kept) == [1]  # the linear layer (second factored layer)
+    real = kp._OnePerRowSums.keeps
+
+    def keeps(self, i, g, a):
+        assert i != 1, "the cached layer was taken from the pass"
+        return real(self, i, g, a)
+
+    monkeypatch.setattr(kp._OnePerRowSums, "keeps", keeps)
+    M = np.zeros((4, len(X)))
+    M[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M[:, 5] = 0.0
+    got = kp.aggregated_gradients(
+        net, "cross_entropy", X, y, M, batch_size=7, bases=bases, rows_cache=kept
+    )
+    np.testing.assert_allclose(got, M @ Q @ R, rtol=1e-10, atol=1e-12)

@@ -65,6 +65,7 @@ def sq_norms_and_sum(
     V=None,
     bases=None,
     norm_rows=None,
+    keep_rows=None,
 ):
     """:func:`per_example_sq_norms` and ``sum_i s_i grad l_i`` ``(P,)`` in one pass.
 
@@ -88,7 +89,10 @@ def sq_norms_and_sum(
     from its own weight-gradient and forward convolutions
     (:mod:`~sklearn_groupinf.backends._kfac_conv`; the rows streamed sorted
     by their row of ``matrix`` when it has at least
-    :data:`SEGMENT_MIN_ROWS` rows per row on average).
+    :data:`SEGMENT_MIN_ROWS` rows per row on average). ``keep_rows`` (a
+    dict, with ``matrix``): receives the kept single-position layers' output
+    gradients and inputs over every row (rotated into ``bases``), which
+    :func:`aggregated_gradients` takes as ``rows_cache``.
     """
     import torch
 
@@ -182,11 +186,13 @@ def sq_norms_and_sum(
         res.append(_finish(prods))
     if sketch is not None:
         res.append(sketch.result())
+        if keep_rows is not None:
+            keep_rows.update(sketch.exported)
     return tuple(res)
 
 
 def aggregated_gradients(
-    module, loss, X, y, matrix, *, batch_size=256, V=None, bases=None
+    module, loss, X, y, matrix, *, batch_size=256, V=None, bases=None, rows_cache=None
 ):
     """``matrix @ Q`` ``(g, P)`` for a ``(g, n)`` (sparse) matrix, without ``n x P``.
 
@@ -200,6 +206,11 @@ def aggregated_gradients(
     column only (``n P`` operations instead of ``n P g``). ``bases``
     (such matrices only): the sums, and ``V``, in the mixed coordinates of
     :meth:`KroneckerCurvature.eigen_bases` (``{layer index: (Q_G, Q_A)}``).
+    ``rows_cache`` (such matrices only): ``{layer index: (g, a)}`` of
+    single-position layers over every row, as :func:`sq_norms_and_sum`'s
+    ``keep_rows`` gives them for the same parameters and ``bases``; those
+    layers are not taken from the pass, and without other layers or
+    parameters outside them no pass is made.
     """
     import torch
 
@@ -209,11 +220,13 @@ def aggregated_gradients(
     Vt = None if V is None else _param_columns(V, layout.n_params, ref)[0]
     if one_per_row:
         out = _aggregated_one_per_row(
-            module, loss, X, y, matrix, layout, batch_size, bases
+            module, loss, X, y, matrix, layout, batch_size, bases, rows_cache
         )
         return _finish(out if Vt is None else out @ Vt)
-    if bases:
-        raise ValueError("bases need a matrix with at most one entry per row.")
+    if bases or rows_cache:
+        raise ValueError(
+            "bases and rows_cache need a matrix with at most one entry per row."
+        )
     out = torch.zeros((layout.n_params, n_g), dtype=ref.dtype, device=ref.device)
     # accumulate straight into ``out``: weight rows as an (out * in, g) view,
     # the bias column (when trainable) into its own rows
@@ -242,13 +255,17 @@ def aggregated_gradients(
     return _finish(out.T if Vt is None else out.T @ Vt)
 
 
-def _aggregated_one_per_row(module, loss, X, y, matrix, layout, batch_size, bases=None):
+def _aggregated_one_per_row(
+    module, loss, X, y, matrix, layout, batch_size, bases=None, rows_cache=None
+):
     """:func:`aggregated_gradients` when each row has at most one coefficient.
 
     ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result (a tensor),
     accumulated by :class:`_OnePerRowSums`.
     """
-    sums = _OnePerRowSums(matrix, layout, bases=bases)
+    sums = _OnePerRowSums(matrix, layout, bases=bases, rows_cache=rows_cache)
+    if not sums.needs_pass():
+        return sums.result()
     rows, raw = None, sums.segment_layers()
     if raw:  # rows sorted by group (those without a coefficient left out)
         import torch
@@ -292,7 +309,7 @@ class _OnePerRowSums:
     rotated once, ``n (out^2 + in^2)`` multiply-adds).
     """
 
-    def __init__(self, matrix, layout, bases=None):
+    def __init__(self, matrix, layout, bases=None, rows_cache=None):
         import torch
 
         n_g, n = matrix.shape
@@ -316,6 +333,11 @@ class _OnePerRowSums:
         self.bases = bases or {}
         self.has = has
         self.raw = set()
+        # {layer: (g, a)} of kept layers over every row (row order, unweighted,
+        # rotated when in bases): given, used instead of the pass's; exported
+        # by result() when every row was fed
+        self.cached = rows_cache or {}
+        self.exported = {}
 
     def segment_layers(self):
         """The layers to sum group by group (:data:`SEGMENT_MIN_ROWS`):
@@ -376,8 +398,10 @@ class _OnePerRowSums:
             if i in self.raw:
                 self._add_segments(sl, i, g, a)
                 continue
+            if i in self.cached:
+                continue
             if self.keeps(i, g, a):
-                self.kept[i][0].append(g[..., 0] * wb[:, None])
+                self.kept[i][0].append(g[..., 0])
                 self.kept[i][1].append(a[..., 0])
                 continue
             w_cols = out[:, layout.slices[layer["weight"]]]
@@ -403,41 +427,68 @@ class _OnePerRowSums:
             G = G.reshape(G.shape[0], -1) * wb[:, None]
             out[:, layout.slices[name]].index_add_(0, cb, G)
 
+    def needs_pass(self):
+        """Whether the rows must be streamed: not when every layer is cached
+        and no parameter lies outside the layers."""
+        layers = range(len(self.layout.layers))
+        return bool(self.layout.other) or any(i not in self.cached for i in layers)
+
     def result(self):
         """The ``(g, P)`` sums (a tensor)."""
         import torch
 
-        layout, out, col, n_g = self.layout, self.out, self.col, self.n_g
+        layout, col = self.layout, self.col
+        ref = next(iter(layout.params.values()))
         if self.kept:
-            ref = next(iter(layout.params.values()))
             fed = np.concatenate(
                 [
                     np.arange(self.n)[sl] if isinstance(sl, slice) else sl.cpu().numpy()
                     for sl in self.fed
                 ]
             )
+            fed_t = torch.as_tensor(fed, device=ref.device)
+            every = len(fed) == self.n and bool(np.all(np.bincount(fed) == 1))
             order = np.argsort(col[fed], kind="stable")
-            bounds = np.searchsorted(col[fed][order], np.arange(n_g + 1))
             order_t = torch.as_tensor(order, device=ref.device)
             for i, (gs, as_) in self.kept.items():
-                layer = layout.layers[i]
-                G, A = torch.cat(gs)[order_t], torch.cat(as_)[order_t]
-                n_w = A.shape[1] - (layer["bias"] is not None)
-                w_sl = layout.slices[layer["weight"]]
-                rotated = i in self.bases
-                if rotated:  # (Q_G' g)(Q_A' a)': the whole block, bias included
+                G, A = torch.cat(gs), torch.cat(as_)
+                if i in self.bases:  # (Q_G' g)(Q_A' a)': the whole block
                     qg, qa = self.bases[i]
                     G, A = G @ qg, A @ qa
-                for k in range(n_g):
-                    rows = slice(bounds[k], bounds[k + 1])
-                    w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
-                    if rotated and layer["bias"] is not None:
-                        full = G[rows].T @ A[rows]
-                        w_view.copy_(full[:, :n_w])
-                        out[k, layout.slices[layer["bias"]]] = full[:, n_w]
-                        continue
-                    torch.matmul(G[rows].T, A[rows, :n_w], out=w_view)
-                    if layer["bias"] is not None:  # its input is the constant 1
-                        out[k, layout.slices[layer["bias"]]] = G[rows].sum(0)
+                if every:  # back in row order, for later passes
+                    inv = torch.empty_like(fed_t)
+                    inv[fed_t] = torch.arange(len(fed), device=ref.device)
+                    self.exported[i] = (G[inv], A[inv])
+                G = G * self.coef_t[fed_t][:, None]
+                self._contract(i, G[order_t], A[order_t], col[fed][order])
             self.kept = {}
-        return out
+        if self.cached:
+            rows = self.sorted_rows()
+            rows_t = torch.as_tensor(rows, device=ref.device)
+            for i, (G, A) in self.cached.items():
+                G = G[rows_t] * self.coef_t[rows_t][:, None]
+                self._contract(i, G, A[rows_t], col[rows])
+        return self.out
+
+    def _contract(self, i, G, A, cols):
+        """Group sums ``G_k' A_k`` of a kept layer from its weighted output
+        gradients and inputs ``G``, ``A`` ordered by group ``cols``."""
+        import torch
+
+        layout, out = self.layout, self.out
+        layer = layout.layers[i]
+        bounds = np.searchsorted(cols, np.arange(self.n_g + 1))
+        n_w = A.shape[1] - (layer["bias"] is not None)
+        w_sl = layout.slices[layer["weight"]]
+        rotated = i in self.bases
+        for k in range(self.n_g):
+            rows = slice(bounds[k], bounds[k + 1])
+            w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
+            if rotated and layer["bias"] is not None:
+                full = G[rows].T @ A[rows]
+                w_view.copy_(full[:, :n_w])
+                out[k, layout.slices[layer["bias"]]] = full[:, n_w]
+                continue
+            torch.matmul(G[rows].T, A[rows, :n_w], out=w_view)
+            if layer["bias"] is not None:  # its input is the constant 1
+                out[k, layout.slices[layer["bias"]]] = G[rows].sum(0)

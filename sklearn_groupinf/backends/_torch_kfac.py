@@ -226,12 +226,20 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
         if sample_norms and self.n_samples > NORM_SAMPLE_ROWS:
             rng = np.random.default_rng(self.random_state)
             rows = np.sort(rng.choice(self.n_samples, NORM_SAMPLE_ROWS, replace=False))
+        kept = {} if matrix is not None else None
         out = self._per_example(
-            sq_norms_and_sum, self._s, matrix=matrix, V=Vc, bases=bases, norm_rows=rows
+            sq_norms_and_sum,
+            self._s,
+            matrix=matrix,
+            V=Vc,
+            bases=bases,
+            norm_rows=rows,
+            keep_rows=kept,
         )
         sq, data_grad = out[:2]
         if matrix is not None:  # in mixed coordinates (see _bases)
             self._sketch_cache = (self._theta.clone(), matrix, out[-1], self._kfac)
+            self._rows_cache = (self._theta.clone(), self._kfac, kept)
         pen = self._pen_mult * self.weight_decay * self._mask * self._theta
         self._grad_cache = (self._theta.clone(), data_grad + _to_numpy(pen))
         s = _to_numpy(self._s)
@@ -274,7 +282,13 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
         bases = self._bases() if mixed else None
         if not mixed:
             V = np.asarray(V, dtype=np.float64).reshape(self.n_params, -1)
-        out = self._per_example(aggregated_gradients, weighted, V=V, bases=bases)
+        out = self._per_example(
+            aggregated_gradients,
+            weighted,
+            V=V,
+            bases=bases,
+            rows_cache=self._kept_rows() if mixed else None,
+        )
         c = self._offset()
         if c is not None:
             if mixed:
@@ -282,6 +296,24 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
             cV = c @ (_to_numpy(V) if mixed else V)
             out += np.asarray(weighted.sum(axis=1)).reshape(-1, 1) * cV[None, :]
         return out
+
+    def _kept_rows(self):
+        """The single-position layers' rotated output gradients and inputs
+        over every row, kept from ``fit``'s pass (:meth:`removal_gradient_norms`
+        with the sketch) while the parameters and the curvature are those it
+        ran with (``None`` otherwise): later group sums in mixed coordinates
+        take them instead of forming them again (for a network of such layers
+        only, no pass at all)."""
+        import torch
+
+        cached = getattr(self, "_rows_cache", None)
+        if (
+            cached is None
+            or cached[1] is not self._kfac
+            or not torch.equal(cached[0], self._theta)
+        ):
+            return None
+        return cached[2] or None
 
     def aggregated_loss_gradients(self, matrix, batch_size=None):
         """``matrix @ L`` ``(g, P)`` (unweighted loss gradients) layer by layer."""
