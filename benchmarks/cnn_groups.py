@@ -452,6 +452,12 @@ def main(argv=None):
     parser.add_argument("--group-refits", type=int, default=None)
     parser.add_argument("--proj-dim", type=int, default=None)
     parser.add_argument("--target-rank", type=int, default=64)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="rows per batch of GroupInfluence's passes (training: always 128)",
+    )
     parser.add_argument("--kron-lambda-rows", type=int, default=None)
     parser.add_argument("--no-kronfluence", action="store_true")
     parser.add_argument("--no-trak", action="store_true")
@@ -532,7 +538,7 @@ def main(argv=None):
         curvature="ekfac",
         damping=args.damping,
         target_rank=args.target_rank,
-        curvature_options={"fisher": "sampled", "batch_size": 128},
+        curvature_options={"fisher": "sampled", "batch_size": args.batch_size},
     )
     prof = profile_start(args.profile)
     meter("GroupInfluence.fit", lambda: gi.fit(X, y, X_target=Xt, y_target=yt))

@@ -28,8 +28,11 @@ MAX_KEPT_VALUES = 2**26
 #: Fewest rows per group, on average, for which group sums of convolutions
 #: are formed group by group: the rows sorted by group, one weight-gradient
 #: convolution per group and batch (no patches, no per-example gradients).
-#: Below it (e.g. one row per group) the calls would outnumber the rows.
-SEGMENT_MIN_ROWS = 16
+#: Group sums with 64 directions over 4,000 rows of the CNN of
+#: ``benchmarks/cnn_groups.py`` (batches of 128) took, by groups and by
+#: per-example gradients: 44.1 / 17.6 s with 2 rows per group, 9.6 / 10.3 s
+#: with 4, 5.7 / 7.5 s with 8, 4.0 / 5.5 s with 16, 3.0 / 4.1 s with 32.
+SEGMENT_MIN_ROWS = 8
 
 #: Fewest input channels of a convolution for that route. With one input
 #: channel per-example gradients are cheaper: on 128 rows of 28 x 28 the
