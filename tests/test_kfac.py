@@ -702,6 +702,26 @@ def test_patches_equal_unfold(kw, contiguous):
     assert torch.equal(got, ref)
 
 
+def _thirty_rows(cnn, mixed):
+    """``(net, X, y, bases, R)``: the CNN on 30 rows; with ``mixed`` its
+    EK-FAC eigen bases and the dense rotation ``R`` into mixed coordinates."""
+    net, X, y, _, _ = cnn
+    X, y = X[:30], y[:30]
+    bases, R = None, None
+    if mixed:
+        curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
+        bases = curv.fit(X, y).eigen_bases()
+        R = _mixed_rotation(net, curv)[0]
+    return net, X, y, bases, R
+
+
+def _one_per_row(rng, n_groups, n):
+    """A ``(n_groups, n)`` matrix with one random coefficient per row."""
+    M = np.zeros((n_groups, n))
+    M[rng.integers(0, n_groups, n), np.arange(n)] = rng.standard_normal(n)
+    return M
+
+
 @pytest.mark.parametrize("mixed", [False, True])
 def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     # rows sorted by group and each convolution summed by its weight gradient
@@ -710,17 +730,10 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     # layers summed row by row instead)
     from sklearn_groupinf.backends import _kfac_group_sums as kp
 
-    net, X, y, _, _ = cnn
-    X, y = X[:30], y[:30]
-    bases, R = None, None
-    if mixed:
-        curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
-        bases = curv.fit(X, y).eigen_bases()
-        R = _mixed_rotation(net, curv)[0]
+    net, X, y, bases, R = _thirty_rows(cnn, mixed)
     rng = np.random.default_rng(2)
     Q = example_grads(net, "cross_entropy", X, y)
-    M1 = np.zeros((3, len(X)))
-    M1[rng.integers(0, 3, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M1 = _one_per_row(rng, 3, len(X))
     M1[:, [0, 7]] = 0.0
     want = M1 @ Q if R is None else M1 @ Q @ R
     calls = []
@@ -790,18 +803,11 @@ def test_norms_of_some_rows_with_sums_from_convolutions(
     # rows are too few) still cover every row and equal the dense references
     from sklearn_groupinf.backends import _kfac_group_sums as kp
 
-    net, X, y, _, _ = cnn
-    X, y = X[:30], y[:30]
-    bases, R = None, None
-    if mixed:
-        curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
-        bases = curv.fit(X, y).eigen_bases()
-        R = _mixed_rotation(net, curv)[0]
+    net, X, y, bases, R = _thirty_rows(cnn, mixed)
     rng = np.random.default_rng(3)
     s = torch.as_tensor(rng.uniform(0.5, 2.0, len(X)), dtype=DT)
     Q = example_grads(net, "cross_entropy", X, y)
-    M1 = np.zeros((4, len(X)))
-    M1[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M1 = _one_per_row(rng, 4, len(X))
     M1[:, 3] = 0.0
     V = rng.standard_normal((Q.shape[1], 2))
     rows = np.array([0, 3, 11, 29])
@@ -837,11 +843,7 @@ def test_group_sums_from_rows_kept_by_the_norms_pass(cnn, monkeypatch):
     # still streamed) and equals the dense references in mixed coordinates
     from sklearn_groupinf.backends import _kfac_group_sums as kp
 
-    net, X, y, _, _ = cnn
-    X, y = X[:30], y[:30]
-    curv = KroneckerCurvature(net, "cross_entropy", kind="ekfac", damping=0.1)
-    bases = curv.fit(X, y).eigen_bases()
-    R = _mixed_rotation(net, curv)[0]
+    net, X, y, bases, R = _thirty_rows(cnn, True)
     rng = np.random.default_rng(4)
     Q = example_grads(net, "cross_entropy", X, y)
     sketch = np.zeros((3, len(X)))
@@ -867,8 +869,7 @@ def test_group_sums_from_rows_kept_by_the_norms_pass(cnn, monkeypatch):
         return real(self, i, g, a)
 
     monkeypatch.setattr(kp._OnePerRowSums, "keeps", keeps)
-    M = np.zeros((4, len(X)))
-    M[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
+    M = _one_per_row(rng, 4, len(X))
     M[:, 5] = 0.0
     got = kp.aggregated_gradients(
         net, "cross_entropy", X, y, M, batch_size=7, bases=bases, rows_cache=kept
