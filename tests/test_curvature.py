@@ -678,10 +678,10 @@ def test_stationarity_scale_from_a_sample_of_rows(digits, monkeypatch):
     assert part.stationarity_[0] != pytest.approx(full.stationarity_[0])
     # the convolution's sums, products and sketch sums from its own
     # convolutions (the sketch's rows sorted by bucket) give the same fit
-    from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends import _kfac_one_per_row as kr
 
-    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
-    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", 1)
+    monkeypatch.setattr(kr, "CONV_SUMS_MIN_CHANNELS", 1)
     conv = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
     np.testing.assert_allclose(conv.influence_, full.influence_, rtol=1e-9)
     np.testing.assert_allclose(

@@ -631,6 +631,7 @@ def test_products_and_group_sums_in_mixed_coordinates(cnn, monkeypatch):
     # with ``bases`` equal the dense references rotated by R (also when the
     # single-position layer is summed row by row instead of kept)
     from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends import _kfac_one_per_row as kr
     from sklearn_groupinf.backends._kfac_ggn import ggn_products
     from sklearn_groupinf.backends._kfac_layers import output_factors
 
@@ -656,8 +657,8 @@ def test_products_and_group_sums_in_mixed_coordinates(cnn, monkeypatch):
     M1[rng.integers(0, 4, len(X)), np.arange(len(X))] = rng.standard_normal(len(X))
     M1[:, 0] = 0.0
     want = M1 @ Q @ R
-    for budget in (kp.MAX_KEPT_VALUES, 0):
-        monkeypatch.setattr(kp, "MAX_KEPT_VALUES", budget)
+    for budget in (kr.MAX_KEPT_VALUES, 0):
+        monkeypatch.setattr(kr, "MAX_KEPT_VALUES", budget)
         got = kp.aggregated_gradients(net, "cross_entropy", X, y, M1, bases=bases)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
         Vm = rng.standard_normal((F.shape[0], 3))
@@ -729,6 +730,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     # (also with V, in mixed coordinates, and with the kept single-position
     # layers summed row by row instead)
     from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends import _kfac_one_per_row as kr
 
     net, X, y, bases, R = _thirty_rows(cnn, mixed)
     rng = np.random.default_rng(2)
@@ -752,10 +754,10 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
         return real_result(self)
 
     monkeypatch.setattr(kp._OnePerRowSums, "result", recording)
-    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
-    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
-    for budget in (kp.MAX_KEPT_VALUES, 0):
-        monkeypatch.setattr(kp, "MAX_KEPT_VALUES", budget)
+    monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", 1)
+    monkeypatch.setattr(kr, "CONV_SUMS_MIN_CHANNELS", 1)
+    for budget in (kr.MAX_KEPT_VALUES, 0):
+        monkeypatch.setattr(kr, "MAX_KEPT_VALUES", budget)
         got = kp.aggregated_gradients(
             net, "cross_entropy", X, y, M1, batch_size=7, bases=bases
         )
@@ -769,7 +771,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     assert convs and set(calls) >= convs  # the segment route ran
     assert kept == [True, True, False, False]  # the linear layer kept, then not
     calls.clear()
-    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 100)  # groups too small
+    monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", 100)  # groups too small
     got = kp.aggregated_gradients(net, "cross_entropy", X, y, M1, bases=bases)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert not calls
@@ -778,6 +780,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
 @pytest.mark.parametrize("name", ["strided-padded-conv", "dilated-conv-no-bias"])
 def test_group_sums_by_segments_for_strides_dilations(name, monkeypatch):
     from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends import _kfac_one_per_row as kr
 
     _, net, shape = next(m for m in _odd_models() if m[0] == name)
     net = net.to(DT)
@@ -787,8 +790,8 @@ def test_group_sums_by_segments_for_strides_dilations(name, monkeypatch):
     g = np.random.default_rng(0).integers(0, 3, 25)
     M = np.zeros((3, 25))
     M[g, np.arange(25)] = 1.0
-    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", 1)
-    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", 1)
+    monkeypatch.setattr(kr, "CONV_SUMS_MIN_CHANNELS", 1)
     got = kp.aggregated_gradients(net, "cross_entropy", X, y, M, batch_size=6)
     np.testing.assert_allclose(got, M @ Q, rtol=1e-10, atol=1e-12)
 
@@ -802,6 +805,7 @@ def test_norms_of_some_rows_with_sums_from_convolutions(
     # and the sketch sums (group by group, or per example when the sketch's
     # rows are too few) still cover every row and equal the dense references
     from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends import _kfac_one_per_row as kr
 
     net, X, y, bases, R = _thirty_rows(cnn, mixed)
     rng = np.random.default_rng(3)
@@ -811,8 +815,8 @@ def test_norms_of_some_rows_with_sums_from_convolutions(
     M1[:, 3] = 0.0
     V = rng.standard_normal((Q.shape[1], 2))
     rows = np.array([0, 3, 11, 29])
-    monkeypatch.setattr(kp, "SEGMENT_MIN_ROWS", segments)
-    monkeypatch.setattr(kp, "CONV_SUMS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", segments)
+    monkeypatch.setattr(kr, "CONV_SUMS_MIN_CHANNELS", 1)
     norms, total, prods, sk = kp.sq_norms_and_sum(
         net,
         "cross_entropy",
