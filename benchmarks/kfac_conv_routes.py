@@ -12,7 +12,7 @@ package ``dataset-fashion-mnist``), one BLAS/torch thread:
 1. per layer shape of that CNN, 128 rows of 28 x 28 (or 14 x 14, 7 x 7)
    inputs: the weight gradient in two runs of 64 rows against the
    per-example route (patches and the batched product) -- which chose
-   ``CONV_SUMS_MIN_CHANNELS`` in ``sklearn_groupinf/backends/_kfac_group_sums.py``;
+   ``CONV_SUMS_MIN_CHANNELS`` in ``sklearn_groupinf/backends/_kfac_one_per_row.py``;
 2. ``aggregated_gradients`` with 64 directions over ``--rows`` (4,000)
    training rows for groups of 2 to 32 rows, by groups and by per-example
    gradients -- which chose ``SEGMENT_MIN_ROWS`` there. (The ``(g, P)``
@@ -85,6 +85,7 @@ def group_routes(n):
     from cnn_groups import load_fashion_mnist, resnet_like
 
     from sklearn_groupinf.backends import _kfac_group_sums as kp
+    from sklearn_groupinf.backends import _kfac_one_per_row as kr
 
     X, y = load_fashion_mnist("train")
     Xt = torch.as_tensor(X[:n], dtype=torch.float32)
@@ -94,7 +95,7 @@ def group_routes(n):
     V = torch.randn(P, 64, generator=torch.Generator().manual_seed(0))
     rng = np.random.default_rng(0)
     rows = []
-    saved = kp.SEGMENT_MIN_ROWS
+    saved = kr.SEGMENT_MIN_ROWS
     try:
         for size in [2, 4, 8, 16, 32]:
             n_g = n // size
@@ -102,7 +103,7 @@ def group_routes(n):
             M = sp.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(n_g, n))
             line = [f"{size}"]
             for threshold in (1, 10**9):  # by groups, by per-example gradients
-                kp.SEGMENT_MIN_ROWS = threshold
+                kr.SEGMENT_MIN_ROWS = threshold
                 t0 = time.perf_counter()
                 kp.aggregated_gradients(
                     net, "cross_entropy", Xt, yt, M, V=V, batch_size=128
@@ -111,7 +112,7 @@ def group_routes(n):
             rows.append(line)
             print(" | ".join(line), flush=True)
     finally:
-        kp.SEGMENT_MIN_ROWS = saved
+        kr.SEGMENT_MIN_ROWS = saved
     return rows
 
 

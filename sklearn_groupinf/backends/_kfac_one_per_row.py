@@ -24,17 +24,18 @@ MAX_KEPT_VALUES = 2**26
 #: convolution per group and batch (no patches, no per-example gradients).
 #: Group sums with 64 directions over 4,000 rows of the CNN of
 #: ``benchmarks/cnn_groups.py`` in batches of 128, by groups / by
-#: per-example gradients (``benchmarks/kfac_conv_routes.py``): 44.1 / 17.6 s
-#: with 2 rows per group, 9.6 / 10.3 s with 4, 5.7 / 7.5 s with 8,
-#: 4.0 / 5.5 s with 16, 3.0 / 4.1 s with 32.
+#: per-example gradients (``nice .venv/bin/python
+#: benchmarks/kfac_conv_routes.py``): 39.9 / 16.5 s with 2 rows per group,
+#: 8.8 / 9.1 s with 4, 5.7 / 8.2 s with 8, 4.4 / 5.6 s with 16,
+#: 3.1 / 4.7 s with 32.
 SEGMENT_MIN_ROWS = 8
 
 #: Fewest input channels of a convolution for that route. With one input
 #: channel per-example gradients are cheaper: on 128 rows of 28 x 28 the
 #: first convolution of ``benchmarks/cnn_groups.py`` (1 to 16 channels)
-#: took 8.5 ms by weight gradients and 3.5 ms by per-example gradients,
-#: against 3.6 ms and 5.2 ms with 3 input channels
-#: (``benchmarks/kfac_conv_routes.py``).
+#: took 7.5 ms by weight gradients and 2.6 ms by per-example gradients,
+#: against 2.9 ms and 6.0 ms with 3 input channels and 3.1 ms and 8.0 ms
+#: for its 16-channel convolutions (same run as above).
 CONV_SUMS_MIN_CHANNELS = 2
 
 
