@@ -361,6 +361,10 @@ def test_ggn_products_and_group_sums_equal_the_dense_references(model, request):
     M1[:, 0] = 0.0
     got = aggregated_gradients(net, "cross_entropy", X, y, M1, batch_size=7)
     np.testing.assert_allclose(got, M1 @ Q, rtol=1e-10, atol=1e-12)
+    # contracted with V as the sums are formed (never (g, P)), also for the
+    # parameters outside the layers
+    got = aggregated_gradients(net, "cross_entropy", X, y, M1, batch_size=7, V=V)
+    np.testing.assert_allclose(got, M1 @ Q @ V, rtol=1e-10, atol=1e-12)
     norms = per_example_sq_norms(net, "cross_entropy", X, y, batch_size=7)
     np.testing.assert_allclose(norms, (Q**2).sum(1), rtol=1e-10)
     norms, total = sq_norms_and_sum(net, "cross_entropy", X, y, s, batch_size=7)
@@ -749,8 +753,11 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     kept = []
     real_result = kp._OnePerRowSums.result
 
+    widths = []
+
     def recording(self):
         kept.append(bool(self.kept))
+        widths.append(self.out.shape[1])
         return real_result(self)
 
     monkeypatch.setattr(kp._OnePerRowSums, "result", recording)
@@ -770,6 +777,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     convs = {i for i, m in enumerate(net) if isinstance(m, torch.nn.Conv2d)}
     assert convs and set(calls) >= convs  # the segment route ran
     assert kept == [True, True, False, False]  # the linear layer kept, then not
+    assert widths == [Q.shape[1], 2, Q.shape[1], 2]  # with V: (g, k), never (g, P)
     calls.clear()
     monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", 100)  # groups too small
     got = kp.aggregated_gradients(net, "cross_entropy", X, y, M1, bases=bases)

@@ -166,7 +166,9 @@ def aggregated_gradients(
     """``matrix @ Q`` ``(g, P)`` for a ``(g, n)`` (sparse) matrix, without ``n x P``.
 
     With ``V`` ``(P, k)``: ``(matrix @ Q) @ V`` ``(g, k)``, multiplied on the
-    device before anything is copied out.
+    device before anything is copied out; for a matrix with at most one
+    entry per row the sums are contracted with ``V`` as they are formed and
+    the ``(g, P)`` sums are never held (memory ``g k``, not ``g P``).
 
     ``Q`` holds the unweighted per-example loss gradients as rows, in the flat
     order of the trainable parameters; a layer's rows are accumulated as
@@ -189,9 +191,9 @@ def aggregated_gradients(
     Vt = None if V is None else _param_columns(V, layout.n_params, ref)[0]
     if one_per_row:
         out = _aggregated_one_per_row(
-            module, loss, X, y, matrix, layout, batch_size, bases, rows_cache
+            module, loss, X, y, matrix, layout, batch_size, bases, rows_cache, Vt
         )
-        return _finish(out if Vt is None else out @ Vt)
+        return _finish(out)
     if bases or rows_cache:
         raise ValueError(
             "bases and rows_cache need a matrix with at most one entry per row."
@@ -225,14 +227,15 @@ def aggregated_gradients(
 
 
 def _aggregated_one_per_row(
-    module, loss, X, y, matrix, layout, batch_size, bases=None, rows_cache=None
+    module, loss, X, y, matrix, layout, batch_size, bases=None, rows_cache=None, V=None
 ):
     """:func:`aggregated_gradients` when each row has at most one coefficient.
 
-    ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result (a tensor),
-    accumulated by :class:`_OnePerRowSums`.
+    ``matrix`` is CSC ``(g, n)``; returns the ``(g, P)`` result, or
+    ``(g, k)`` contracted with ``V`` (a tensor), accumulated by
+    :class:`_OnePerRowSums`.
     """
-    sums = _OnePerRowSums(matrix, layout, bases=bases, rows_cache=rows_cache)
+    sums = _OnePerRowSums(matrix, layout, bases=bases, rows_cache=rows_cache, V=V)
     if not sums.needs_pass():
         return sums.result()
     rows, raw = None, sums.segment_layers()
