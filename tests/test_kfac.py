@@ -763,6 +763,7 @@ def test_group_sums_of_convolutions_by_segments(cnn, monkeypatch, mixed):
     monkeypatch.setattr(kp._OnePerRowSums, "result", recording)
     monkeypatch.setattr(kr, "SEGMENT_MIN_ROWS", 1)
     monkeypatch.setattr(kr, "CONV_SUMS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(kr, "CONTRACT_VALUES", 1)  # one group per product
     for budget in (kr.MAX_KEPT_VALUES, 0):
         monkeypatch.setattr(kr, "MAX_KEPT_VALUES", budget)
         got = kp.aggregated_gradients(

@@ -38,6 +38,12 @@ SEGMENT_MIN_ROWS = 8
 #: for its 16-channel convolutions (same run as above).
 CONV_SUMS_MIN_CHANNELS = 2
 
+#: Values of the kept layers' group sums formed at once before they are
+#: contracted with ``V`` in one matrix product (16 Mi, 64 MiB in float32):
+#: one product per group would read ``V``'s rows of the layer once per group
+#: (256 MB for the CNN's 1568 x 640 layer with 64 directions).
+CONTRACT_VALUES = 2**24
+
 
 def _convolutions(layout, bases=None):
     """The convolutions whose sums and products come from their own
@@ -284,12 +290,20 @@ class _OnePerRowSums:
         n_w = A.shape[1] - (layer["bias"] is not None)
         w_sl = layout.slices[layer["weight"]]
         rotated = i in self.bases
+        if self.V is not None:  # whole blocks, a chunk of groups per product
+            step = max(1, CONTRACT_VALUES // (G.shape[1] * A.shape[1]))
+            for k0 in range(0, self.n_g, step):
+                ks = range(k0, min(self.n_g, k0 + step))
+                M = torch.stack(
+                    [
+                        G[bounds[k] : bounds[k + 1]].T @ A[bounds[k] : bounds[k + 1]]
+                        for k in ks
+                    ]
+                )
+                out[k0 : ks.stop] += self._dot(i, M)
+            return
         for k in range(self.n_g):
             rows = slice(bounds[k], bounds[k + 1])
-            if self.V is not None:  # the whole block, bias column included
-                if bounds[k + 1] > bounds[k]:
-                    out[k] += self._dot(i, (G[rows].T @ A[rows])[None])[0]
-                continue
             w_view = out[k, w_sl].view(G.shape[1], n_w)  # contiguous row
             if rotated and layer["bias"] is not None:
                 full = G[rows].T @ A[rows]
