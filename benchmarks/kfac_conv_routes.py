@@ -15,9 +15,10 @@ package ``dataset-fashion-mnist``), one BLAS/torch thread:
    ``CONV_SUMS_MIN_CHANNELS`` in ``sklearn_groupinf/backends/_kfac_one_per_row.py``;
 2. ``aggregated_gradients`` with 64 directions over ``--rows`` (4,000)
    training rows for groups of 2 to 32 rows, by groups and by per-example
-   gradients -- which chose ``SEGMENT_MIN_ROWS`` there. (The ``(g, P)``
-   group sums themselves grow with the number of groups: 8 GB in float32
-   at 2,000 groups, which is most of the time of both routes there.)
+   gradients -- which chose ``SEGMENT_MIN_ROWS`` there (the sums are
+   contracted with the directions as they are formed, so with many groups
+   both routes spend most of their time on the ``1568 x 640`` layer's
+   blocks, one per group).
 
 Run::
 

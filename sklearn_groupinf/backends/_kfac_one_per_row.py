@@ -25,9 +25,10 @@ MAX_KEPT_VALUES = 2**26
 #: Group sums with 64 directions over 4,000 rows of the CNN of
 #: ``benchmarks/cnn_groups.py`` in batches of 128, by groups / by
 #: per-example gradients (``nice .venv/bin/python
-#: benchmarks/kfac_conv_routes.py``): 39.9 / 16.5 s with 2 rows per group,
-#: 8.8 / 9.1 s with 4, 5.7 / 8.2 s with 8, 4.4 / 5.6 s with 16,
-#: 3.1 / 4.7 s with 32.
+#: benchmarks/kfac_conv_routes.py``, the sums contracted with the directions
+#: as they are formed): 26.5 / 23.8 s with 2 rows per group, 13.5 / 13.0 s
+#: with 4, 8.3 / 8.7 s with 8, 5.4 / 5.8 s with 16, 3.7 / 4.8 s with 32
+#: (on the shared machine a second run of the same code varied by up to 30 %).
 SEGMENT_MIN_ROWS = 8
 
 #: Fewest input channels of a convolution for that route. With one input
@@ -35,7 +36,7 @@ SEGMENT_MIN_ROWS = 8
 #: first convolution of ``benchmarks/cnn_groups.py`` (1 to 16 channels)
 #: took 7.5 ms by weight gradients and 2.6 ms by per-example gradients,
 #: against 2.9 ms and 6.0 ms with 3 input channels and 3.1 ms and 8.0 ms
-#: for its 16-channel convolutions (same run as above).
+#: for its 16-channel convolutions (``benchmarks/kfac_conv_routes.py``).
 CONV_SUMS_MIN_CHANNELS = 2
 
 #: Values of the kept layers' group sums formed at once before they are
