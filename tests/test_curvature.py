@@ -325,7 +325,7 @@ def test_target_sketch_sums_come_from_the_norms_pass(mlp):
     real = backend.aggregated_removal_gradients
     backend.aggregated_removal_gradients = lambda M: passes.append(1) or real(M)
     B, M = backend.target_hessian_factor()
-    assert passes == [] and backend._sketch_cache is None
+    assert passes == [] and backend._kept_from_pass("sketch") is None
     assert backend.target_hessian_factor()[0] is not B and passes == []  # kept
     backend._mixed_factor = None  # the factor dropped too: a new pass
     B2, M2 = backend.target_hessian_factor()  # the sums' cache was released
@@ -710,7 +710,7 @@ def test_group_sums_reuse_the_rows_kept_from_fit(mlp, monkeypatch):
         m.setattr(kp, "_batches_of_layer_gradients", no_pass)
         cached = gi.score_groups(groups["class"], method="interaction").estimate
     fresh = _fit(FrozenEstimator(net), data, curvature="ekfac", damping=0.1)
-    fresh._state.backend._rows_cache = None
+    fresh._state.backend._pass_kept.pop("rows")
     assert fresh._state.backend._kept_rows() is None
     want = fresh.score_groups(groups["class"], method="interaction").estimate
     np.testing.assert_allclose(cached, want, rtol=1e-10, atol=1e-14)

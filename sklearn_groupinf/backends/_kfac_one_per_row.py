@@ -79,7 +79,8 @@ class _OnePerRowSums:
     accumulated batch by batch (``add``) from layer inputs and output gradients.
 
     Layers with one position (``T = 1``, e.g. every ``nn.Linear`` on flat
-    inputs) keep their scaled output gradients and inputs (``n (out + in)``
+    inputs) keep their output gradients and inputs (the coefficients applied
+    at the end) (``n (out + in)``
     values, at most :data:`MAX_KEPT_VALUES` in all) and contract them
     group by group at the end, ``G_g' A_g``: one matrix product per group,
     never a per-example gradient. Other layers (convolutions) form each
@@ -206,29 +207,24 @@ class _OnePerRowSums:
                 self.kept[i][0].append(g[..., 0])
                 self.kept[i][1].append(a[..., 0])
                 continue
-            if i in self.bases:  # rotated: the input's last entry is not the 1
-                blocks = dict(blocks or {})
-                blocks[i] = list(_layer_blocks(*_rotated(self.bases, i, g, a)))
-            if self.V is not None:  # contracted with V as formed
-                parts = blocks[i] if blocks and i in blocks else _layer_blocks(g, a)
-                for s2, D in parts:
-                    out.index_add_(0, cb[s2], self._dot(i, D * wb[s2, None, None]))
-                continue
-            w_cols = out[:, layout.slices[layer["weight"]]]
-            if blocks is not None and i in blocks:
-                for s2, D in blocks[i]:
-                    D = D * wb[s2, None, None]
-                    if layer["bias"] is not None:  # its input row is the 1
-                        bias = out[:, layout.slices[layer["bias"]]]
-                        bias.index_add_(0, cb[s2], D[:, :, -1])
-                        D = D[:, :, :-1]
-                    w_cols.index_add_(0, cb[s2], D.reshape(D.shape[0], -1))
-                continue
-            g = g * wb[:, None, None]
-            if layer["bias"] is not None:  # the input's last row is the constant 1
-                out[:, layout.slices[layer["bias"]]].index_add_(0, cb, g.sum(2))
-                a = a[:, :-1]
-            for s2, D in _layer_blocks(g, a):
+            # per-example gradients D (the bias column last): rotated for a
+            # layer in its eigenbasis, or as the caller formed them
+            if i in self.bases:
+                parts = _layer_blocks(*_rotated(self.bases, i, g, a))
+            elif blocks is not None and i in blocks:
+                parts = blocks[i]
+            else:
+                parts = _layer_blocks(g, a)
+            for s2, D in parts:
+                D = D * wb[s2, None, None]
+                if self.V is not None:  # contracted with V as formed
+                    out.index_add_(0, cb[s2], self._dot(i, D))
+                    continue
+                if layer["bias"] is not None:
+                    bias = out[:, layout.slices[layer["bias"]]]
+                    bias.index_add_(0, cb[s2], D[:, :, -1])
+                    D = D[:, :, :-1]
+                w_cols = out[:, layout.slices[layer["weight"]]]
                 w_cols.index_add_(0, cb[s2], D.reshape(D.shape[0], -1))
         for name, G in other.items():
             G = G.reshape(G.shape[0], -1) * wb[:, None]

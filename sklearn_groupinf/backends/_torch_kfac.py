@@ -172,12 +172,25 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
     def gradient(self):
         """``grad J``: kept from the pass of :meth:`removal_gradient_norms`
         when the parameters have not moved since, else a new pass."""
+        cached = self._kept_from_pass("grad", curvature=False)
+        if cached is not None:
+            return cached.copy()
+        return super().gradient()
+
+    def _kept_from_pass(self, what, *, curvature=True):
+        """What the pass of :meth:`removal_gradient_norms_and_products` kept
+        under ``what`` (``"grad"``: ``grad J``; ``"sketch"``: the count-sketch
+        sums; ``"rows"``: the single-position layers' rows) while the
+        parameters, and with ``curvature`` the fitted curvature, are those it
+        ran with; ``None`` otherwise."""
         import torch
 
-        cached = getattr(self, "_grad_cache", None)
-        if cached is not None and torch.equal(cached[0], self._theta):
-            return cached[1].copy()
-        return super().gradient()
+        kept = getattr(self, "_pass_kept", None)
+        if kept is None or not torch.equal(kept["theta"], self._theta):
+            return None
+        if curvature and kept["kfac"] is not self._kfac:
+            return None
+        return kept.get(what)
 
     def removal_gradient_products(self, V):
         """``Q V`` ``(n, k)`` layer by layer (never ``n x P`` nor ``b x P``)."""
@@ -237,11 +250,14 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
             keep_rows=kept,
         )
         sq, data_grad = out[:2]
-        if matrix is not None:  # in mixed coordinates (see _bases)
-            self._sketch_cache = (self._theta.clone(), matrix, out[-1], self._kfac)
-            self._rows_cache = (self._theta.clone(), self._kfac, kept)
         pen = self._pen_mult * self.weight_decay * self._mask * self._theta
-        self._grad_cache = (self._theta.clone(), data_grad + _to_numpy(pen))
+        self._pass_kept = {
+            "theta": self._theta.clone(),
+            "kfac": self._kfac,
+            "grad": data_grad + _to_numpy(pen),
+        }
+        if matrix is not None:  # in mixed coordinates (see _bases)
+            self._pass_kept.update(sketch=(matrix, out[-1]), rows=kept)
         s = _to_numpy(self._s)
         prods = None
         if V is not None:
@@ -300,20 +316,11 @@ class KroneckerBackend(KroneckerTargetFactor, TorchBackend):
     def _kept_rows(self):
         """The single-position layers' rotated output gradients and inputs
         over every row, kept from ``fit``'s pass (:meth:`removal_gradient_norms`
-        with the sketch) while the parameters and the curvature are those it
-        ran with (``None`` otherwise): later group sums in mixed coordinates
-        take them instead of forming them again (for a network of such layers
-        only, no pass at all)."""
-        import torch
-
-        cached = getattr(self, "_rows_cache", None)
-        if (
-            cached is None
-            or cached[1] is not self._kfac
-            or not torch.equal(cached[0], self._theta)
-        ):
-            return None
-        return cached[2] or None
+        with the sketch; ``None`` when the parameters or the curvature have
+        changed since): later group sums in mixed coordinates take them
+        instead of forming them again (for a network of such layers only,
+        no pass at all)."""
+        return self._kept_from_pass("rows") or None
 
     def aggregated_loss_gradients(self, matrix, batch_size=None):
         """``matrix @ L`` ``(g, P)`` (unweighted loss gradients) layer by layer."""

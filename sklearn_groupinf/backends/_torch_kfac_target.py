@@ -231,15 +231,12 @@ class KroneckerTargetFactor:
         a new pass."""
         import torch
 
-        cached, self._sketch_cache = getattr(self, "_sketch_cache", None), None
-        if (
-            cached is None
-            or not torch.equal(cached[0], self._theta)
-            or cached[3] is not self._kfac
-        ):
+        cached = self._kept_from_pass("sketch")
+        getattr(self, "_pass_kept", {}).pop("sketch", None)  # released
+        if cached is None:
             G = count_sketch(self.target_rank, self.n_samples, self.random_state)
             return self._kfac.to_mixed(self.aggregated_removal_gradients(G).T).T
-        _, weighted, out, _ = cached
+        weighted, out = cached
         c = self._offset()
         if c is not None:
             counts = np.asarray(weighted.sum(axis=1)).reshape(-1, 1)
